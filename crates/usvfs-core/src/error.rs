@@ -1,0 +1,56 @@
+//! Typed errors of the core library. Every variant names the path it is about.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("source {path:?} does not exist: check the path, or create it first")]
+    SourceMissing { path: PathBuf },
+    #[error("source {path:?} cannot be read ({source}): fix its permissions")]
+    SourceUnreadable { path: PathBuf, source: io::Error },
+    #[error("source {path:?} is not a directory: use a file link (--file) for single files")]
+    SourceNotDirectory { path: PathBuf },
+    #[error("source {path:?} is a directory: use a directory link (--dir) for directories")]
+    SourceIsDirectory { path: PathBuf },
+    #[error(
+        "destination {dest:?} lies inside its own source {source_dir:?}: this would make a cycle; pick a destination outside the source"
+    )]
+    DestinationInsideSource { source_dir: PathBuf, dest: PathBuf },
+    #[error(
+        "source {source_dir:?} lies inside its destination {dest:?}: this would make a cycle; move the source out of the destination"
+    )]
+    SourceInsideDestination { source_dir: PathBuf, dest: PathBuf },
+    #[error(
+        "destination {path:?} already exists in the view and the link asks to fail if it exists"
+    )]
+    DestinationExists { path: PathBuf },
+    #[error("source {path:?} is skipped by the skip lists and the link asks to fail if skipped")]
+    Skipped { path: PathBuf },
+    #[error("path {path:?} is too long (over 4096 bytes)")]
+    PathTooLong { path: PathBuf },
+    #[error("profile {path:?}: {message}")]
+    Profile { path: PathBuf, message: String },
+    #[error("instance {name:?}: {message}")]
+    Instance { name: String, message: String },
+    #[error("index {path:?}: {message}")]
+    Index { path: PathBuf, message: String },
+    #[error("{context} {path:?}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Read-only, allocation-free access to a snapshot image (mapped or in memory).
+
+use std::path::Path;
+
+use super::format::*;
+use crate::error::{Error, Result};
+use crate::path::{self, PathBuffer, TooLong};
+
+pub type NodeId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// A validated view over snapshot bytes.
+#[derive(Clone, Copy)]
+pub struct Snapshot<'a> {
+    header: &'a Header,
+    nodes: &'a [NodeRec],
+    layers: &'a [LayerRec],
+    anchors: &'a [StrRec],
+    blacklist: &'a [StrRec],
+    strings: &'a [u8],
+}
+
+fn slice_of<T>(bytes: &[u8], off: u64, count: u32) -> Option<&[T]> {
+    let off = usize::try_from(off).ok()?;
+    let size = std::mem::size_of::<T>().checked_mul(count as usize)?;
+    let end = off.checked_add(size)?;
+    if end > bytes.len() || (bytes.as_ptr() as usize + off) % std::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: bounds and alignment checked; T is a plain repr(C) record.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().add(off).cast::<T>(), count as usize) })
+}
+
+impl<'a> Snapshot<'a> {
+    /// Validates the header and every table's bounds. The bytes must be 8-aligned
+    /// (a mapping or a `Vec<u64>`-backed buffer is).
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let header: &Header = slice_of::<Header>(bytes, 0, 1)?.first()?;
+        if header.magic != MAGIC
+            || header.version != VERSION
+            || header.total_len as usize > bytes.len()
+        {
+            return None;
+        }
+        let strings_off = usize::try_from(header.strings_off).ok()?;
+        let strings_end = strings_off.checked_add(usize::try_from(header.strings_len).ok()?)?;
+        let strings = bytes.get(strings_off..strings_end)?;
+        let snap = Snapshot {
+            header,
+            nodes: slice_of(bytes, header.nodes_off, header.node_count)?,
+            layers: slice_of(bytes, header.layers_off, header.layer_count)?,
+            anchors: slice_of(bytes, header.anchors_off, header.anchor_count)?,
+            blacklist: slice_of(bytes, header.blacklist_off, header.blacklist_count)?,
+            strings,
+        };
+        if snap.nodes.is_empty() {
+            return None;
+        }
+        // Every reference must stay in bounds so lookups never need checks that can fail.
+        let n = snap.nodes.len() as u64;
+        let s = strings.len() as u64;
+        for r in snap.nodes {
+            if r.name_off as u64 + r.name_len as u64 > s
+                || r.first_child as u64 + r.child_count as u64 > n
+                || (r.layer != NO_LAYER && r.layer as usize >= snap.layers.len())
+                || r.parent as u64 >= n
+            {
+                return None;
+            }
+        }
+        for l in snap.layers {
+            if l.source_off as u64 + l.source_len as u64 > s
+                || l.dest_off as u64 + l.dest_len as u64 > s
+            {
+                return None;
+            }
+        }
+        for a in snap.anchors.iter().chain(snap.blacklist) {
+            if a.off as u64 + a.len as u64 > s {
+                return None;
+            }
+        }
+        Some(snap)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.header.generation
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn root(&self) -> NodeId {
+        0
+    }
+
+    fn str(&self, off: u32, len: u32) -> &'a [u8] {
+        &self.strings[off as usize..off as usize + len as usize]
+    }
+
+    pub fn name(&self, n: NodeId) -> &'a [u8] {
+        let r = &self.nodes[n as usize];
+        self.str(r.name_off, r.name_len as u32)
+    }
+
+    pub fn kind(&self, n: NodeId) -> NodeKind {
+        match self.nodes[n as usize].kind {
+            KIND_DIR => NodeKind::Dir,
+            KIND_FILE => NodeKind::File,
+            KIND_SYMLINK => NodeKind::Symlink,
+            _ => NodeKind::Other,
+        }
+    }
+
+    /// The `d_type` a directory listing reports for this node.
+    pub fn d_type(&self, n: NodeId) -> u8 {
+        match self.kind(n) {
+            NodeKind::Dir => libc::DT_DIR,
+            NodeKind::File => libc::DT_REG,
+            NodeKind::Symlink => libc::DT_LNK,
+            NodeKind::Other => libc::DT_UNKNOWN,
+        }
+    }
+
+    pub fn ino(&self, n: NodeId) -> u64 {
+        self.nodes[n as usize].ino
+    }
+
+    pub fn parent(&self, n: NodeId) -> NodeId {
+        self.nodes[n as usize].parent
+    }
+
+    /// The winning layer, or `None` when only the real disk provides this directory.
+    pub fn layer(&self, n: NodeId) -> Option<u32> {
+        let l = self.nodes[n as usize].layer;
+        (l != NO_LAYER).then_some(l)
+    }
+
+    /// A layer above the real disk put a non-directory on this path or an
+    /// ancestor, so the real directory's entries below it do not show.
+    pub fn hides_base(&self, n: NodeId) -> bool {
+        self.nodes[n as usize].flags & FLAG_HIDES_BASE != 0
+    }
+
+    pub fn children(
+        &self,
+        n: NodeId,
+    ) -> impl DoubleEndedIterator<Item = NodeId> + ExactSizeIterator + use<'a> {
+        let r = &self.nodes[n as usize];
+        r.first_child..r.first_child + r.child_count
+    }
+
+    /// Binary search among the sorted children.
+    pub fn child(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
+        let r = &self.nodes[n as usize];
+        let (mut lo, mut hi) = (r.first_child, r.first_child + r.child_count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.name(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn layer_source(&self, l: u32) -> &'a [u8] {
+        let r = &self.layers[l as usize];
+        self.str(r.source_off, r.source_len)
+    }
+
+    pub fn layer_dest(&self, l: u32) -> &'a [u8] {
+        let r = &self.layers[l as usize];
+        self.str(r.dest_off, r.dest_len)
+    }
+
+    pub fn layer_flags(&self, l: u32) -> u32 {
+        self.layers[l as usize].flags
+    }
+
+    /// Last components of every destination: a path that spells one of them may
+    /// reach a destination through a symlink.
+    pub fn anchors(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let s = *self;
+        self.anchors.iter().map(move |a| s.str(a.off, a.len))
+    }
+
+    pub fn blacklist(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let s = *self;
+        self.blacklist.iter().map(move |a| s.str(a.off, a.len))
+    }
+
+    /// True when an executable path is blacklisted (by base name or full path).
+    pub fn is_blacklisted(&self, exe: &[u8]) -> bool {
+        let base = path::file_name(exe);
+        self.blacklist().any(|b| b == exe || b == base)
+    }
+
+    /// The physical path of node `n` reached at virtual path `vpath`.
+    pub fn physical_path(
+        &self,
+        n: NodeId,
+        vpath: &[u8],
+        out: &mut PathBuffer,
+    ) -> Result<(), TooLong> {
+        out.clear();
+        match self.layer(n) {
+            None => out.push_bytes(vpath),
+            Some(l) => {
+                let rest = path::strip_prefix(vpath, self.layer_dest(l)).unwrap_or(b"");
+                out.push_bytes(self.layer_source(l))?;
+                if !rest.is_empty() {
+                    out.push_component(rest)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The absolute virtual path of a node (for dumps; allocates).
+    pub fn virtual_path(&self, mut n: NodeId) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while n != 0 {
+            parts.push(self.name(n));
+            n = self.parent(n);
+        }
+        let mut out = Vec::new();
+        for p in parts.iter().rev() {
+            out.push(b'/');
+            out.extend_from_slice(p);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        out
+    }
+}
+
+/// A snapshot file mapped read-only: every process shares the same pages.
+pub struct MappedSnapshot {
+    map: memmap2::Mmap,
+}
+
+impl MappedSnapshot {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("opening index", path, e))?;
+        // SAFETY: snapshots are written to a temporary name and renamed into place,
+        // never modified after publication.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::io("mapping index", path, e))?;
+        if Snapshot::parse(&map).is_none() {
+            return Err(Error::Index {
+                path: path.into(),
+                message: "not a valid usvfs index (rebuild it by setting the mapping again)".into(),
+            });
+        }
+        Ok(Self { map })
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot::parse(&self.map).expect("validated at open")
+    }
+}
+
+/// An owned, aligned in-memory snapshot (tests, dumps).
+pub struct OwnedSnapshot {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl OwnedSnapshot {
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: the u64 buffer is at least bytes.len() long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                words.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            )
+        };
+        let s = Self {
+            words,
+            len: bytes.len(),
+        };
+        Snapshot::parse(s.bytes())?;
+        Some(s)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the buffer holds len initialized bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot::parse(self.bytes()).expect("validated at construction")
+    }
+}

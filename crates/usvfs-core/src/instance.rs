@@ -1,0 +1,283 @@
+//! Instances: a named directory of private runtime state (mode 0700, owned by
+//! the user) holding the published index snapshot and one entry per live
+//! process. The last process to leave removes the directory.
+//!
+//! Layout of `<runtime>/usvfs/<name>/`:
+//! * `index`    — the current snapshot (written to a temporary name, renamed);
+//! * `lock`     — `flock`ed while registering, leaving and cleaning up;
+//! * `procs/N`  — one file per live process (pid N), holding its start time.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_NAME: &str = "usvfs_instance";
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Environment variable naming the instance directory of a hooked process.
+pub const ENV_INSTANCE_DIR: &str = "USVFS_INSTANCE_DIR";
+
+fn inst_err(name: &str, message: impl Into<String>) -> Error {
+    Error::Instance {
+        name: name.into(),
+        message: message.into(),
+    }
+}
+
+/// The per-user directory that holds all instances.
+pub fn runtime_root() -> Result<PathBuf> {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let root = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(x)
+            if !x.is_empty()
+                && fs::metadata(&x)
+                    .map(|m| m.is_dir() && m.uid() == uid)
+                    .unwrap_or(false) =>
+        {
+            Path::new(&x).join("usvfs")
+        }
+        _ => PathBuf::from(format!("/tmp/usvfs-{uid}")),
+    };
+    ensure_private_dir(&root, "runtime directory")?;
+    Ok(root)
+}
+
+/// Creates `dir` with mode 0700 if missing; refuses a directory another user
+/// owns or one that others can write to (someone could plant an index there).
+fn ensure_private_dir(dir: &Path, what: &str) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("creating the usvfs runtime directory", dir, e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("checking", dir, e))?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(Error::Instance {
+            name: dir.display().to_string(),
+            message: format!(
+                "the {what} {} is not a directory owned by uid {uid}: remove it or set XDG_RUNTIME_DIR to a private directory",
+                dir.display()
+            ),
+        });
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("securing", dir, e))?;
+    }
+    Ok(())
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(inst_err(
+            name,
+            format!("an instance name must have 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(inst_err(
+            name,
+            "an instance name cannot contain '/' or be '.' or '..'",
+        ));
+    }
+    Ok(())
+}
+
+/// A handle on an instance directory.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// A live process registered with an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub command: Vec<u8>,
+}
+
+impl Instance {
+    /// Opens or creates the named instance under the runtime root.
+    pub fn open_or_create(name: &str) -> Result<Self> {
+        validate_name(name)?;
+        let dir = runtime_root()?.join(name);
+        ensure_private_dir(&dir, "instance directory")?;
+        let procs = dir.join("procs");
+        ensure_private_dir(&procs, "instance directory")?;
+        Ok(Instance {
+            name: name.into(),
+            dir,
+        })
+    }
+
+    /// Opens an existing instance, without creating anything.
+    pub fn open_existing(name: &str) -> Result<Option<Self>> {
+        validate_name(name)?;
+        let dir = runtime_root()?.join(name);
+        if !dir.join("index").exists() {
+            return Ok(None);
+        }
+        Ok(Some(Instance {
+            name: name.into(),
+            dir,
+        }))
+    }
+
+    /// An instance known by its directory (what hooked processes get).
+    pub fn from_dir(dir: &Path) -> Self {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Instance {
+            name,
+            dir: dir.into(),
+        }
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join("index")
+    }
+
+    /// Publishes a new snapshot atomically: running processes keep the one they
+    /// mapped, processes started from now on see this one.
+    pub fn publish(&self, snapshot: &[u8]) -> Result<()> {
+        let tmp = self.dir.join(format!("index.tmp.{}", std::process::id()));
+        let mut f = fs::File::create(&tmp).map_err(|e| Error::io("writing index", &tmp, e))?;
+        f.write_all(snapshot)
+            .map_err(|e| Error::io("writing index", &tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, self.index_path())
+            .map_err(|e| Error::io("publishing index", self.index_path(), e))
+    }
+
+    fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let p = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io("opening the instance lock", &p, e))?;
+        // SAFETY: valid fd; the lock is released when `file` closes.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        Ok(f())
+    }
+
+    /// Records `pid` as a live process of the instance.
+    pub fn register(&self, pid: i32) -> Result<()> {
+        let entry = self.dir.join("procs").join(pid.to_string());
+        let start = start_time(pid).unwrap_or(0);
+        fs::write(&entry, start.to_string())
+            .map_err(|e| Error::io("registering process", &entry, e))
+    }
+
+    /// Forgets `pid`; when no live process remains, removes the instance.
+    /// Returns true when the instance was removed.
+    pub fn leave(&self, pid: i32) -> Result<bool> {
+        self.with_lock(|| {
+            let _ = fs::remove_file(self.dir.join("procs").join(pid.to_string()));
+            if self.live_pids().is_empty() {
+                let _ = fs::remove_dir_all(&self.dir);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Live registered pids; stale entries (dead or reused pids) are pruned.
+    pub fn live_pids(&self) -> Vec<i32> {
+        let procs = self.dir.join("procs");
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(&procs) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let recorded: u64 = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            match start_time(pid) {
+                Some(t) if recorded == 0 || t == recorded => out.push(pid),
+                _ => {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Live processes with their command lines.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        self.live_pids()
+            .into_iter()
+            .map(|pid| {
+                let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let mut command: Vec<u8> = raw
+                    .into_iter()
+                    .map(|b| if b == 0 { b' ' } else { b })
+                    .collect();
+                while command.last() == Some(&b' ') {
+                    command.pop();
+                }
+                ProcessInfo { pid, command }
+            })
+            .collect()
+    }
+}
+
+/// Every instance directory of this user.
+pub fn list_instances() -> Result<Vec<Instance>> {
+    let root = runtime_root()?;
+    let mut out: Vec<Instance> = fs::read_dir(&root)
+        .map_err(|e| Error::io("listing instances", &root, e))?
+        .flatten()
+        .filter(|e| e.path().join("index").exists())
+        .map(|e| Instance::from_dir(&e.path()))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The start time of a process (field 22 of `/proc/PID/stat`), to tell a live
+/// process from a reused pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = OsStr::from_bytes(&stat[close + 2..]).to_str()?;
+    // Fields after the command: state is field 3, start time field 22.
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("ok_name-1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn start_time_of_self_is_known() {
+        assert!(start_time(std::process::id() as i32).is_some());
+    }
+}

@@ -1,0 +1,245 @@
+//! Byte-oriented path helpers. Linux paths are bytes: nothing here assumes UTF-8,
+//! and nothing allocates, so the preload hot path can use it on stack buffers.
+
+/// Longest path we handle in a fixed buffer (Linux `PATH_MAX`).
+pub const PATH_MAX: usize = 4096;
+
+/// A fixed-capacity path buffer that never allocates.
+#[derive(Clone)]
+pub struct PathBuffer {
+    buf: [u8; PATH_MAX],
+    len: usize,
+}
+
+/// The path did not fit in [`PATH_MAX`] bytes (`ENAMETOOLONG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong;
+
+impl Default for PathBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PathBuffer {
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; PATH_MAX],
+            len: 0,
+        }
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self, TooLong> {
+        let mut p = Self::new();
+        p.push_bytes(b)?;
+        Ok(p)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+        }
+    }
+
+    /// Appends raw bytes (no separator handling).
+    pub fn push_bytes(&mut self, b: &[u8]) -> Result<(), TooLong> {
+        // Keep one byte free for the NUL terminator.
+        if self.len + b.len() >= PATH_MAX {
+            return Err(TooLong);
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        Ok(())
+    }
+
+    /// Appends `/component`, never doubling the separator.
+    pub fn push_component(&mut self, c: &[u8]) -> Result<(), TooLong> {
+        if self.len == 0 || self.buf[self.len - 1] != b'/' {
+            self.push_bytes(b"/")?;
+        }
+        self.push_bytes(c)
+    }
+
+    /// Drops the last component of an absolute normalized path (`/a/b` -> `/a`, `/a` -> `/`).
+    pub fn pop_component(&mut self) {
+        match self.as_bytes().iter().rposition(|&c| c == b'/') {
+            Some(0) | None => self.len = 1.min(self.len),
+            Some(i) => self.len = i,
+        }
+        if self.len == 0 {
+            self.buf[0] = b'/';
+            self.len = 1;
+        }
+    }
+
+    /// NUL-terminated pointer for libc calls.
+    pub fn as_c_ptr(&mut self) -> *const libc::c_char {
+        self.buf[self.len] = 0;
+        self.buf.as_ptr().cast()
+    }
+}
+
+/// Iterates the non-empty components of a path, `.` included.
+pub fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    p.split(|&c| c == b'/').filter(|c| !c.is_empty())
+}
+
+/// Writes the lexical normal form of `path` into `out`: absolute (relative paths are
+/// taken from `cwd`), no `.`, `..` applied lexically, single slashes, no trailing slash.
+pub fn normalize_into(path: &[u8], cwd: &[u8], out: &mut PathBuffer) -> Result<(), TooLong> {
+    out.clear();
+    out.push_bytes(b"/")?;
+    if path.first() != Some(&b'/') {
+        append_normalized(cwd, out)?;
+    }
+    append_normalized(path, out)
+}
+
+/// Applies the components of `path` onto the absolute normalized path in `out`.
+pub fn append_normalized(path: &[u8], out: &mut PathBuffer) -> Result<(), TooLong> {
+    for c in components(path) {
+        match c {
+            b"." => {}
+            b".." => out.pop_component(),
+            c => out.push_component(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Lexically normalizes into a new vector (for controllers, not the hot path).
+pub fn normalize(path: &[u8], cwd: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len() + cwd.len() + 1);
+    out.push(b'/');
+    let push_all = |p: &[u8], out: &mut Vec<u8>| {
+        for c in components(p) {
+            match c {
+                b"." => {}
+                b".." => {
+                    let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    out.truncate(cut.max(1));
+                }
+                c => {
+                    if out.last() != Some(&b'/') {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(c);
+                }
+            }
+        }
+    };
+    if path.first() != Some(&b'/') {
+        push_all(cwd, &mut out);
+    }
+    push_all(path, &mut out);
+    out
+}
+
+/// If `path` equals `prefix` or lies below it (component-wise), returns the rest
+/// without its leading slash (empty when equal).
+pub fn strip_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if prefix == b"/" {
+        return path.strip_prefix(b"/");
+    }
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some(rest)
+    } else {
+        rest.strip_prefix(b"/")
+    }
+}
+
+/// True when the path is already in normal form (the common case: skip the copy).
+pub fn is_normal_absolute(p: &[u8]) -> bool {
+    if p.first() != Some(&b'/') {
+        return false;
+    }
+    if p.len() > 1 && p.ends_with(b"/") {
+        return false;
+    }
+    !p[1..]
+        .split(|&c| c == b'/')
+        .any(|c| c.is_empty() && p.len() > 1 || c == b"." || c == b"..")
+}
+
+/// The last component of a path (the whole path when it has no slash).
+pub fn file_name(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|&c| c == b'/') {
+        Some(i) => &p[i + 1..],
+        None => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_lexically() {
+        assert_eq!(normalize(b"/a//b/./c/", b"/"), b"/a/b/c");
+        assert_eq!(normalize(b"/a/b/../c", b"/"), b"/a/c");
+        assert_eq!(normalize(b"/../..", b"/"), b"/");
+        assert_eq!(normalize(b"x/y", b"/cwd/dir"), b"/cwd/dir/x/y");
+        assert_eq!(normalize(b"../y", b"/cwd/dir"), b"/cwd/y");
+        assert_eq!(normalize(b"", b"/cwd"), b"/cwd");
+        assert_eq!(normalize(b"/caf\xe9/\xff", b"/"), b"/caf\xe9/\xff");
+    }
+
+    #[test]
+    fn buffer_normalization_matches_vec() {
+        for (p, cwd) in [
+            (&b"/a//b/./c/"[..], &b"/"[..]),
+            (b"../../x/./y", b"/one/two/three"),
+            (b"/..", b"/"),
+            (b"a", b"/"),
+            (b"..", b"/"),
+        ] {
+            let mut out = PathBuffer::new();
+            normalize_into(p, cwd, &mut out).unwrap();
+            assert_eq!(out.as_bytes(), normalize(p, cwd).as_slice(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn detects_normal_form() {
+        assert!(is_normal_absolute(b"/"));
+        assert!(is_normal_absolute(b"/a/b"));
+        assert!(!is_normal_absolute(b"/a/"));
+        assert!(!is_normal_absolute(b"/a//b"));
+        assert!(!is_normal_absolute(b"/a/./b"));
+        assert!(!is_normal_absolute(b"/a/.."));
+        assert!(!is_normal_absolute(b"a/b"));
+        assert!(is_normal_absolute(b"/a/.hidden/..x"));
+    }
+
+    #[test]
+    fn strips_prefix_at_component_boundary() {
+        assert_eq!(strip_prefix(b"/a/b/c", b"/a/b"), Some(&b"c"[..]));
+        assert_eq!(strip_prefix(b"/a/b", b"/a/b"), Some(&b""[..]));
+        assert_eq!(strip_prefix(b"/a/bc", b"/a/b"), None);
+        assert_eq!(strip_prefix(b"/a", b"/"), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn too_long_is_reported() {
+        let long = vec![b'x'; PATH_MAX];
+        let mut out = PathBuffer::new();
+        assert_eq!(normalize_into(&long, b"/", &mut out), Err(TooLong));
+    }
+}

@@ -1,0 +1,133 @@
+//! TOML profiles: a file that describes a mapping, rule by rule, in priority
+//! order (later wins). Relative paths are taken from the profile's directory.
+//!
+//! ```toml
+//! instance = "skyrim"            # optional
+//! skip_suffixes = [".bak"]       # optional
+//! skip_dirs = [".git"]           # optional
+//! blacklist = ["crashreporter"]  # optional
+//!
+//! [[link]]
+//! dir = "mods/a"                 # or file = "…"
+//! to = "game/data"
+//! recursive = true               # optional, default true
+//! create_target = false          # optional
+//! ```
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::mapping::{LinkFlags, Mapping};
+use crate::path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    instance: Option<String>,
+    #[serde(default)]
+    skip_suffixes: Vec<String>,
+    #[serde(default)]
+    skip_dirs: Vec<String>,
+    #[serde(default)]
+    blacklist: Vec<String>,
+    #[serde(default)]
+    link: Vec<LinkEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkEntry {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+    to: PathBuf,
+    #[serde(default = "yes")]
+    recursive: bool,
+    #[serde(default)]
+    create_target: bool,
+    #[serde(default)]
+    fail_if_exists: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A parsed profile: the mapping plus the instance name it asks for.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub instance: Option<String>,
+    pub mapping: Mapping,
+}
+
+/// Loads a profile; rules are validated like command-line rules.
+pub fn load(file: &Path) -> Result<Profile> {
+    let err = |message: String| Error::Profile {
+        path: file.into(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if text.trim().is_empty() {
+        return Err(err(
+            "the profile is empty: add at least one [[link]] table".into()
+        ));
+    }
+    let parsed: ProfileFile =
+        toml::from_str(&text).map_err(|e| err(format!("malformed TOML: {e}")))?;
+    if parsed.link.is_empty() {
+        return Err(err("no [[link]] tables: add at least one rule".into()));
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("reading the current directory", ".", e))?;
+    let abs_base = path::normalize(base.as_os_str().as_bytes(), cwd.as_os_str().as_bytes());
+    let resolve = |p: &Path| -> PathBuf {
+        PathBuf::from(OsString::from_vec(path::normalize(
+            p.as_os_str().as_bytes(),
+            &abs_base,
+        )))
+    };
+    let mut mapping = Mapping::new();
+    mapping.skip_suffixes = parsed
+        .skip_suffixes
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    mapping.skip_dirs = parsed.skip_dirs.into_iter().map(OsString::from).collect();
+    mapping.blacklist = parsed.blacklist.into_iter().map(OsString::from).collect();
+    for (i, l) in parsed.link.iter().enumerate() {
+        let mut flags = 0;
+        if l.recursive {
+            flags |= LinkFlags::RECURSIVE;
+        }
+        if l.create_target {
+            flags |= LinkFlags::CREATE_TARGET;
+        }
+        if l.fail_if_exists {
+            flags |= LinkFlags::FAIL_IF_EXISTS;
+        }
+        let to = resolve(&l.to);
+        match (&l.dir, &l.file) {
+            (Some(d), None) => mapping.link_directory(&resolve(d), &to, LinkFlags(flags))?,
+            (None, Some(f)) => mapping.link_file(&resolve(f), &to, LinkFlags(flags))?,
+            _ => {
+                return Err(err(format!(
+                    "link #{}: give exactly one of `dir` or `file`",
+                    i + 1
+                )));
+            }
+        }
+    }
+    Ok(Profile {
+        instance: parsed.instance,
+        mapping,
+    })
+}

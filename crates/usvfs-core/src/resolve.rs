@@ -1,0 +1,213 @@
+//! Resolution of a normalized absolute virtual path to its physical path.
+//!
+//! Walks the index component by component. Symlinks that a layer contributes are
+//! expanded inside the view (a relative link in a mod resolves against the merged
+//! directory, as in a real merged copy). A path that leaves the index below a
+//! directory falls through to the real disk, which is the lowest layer. Nothing
+//! here allocates: the preload library calls it on every hooked path.
+
+use crate::index::{NodeId, NodeKind, Snapshot};
+use crate::path::{self, PathBuffer};
+
+/// Symlink expansions before `ELOOP`, as the kernel allows.
+const MAX_EXPANSIONS: u32 = 40;
+/// How many candidate prefixes to canonicalize when looking for a symlinked prefix.
+const MAX_ALIAS_PROBES: u32 = 4;
+
+/// File system access the resolver needs (real calls in the preload library).
+pub trait ResolveFs {
+    /// Reads the target of the physical symlink `path` into `out`; returns its length.
+    fn readlink(&self, path: &mut PathBuffer, out: &mut [u8]) -> Result<usize, i32>;
+    /// Canonicalizes a physical path (the real `realpath`).
+    fn realpath(&self, path: &mut PathBuffer, out: &mut PathBuffer) -> Result<(), i32>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolution {
+    /// The index node the whole path names, if it is in the index.
+    pub node: Option<NodeId>,
+    /// True when the physical path differs from the input path, i.e. the view
+    /// changes where this path goes.
+    pub redirected: bool,
+}
+
+/// Resolves `input` (absolute, normalized). On success `virt` holds the virtual
+/// path after symlink expansion and `phys` the physical path to use.
+/// `follow` says whether a symlink in the last component is followed.
+pub fn resolve(
+    snap: &Snapshot<'_>,
+    fs: &dyn ResolveFs,
+    input: &[u8],
+    follow: bool,
+    virt: &mut PathBuffer,
+    phys: &mut PathBuffer,
+) -> Result<Resolution, i32> {
+    let mut work = PathBuffer::from_bytes(input).map_err(|_| libc::ENAMETOOLONG)?;
+    let mut next = PathBuffer::new();
+    let mut link = [0u8; path::PATH_MAX];
+    let mut expansions = 0u32;
+    let mut alias_probes = 0u32;
+    'restart: loop {
+        virt.clear();
+        virt.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+        let mut node = snap.root();
+        let bytes = work.as_bytes();
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            // Next component [start, end).
+            while pos < bytes.len() && bytes[pos] == b'/' {
+                pos += 1;
+            }
+            if pos >= bytes.len() {
+                break;
+            }
+            let start = pos;
+            while pos < bytes.len() && bytes[pos] != b'/' {
+                pos += 1;
+            }
+            let end = pos;
+            let comp = &bytes[start..end];
+            let last = bytes[end..].iter().all(|&c| c == b'/');
+            match snap.child(node, comp) {
+                Some(ch) => {
+                    virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                    match snap.kind(ch) {
+                        NodeKind::Symlink if snap.layer(ch).is_some() && (!last || follow) => {
+                            expansions += 1;
+                            if expansions > MAX_EXPANSIONS {
+                                return Err(libc::ELOOP);
+                            }
+                            snap.physical_path(ch, virt.as_bytes(), phys)
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            let n = fs.readlink(phys, &mut link)?;
+                            let target = &link[..n];
+                            next.clear();
+                            if target.first() != Some(&b'/') {
+                                virt.pop_component();
+                                next.push_bytes(virt.as_bytes())
+                                    .map_err(|_| libc::ENAMETOOLONG)?;
+                                next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+                            }
+                            next.push_bytes(target).map_err(|_| libc::ENAMETOOLONG)?;
+                            next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+                            next.push_bytes(&bytes[end..])
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            continue 'restart;
+                        }
+                        NodeKind::Dir => node = ch,
+                        _ if !last => return Err(libc::ENOTDIR),
+                        _ => node = ch,
+                    }
+                }
+                None => {
+                    if snap.hides_base(node) {
+                        return Err(libc::ENOENT);
+                    }
+                    if snap.layer(node).is_none() && alias_probes < MAX_ALIAS_PROBES {
+                        // Outside every layer: the path may still reach a destination
+                        // through a symlinked prefix (Wine's dosdevices/z: -> /).
+                        if let Some(()) =
+                            probe_alias(snap, fs, bytes, start, &mut alias_probes, &mut next, phys)?
+                        {
+                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            continue 'restart;
+                        }
+                    }
+                    virt.push_component(&bytes[start..])
+                        .map_err(|_| libc::ENAMETOOLONG)?;
+                    if virt.as_bytes().ends_with(b"/") && virt.len() > 1 {
+                        let l = virt.len();
+                        virt.truncate(l - 1);
+                    }
+                    phys.clear();
+                    phys.push_bytes(virt.as_bytes())
+                        .map_err(|_| libc::ENAMETOOLONG)?;
+                    return Ok(Resolution {
+                        node: None,
+                        redirected: phys.as_bytes() != input,
+                    });
+                }
+            }
+        }
+        snap.physical_path(node, virt.as_bytes(), phys)
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        return Ok(Resolution {
+            node: Some(node),
+            redirected: phys.as_bytes() != input,
+        });
+    }
+}
+
+/// Looks for a component of `bytes[from..]` named like a destination's last
+/// component; if the prefix up to it canonicalizes elsewhere, writes the
+/// canonical prefix plus the rest into `next`.
+fn probe_alias(
+    snap: &Snapshot<'_>,
+    fs: &dyn ResolveFs,
+    bytes: &[u8],
+    from: usize,
+    probes: &mut u32,
+    next: &mut PathBuffer,
+    scratch: &mut PathBuffer,
+) -> Result<Option<()>, i32> {
+    let mut pos = from;
+    while pos < bytes.len() && *probes < MAX_ALIAS_PROBES {
+        while pos < bytes.len() && bytes[pos] == b'/' {
+            pos += 1;
+        }
+        let start = pos;
+        while pos < bytes.len() && bytes[pos] != b'/' {
+            pos += 1;
+        }
+        let comp = &bytes[start..pos];
+        if comp.is_empty() || !snap.anchors().any(|a| a == comp) {
+            continue;
+        }
+        *probes += 1;
+        scratch.clear();
+        scratch
+            .push_bytes(&bytes[..pos])
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        if fs.realpath(scratch, next).is_err() || next.as_bytes() == &bytes[..pos] {
+            continue;
+        }
+        next.push_bytes(&bytes[pos..])
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        return Ok(Some(()));
+    }
+    Ok(None)
+}
+
+/// [`ResolveFs`] over libc, for controllers and tests (not interposed there).
+pub struct LibcFs;
+
+impl ResolveFs for LibcFs {
+    fn readlink(&self, path: &mut PathBuffer, out: &mut [u8]) -> Result<usize, i32> {
+        // SAFETY: NUL-terminated path, out is a valid buffer of its length.
+        let n = unsafe { libc::readlink(path.as_c_ptr(), out.as_mut_ptr().cast(), out.len()) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn realpath(&self, path: &mut PathBuffer, out: &mut PathBuffer) -> Result<(), i32> {
+        let mut buf = [0u8; libc::PATH_MAX as usize + 1];
+        // SAFETY: buf holds PATH_MAX bytes as realpath requires.
+        let r = unsafe { libc::realpath(path.as_c_ptr(), buf.as_mut_ptr().cast()) };
+        if r.is_null() {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        let len = buf.iter().position(|&c| c == 0).unwrap_or(0);
+        out.clear();
+        out.push_bytes(&buf[..len]).map_err(|_| libc::ENAMETOOLONG)
+    }
+}

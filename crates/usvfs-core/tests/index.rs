@@ -1,0 +1,189 @@
+//! Index build, priority and lookup, on real temporary directories.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use usvfs_core::index::view::OwnedSnapshot;
+use usvfs_core::path::PathBuffer;
+use usvfs_core::resolve::{LibcFs, resolve};
+use usvfs_core::{LinkFlags, Mapping, NodeKind, build_snapshot};
+
+fn write(p: &Path, s: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, s).unwrap();
+}
+
+struct Fixture {
+    _t: tempfile::TempDir,
+    root: std::path::PathBuf,
+    snap: OwnedSnapshot,
+}
+
+fn fixture() -> Fixture {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    write(&root.join("base/base.txt"), "base");
+    write(&root.join("base/shared.txt"), "base");
+    write(&root.join("base/hidden/below.txt"), "base");
+    write(&root.join("m1/shared.txt"), "m1");
+    write(&root.join("m1/only1/deep/f.txt"), "m1");
+    write(&root.join("m1/x.bak"), "skip me");
+    write(&root.join("m2/shared.txt"), "m2");
+    write(&root.join("m2/hidden"), "a file over base's directory");
+    write(&root.join("m2/target/t.txt"), "m2");
+    std::os::unix::fs::symlink("../target/t.txt", root.join("m1/only1/link")).unwrap();
+    write(&root.join("single.txt"), "single");
+    let mut m = Mapping::new();
+    m.skip_suffixes.push(".BAK".into());
+    let rec = LinkFlags(LinkFlags::RECURSIVE);
+    m.link_directory(&root.join("m1"), &root.join("base"), rec)
+        .unwrap();
+    m.link_directory(&root.join("m2"), &root.join("base"), rec)
+        .unwrap();
+    m.link_file(
+        &root.join("single.txt"),
+        &root.join("base/only1/single.txt"),
+        LinkFlags(0),
+    )
+    .unwrap();
+    let bytes = build_snapshot(&m, 1).unwrap();
+    Fixture {
+        _t: t,
+        root,
+        snap: OwnedSnapshot::new(&bytes).unwrap(),
+    }
+}
+
+fn res(f: &Fixture, rel: &str, follow: bool) -> Result<(Option<u32>, Vec<u8>), i32> {
+    let input = format!("{}/{}", f.root.display(), rel);
+    let (mut v, mut p) = (PathBuffer::new(), PathBuffer::new());
+    let r = resolve(
+        &f.snap.snapshot(),
+        &LibcFs,
+        input.as_bytes(),
+        follow,
+        &mut v,
+        &mut p,
+    )?;
+    Ok((r.node, p.as_bytes().to_vec()))
+}
+
+fn phys(f: &Fixture, rel: &str) -> String {
+    String::from_utf8(res(f, rel, true).unwrap().1)
+        .unwrap()
+        .strip_prefix(&format!("{}/", f.root.display()))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn later_layer_wins() {
+    let f = fixture();
+    assert_eq!(phys(&f, "base/shared.txt"), "m2/shared.txt");
+    assert_eq!(phys(&f, "base/only1/deep/f.txt"), "m1/only1/deep/f.txt");
+    assert_eq!(phys(&f, "base/only1/single.txt"), "single.txt");
+}
+
+#[test]
+fn real_directory_is_the_lowest_layer() {
+    let f = fixture();
+    let (node, p) = res(&f, "base/base.txt", true).unwrap();
+    assert_eq!(node, None);
+    assert_eq!(p, format!("{}/base/base.txt", f.root.display()).as_bytes());
+}
+
+#[test]
+fn a_file_hides_the_base_directory_below_it() {
+    let f = fixture();
+    assert_eq!(res(&f, "base/hidden/below.txt", true), Err(libc::ENOTDIR));
+    assert_eq!(phys(&f, "base/hidden"), "m2/hidden");
+}
+
+#[test]
+fn skipped_suffix_is_not_linked() {
+    let f = fixture();
+    assert_eq!(res(&f, "base/x.bak", true).unwrap().0, None);
+}
+
+#[test]
+fn relative_symlink_in_a_layer_resolves_in_the_view() {
+    let f = fixture();
+    // m1/only1/link -> ../target/t.txt; target/ exists only in m2.
+    assert_eq!(phys(&f, "base/only1/link"), "m2/target/t.txt");
+    // Not followed: the link itself.
+    let (node, p) = res(&f, "base/only1/link", false).unwrap();
+    assert!(node.is_some());
+    assert!(p.ends_with(b"m1/only1/link"));
+}
+
+#[test]
+fn files_are_not_directories() {
+    let f = fixture();
+    assert_eq!(res(&f, "base/shared.txt/x", true), Err(libc::ENOTDIR));
+}
+
+#[test]
+fn paths_outside_pass_through_unchanged() {
+    let f = fixture();
+    let (mut v, mut p) = (PathBuffer::new(), PathBuffer::new());
+    let r = resolve(
+        &f.snap.snapshot(),
+        &LibcFs,
+        b"/usr/bin/env",
+        true,
+        &mut v,
+        &mut p,
+    )
+    .unwrap();
+    assert_eq!(r.node, None);
+    assert!(!r.redirected);
+}
+
+#[test]
+fn symlinked_prefix_hits_the_mapping() {
+    let f = fixture();
+    let alias = f.root.join("alias");
+    std::os::unix::fs::symlink("/", &alias).unwrap();
+    let via = format!("{}{}/base/shared.txt", alias.display(), f.root.display());
+    let (mut v, mut p) = (PathBuffer::new(), PathBuffer::new());
+    let r = resolve(
+        &f.snap.snapshot(),
+        &LibcFs,
+        via.as_bytes(),
+        true,
+        &mut v,
+        &mut p,
+    )
+    .unwrap();
+    assert!(r.redirected);
+    assert!(p.as_bytes().ends_with(b"m2/shared.txt"));
+}
+
+#[test]
+fn children_are_sorted_and_typed() {
+    let f = fixture();
+    let s = f.snap.snapshot();
+    let mut n = s.root();
+    for c in usvfs_core::path::components(f.root.join("base").as_os_str().as_bytes()) {
+        n = s.child(n, c).unwrap();
+    }
+    let names: Vec<&[u8]> = s.children(n).map(|c| s.name(c)).collect();
+    assert_eq!(names, [&b"hidden"[..], b"only1", b"shared.txt", b"target"]);
+    assert_eq!(s.kind(s.child(n, b"hidden").unwrap()), NodeKind::File);
+    assert_eq!(s.kind(s.child(n, b"target").unwrap()), NodeKind::Dir);
+}
+
+#[test]
+fn dump_lists_every_node_with_its_source() {
+    let f = fixture();
+    let d = String::from_utf8(usvfs_core::index::dump::dump(&f.snap.snapshot())).unwrap();
+    assert!(
+        d.contains(&format!(
+            "    shared.txt -> {}/m2/shared.txt\n",
+            f.root.display()
+        )),
+        "{d}"
+    );
+    assert!(d.contains("only1/ -> "), "{d}");
+}
