@@ -7,7 +7,9 @@ pub const PATH_MAX: usize = 4096;
 /// A fixed-capacity path buffer that never allocates.
 #[derive(Clone)]
 pub struct PathBuffer {
-    buf: [u8; PATH_MAX],
+    // Left uninitialized: zeroing 4 KiB on every hooked call would cost more
+    // than the lookup itself. Only `buf[..len]` is ever read.
+    buf: [std::mem::MaybeUninit<u8>; PATH_MAX],
     len: usize,
 }
 
@@ -24,7 +26,7 @@ impl Default for PathBuffer {
 impl PathBuffer {
     pub const fn new() -> Self {
         Self {
-            buf: [0; PATH_MAX],
+            buf: [std::mem::MaybeUninit::uninit(); PATH_MAX],
             len: 0,
         }
     }
@@ -36,7 +38,8 @@ impl PathBuffer {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        // SAFETY: bytes below `len` were written by push_bytes.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) }
     }
 
     pub fn len(&self) -> usize {
@@ -63,14 +66,21 @@ impl PathBuffer {
         if self.len + b.len() >= PATH_MAX {
             return Err(TooLong);
         }
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        // SAFETY: bounds checked above; MaybeUninit<u8> has u8's layout.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                b.as_ptr(),
+                self.buf.as_mut_ptr().add(self.len).cast::<u8>(),
+                b.len(),
+            )
+        };
         self.len += b.len();
         Ok(())
     }
 
     /// Appends `/component`, never doubling the separator.
     pub fn push_component(&mut self, c: &[u8]) -> Result<(), TooLong> {
-        if self.len == 0 || self.buf[self.len - 1] != b'/' {
+        if self.as_bytes().last() != Some(&b'/') {
             self.push_bytes(b"/")?;
         }
         self.push_bytes(c)
@@ -83,14 +93,14 @@ impl PathBuffer {
             Some(i) => self.len = i,
         }
         if self.len == 0 {
-            self.buf[0] = b'/';
+            self.buf[0] = std::mem::MaybeUninit::new(b'/');
             self.len = 1;
         }
     }
 
     /// NUL-terminated pointer for libc calls.
     pub fn as_c_ptr(&mut self) -> *const libc::c_char {
-        self.buf[self.len] = 0;
+        self.buf[self.len] = std::mem::MaybeUninit::new(0);
         self.buf.as_ptr().cast()
     }
 }

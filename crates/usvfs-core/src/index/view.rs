@@ -63,31 +63,32 @@ impl<'a> Snapshot<'a> {
         if snap.nodes.is_empty() {
             return None;
         }
-        // Every reference must stay in bounds so lookups never need checks that can fail.
-        let n = snap.nodes.len() as u64;
-        let s = strings.len() as u64;
-        for r in snap.nodes {
-            if r.name_off as u64 + r.name_len as u64 > s
-                || r.first_child as u64 + r.child_count as u64 > n
-                || (r.layer != NO_LAYER && r.layer as usize >= snap.layers.len())
-                || r.parent as u64 >= n
-            {
-                return None;
-            }
-        }
-        for l in snap.layers {
-            if l.source_off as u64 + l.source_len as u64 > s
-                || l.dest_off as u64 + l.dest_len as u64 > s
-            {
-                return None;
-            }
-        }
-        for a in snap.anchors.iter().chain(snap.blacklist) {
-            if a.off as u64 + a.len as u64 > s {
-                return None;
-            }
-        }
         Some(snap)
+    }
+
+    /// Checks every reference of every record (O(n); `parse` is O(1) so that a
+    /// process start does not pay for it). Accessors index with bounds checks,
+    /// so even an unverified corrupt snapshot cannot read out of bounds.
+    pub fn verify(&self) -> bool {
+        let n = self.nodes.len() as u64;
+        let s = self.strings.len() as u64;
+        let nodes_ok = self.nodes.iter().all(|r| {
+            r.name_off as u64 + r.name_len as u64 <= s
+                && r.first_child as u64 + r.child_count as u64 <= n
+                && (r.layer == NO_LAYER || (r.layer as usize) < self.layers.len())
+                && (r.parent as u64) < n
+        });
+        let layers_ok = self.layers.iter().all(|l| {
+            l.source_off as u64 + l.source_len as u64 <= s
+                && l.dest_off as u64 + l.dest_len as u64 <= s
+        });
+        nodes_ok
+            && layers_ok
+            && self
+                .anchors
+                .iter()
+                .chain(self.blacklist)
+                .all(|a| a.off as u64 + a.len as u64 <= s)
     }
 
     pub fn generation(&self) -> u64 {
@@ -261,7 +262,7 @@ impl MappedSnapshot {
         // never modified after publication.
         let map = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| Error::io("mapping index", path, e))?;
-        if Snapshot::parse(&map).is_none() {
+        if !Snapshot::parse(&map).is_some_and(|s| s.verify()) {
             return Err(Error::Index {
                 path: path.into(),
                 message: "not a valid usvfs index (rebuild it by setting the mapping again)".into(),
@@ -272,6 +273,28 @@ impl MappedSnapshot {
 
     pub fn snapshot(&self) -> Snapshot<'_> {
         Snapshot::parse(&self.map).expect("validated at open")
+    }
+
+    /// Maps without the O(n) check (hooked processes: the snapshot lives in a
+    /// private directory and was verified by the controller that wrote it).
+    pub fn open_trusted(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("opening index", path, e))?;
+        // SAFETY: see `open`.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| Error::io("mapping index", path, e))?;
+        if Snapshot::parse(&map).is_none() {
+            return Err(Error::Index {
+                path: path.into(),
+                message: "not a valid usvfs index".into(),
+            });
+        }
+        Ok(Self { map })
+    }
+
+    /// Leaks the mapping for the life of the process.
+    pub fn leak(self) -> Snapshot<'static> {
+        let map: &'static memmap2::Mmap = Box::leak(Box::new(self.map));
+        Snapshot::parse(map).expect("validated at open")
     }
 }
 
@@ -296,7 +319,9 @@ impl OwnedSnapshot {
             words,
             len: bytes.len(),
         };
-        Snapshot::parse(s.bytes())?;
+        if !Snapshot::parse(s.bytes())?.verify() {
+            return None;
+        }
         Some(s)
     }
 

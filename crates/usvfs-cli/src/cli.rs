@@ -1,0 +1,93 @@
+//! Command-line definitions.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "usvfs",
+    version,
+    about = "Show a process tree a merged view of many directories, without touching the disk",
+    long_about = "Show a process tree a merged view of many directories (mods over a game's data \
+folder, with a priority order and an overwrite folder for new files) without moving a byte on \
+disk. Every other process keeps seeing the real disk."
+)]
+pub struct Cli {
+    /// Log what usvfs does (repeat for more detail); USVFS_LOG=debug does the same.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a program inside the view.
+    Run(RunArgs),
+    /// Print the virtual tree of a mapping (or of a running instance).
+    Dump(DumpArgs),
+    /// List the live processes of an instance.
+    Ps(PsArgs),
+}
+
+/// Options that describe a mapping. Rules apply in command-line order: later wins.
+#[derive(Args, Debug, Clone)]
+pub struct MappingArgs {
+    /// Instance name (default: usvfs_instance, or the profile's `instance`).
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// Merge the contents of directory SRC into directory DEST (recursively).
+    #[arg(long = "dir", num_args = 2, value_names = ["SRC", "DEST"], action = clap::ArgAction::Append)]
+    pub dir: Vec<PathBuf>,
+    /// Show file SRC at path DEST.
+    #[arg(long = "file", num_args = 2, value_names = ["SRC", "DEST"], action = clap::ArgAction::Append)]
+    pub file: Vec<PathBuf>,
+    /// Like --dir, and files created below DEST land in SRC (an "overwrite" folder).
+    #[arg(long = "create-target", num_args = 2, value_names = ["SRC", "DEST"], action = clap::ArgAction::Append)]
+    pub create_target: Vec<PathBuf>,
+    /// Link only the direct files of each --dir source, not its subdirectories.
+    #[arg(long)]
+    pub no_recursive: bool,
+    /// Never link files whose names end with S (case-insensitive; repeatable).
+    #[arg(long = "skip-suffix", value_name = "S")]
+    pub skip_suffix: Vec<OsString>,
+    /// Never link directories named D (case-insensitive; repeatable).
+    #[arg(long = "skip-dir", value_name = "D")]
+    pub skip_dir: Vec<OsString>,
+    /// Start executables named EXE (base name or full path) outside the view.
+    #[arg(long = "blacklist", value_name = "EXE")]
+    pub blacklist: Vec<OsString>,
+    /// Read the mapping from a TOML profile (its rules come before command-line rules).
+    #[arg(long, value_name = "FILE.toml")]
+    pub profile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// Start the program in DIR (a path of the view).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
+    pub program: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Instance name.
+    #[arg(long, value_name = "NAME", default_value = usvfs_core::instance::DEFAULT_NAME)]
+    pub instance: String,
+    /// List the processes of every instance.
+    #[arg(long, conflicts_with = "instance")]
+    pub all: bool,
+}

@@ -1,0 +1,90 @@
+//! Starting the program with the preload engine attached, and waiting for it.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use usvfs_core::Instance;
+use usvfs_core::instance::ENV_INSTANCE_DIR;
+
+pub const LIB_NAME: &str = "libusvfs_preload.so";
+
+/// The preload library: `$USVFS_PRELOAD`, else beside this executable, else in
+/// `../lib/usvfs/` relative to it.
+pub fn find_preload_lib() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("USVFS_PRELOAD") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p.canonicalize().unwrap_or(p));
+        }
+        bail!(
+            "USVFS_PRELOAD names {}, which is not a file: point it at {LIB_NAME}",
+            p.display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find the usvfs executable's own path")?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    for cand in [dir.join(LIB_NAME), dir.join("../lib/usvfs").join(LIB_NAME)] {
+        if cand.is_file() {
+            return Ok(cand.canonicalize().unwrap_or(cand));
+        }
+    }
+    bail!(
+        "cannot find {LIB_NAME} next to {} or in ../lib/usvfs: build it with `cargo build --release` \
+         or set USVFS_PRELOAD to its path",
+        exe.display()
+    )
+}
+
+pub struct Launch<'a> {
+    pub instance: &'a Instance,
+    pub lib: &'a Path,
+    pub program_phys: &'a Path,
+    pub argv: &'a [std::ffi::OsString],
+    /// (physical dir to chdir to, virtual path to report)
+    pub cwd: Option<(PathBuf, Vec<u8>)>,
+}
+
+/// Runs the program and returns its exit code (128+N when killed by signal N).
+pub fn run(l: Launch<'_>) -> Result<i32> {
+    let mut cmd = Command::new(l.program_phys);
+    cmd.arg0(&l.argv[0]).args(&l.argv[1..]);
+    let mut preload = l.lib.as_os_str().as_bytes().to_vec();
+    if let Some(old) = std::env::var_os("LD_PRELOAD") {
+        for o in old.as_bytes().split(|&c| c == b':' || c == b' ') {
+            if !o.is_empty() && o != l.lib.as_os_str().as_bytes() {
+                preload.push(b':');
+                preload.extend_from_slice(o);
+            }
+        }
+    }
+    cmd.env("LD_PRELOAD", OsStr::from_bytes(&preload));
+    cmd.env(ENV_INSTANCE_DIR, &l.instance.dir);
+    cmd.env_remove("USVFS_VCWD");
+    if let Some((phys, virt)) = &l.cwd {
+        cmd.current_dir(phys);
+        cmd.env("USVFS_VCWD", OsStr::from_bytes(virt));
+    }
+    // Like system(3): the terminal's ^C and ^\ go to the program; we wait.
+    // SAFETY: setting signal dispositions to ignore.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", l.program_phys.display()))?;
+    tracing::debug!(pid = child.id(), "started");
+    let status = child.wait().context("waiting for the program")?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

@@ -1,0 +1,94 @@
+//! Turns the mapping options (in the order given) into a `Mapping`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::ArgMatches;
+use usvfs_core::{LinkFlags, Mapping, profile};
+
+use crate::cli::MappingArgs;
+
+pub struct Built {
+    pub instance: String,
+    pub mapping: Mapping,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Dir,
+    File,
+    CreateTarget,
+}
+
+/// Rules in command-line order: clap groups values by option, so the order
+/// across options comes from each value's index on the command line.
+fn ordered(args: &MappingArgs, m: &ArgMatches) -> Vec<(Kind, PathBuf, PathBuf)> {
+    let mut rules: Vec<(usize, Kind, PathBuf, PathBuf)> = Vec::new();
+    for (kind, id, vals) in [
+        (Kind::Dir, "dir", &args.dir),
+        (Kind::File, "file", &args.file),
+        (Kind::CreateTarget, "create_target", &args.create_target),
+    ] {
+        let idx: Vec<usize> = m.indices_of(id).map(|i| i.collect()).unwrap_or_default();
+        for (k, pair) in vals.chunks(2).enumerate() {
+            if let [src, dest] = pair {
+                rules.push((
+                    idx.get(2 * k).copied().unwrap_or(usize::MAX),
+                    kind,
+                    src.clone(),
+                    dest.clone(),
+                ));
+            }
+        }
+    }
+    rules.sort_by_key(|r| r.0);
+    rules.into_iter().map(|(_, k, s, d)| (k, s, d)).collect()
+}
+
+fn sub_matches(m: &ArgMatches) -> &ArgMatches {
+    m.subcommand().map(|(_, s)| s).unwrap_or(m)
+}
+
+pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
+    let m = sub_matches(matches);
+    let mut mapping = Mapping::new();
+    let mut instance = None;
+    if let Some(p) = &args.profile {
+        let prof = profile::load(p)?;
+        instance = prof.instance;
+        mapping = prof.mapping;
+    }
+    mapping
+        .skip_suffixes
+        .extend(args.skip_suffix.iter().cloned());
+    mapping.skip_dirs.extend(args.skip_dir.iter().cloned());
+    mapping.blacklist.extend(args.blacklist.iter().cloned());
+    let recursive = if args.no_recursive {
+        0
+    } else {
+        LinkFlags::RECURSIVE
+    };
+    for (kind, src, dest) in ordered(args, m) {
+        match kind {
+            Kind::Dir => mapping.link_directory(&src, &dest, LinkFlags(recursive)),
+            Kind::CreateTarget => {
+                mapping.link_directory(&src, &dest, LinkFlags(recursive | LinkFlags::CREATE_TARGET))
+            }
+            Kind::File => mapping.link_file(&src, &dest, LinkFlags(0)),
+        }
+        .with_context(|| format!("cannot link {} onto {}", src.display(), dest.display()))?;
+    }
+    let instance = args
+        .instance
+        .clone()
+        .or(instance)
+        .unwrap_or_else(|| usvfs_core::instance::DEFAULT_NAME.to_string());
+    Ok(Built { instance, mapping })
+}
+
+pub fn has_rules(args: &MappingArgs) -> bool {
+    !(args.dir.is_empty()
+        && args.file.is_empty()
+        && args.create_target.is_empty()
+        && args.profile.is_none())
+}

@@ -1,0 +1,150 @@
+//! The working directory: a process that `cd`s into a directory that exists
+//! only in a mod is physically in the mod's directory, but `getcwd` reports the
+//! virtual path and relative paths resolve against it.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{AT_FDCWD, c_char, c_int, size_t};
+
+use super::resolve_only;
+use crate::guard::{self, set_errno};
+use crate::lookup::{Lookup, bytes, lookup};
+use crate::state::{self, State};
+use crate::{fdtable, real};
+use usvfs_core::path::PathBuffer;
+
+/// Makes `logical` (absolute, normalized) the logical working directory.
+pub fn adopt_cwd(st: &State, logical: &[u8]) {
+    let mut lk = Lookup::new();
+    match lookup(st, AT_FDCWD, logical, true, &mut lk) {
+        crate::lookup::Outcome::Redirect => {
+            let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
+            state::set_cwd(lk.virt.as_bytes(), lk.node.is_some(), is_virtual)
+        }
+        _ => state::set_cwd(logical, false, false),
+    }
+}
+
+/// After a chdir the view had no part in: take the kernel's answer.
+fn adopt_real_cwd(st: &State) {
+    let mut buf = PathBuffer::new();
+    if state::real_cwd(&mut buf) {
+        adopt_cwd(st, buf.as_bytes());
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
+    let pass = || unsafe { real::chdir(path) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let Some(p) = (unsafe { bytes(path) }) else {
+        return pass();
+    };
+    let mut lk = Lookup::new();
+    match resolve_only(st, AT_FDCWD, p, true, &mut lk) {
+        None => {
+            let r = pass();
+            if r == 0 {
+                adopt_real_cwd(st);
+            }
+            r
+        }
+        Some(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Some(Ok(())) => {
+            let r = unsafe { real::chdir(lk.phys.as_c_ptr()) };
+            if r == 0 {
+                let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
+                state::set_cwd(lk.virt.as_bytes(), lk.node.is_some(), is_virtual);
+            }
+            r
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    let r = unsafe { real::fchdir(fd) };
+    if r != 0 {
+        return r;
+    }
+    let Some(st) = state::get() else { return r };
+    let Some(_g) = guard::enter() else { return r };
+    match fdtable::get(fd) {
+        Some(e) => {
+            let vpath = e.vpath.clone();
+            adopt_cwd(st, &vpath);
+        }
+        None => adopt_real_cwd(st),
+    }
+    r
+}
+
+/// Copies the logical cwd out like getcwd does (allocating when `buf` is NULL).
+unsafe fn copy_out(path: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
+    let need = path.len() + 1;
+    let out = if buf.is_null() {
+        let n = if size == 0 { need } else { size };
+        if n < need {
+            set_errno(libc::ERANGE);
+            return std::ptr::null_mut();
+        }
+        let p = unsafe { libc::malloc(n) } as *mut c_char;
+        if p.is_null() {
+            set_errno(libc::ENOMEM);
+            return p;
+        }
+        p
+    } else {
+        if size == 0 {
+            set_errno(libc::EINVAL);
+            return std::ptr::null_mut();
+        }
+        if size < need {
+            set_errno(libc::ERANGE);
+            return std::ptr::null_mut();
+        }
+        buf
+    };
+    unsafe {
+        std::ptr::copy_nonoverlapping(path.as_ptr(), out.cast::<u8>(), path.len());
+        *out.add(path.len()) = 0;
+    }
+    out
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
+    match state::cwd() {
+        Some(c) if c.is_virtual && state::get().is_some() => unsafe {
+            copy_out(&c.path, buf, size)
+        },
+        _ => unsafe { real::getcwd(buf, size) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __getcwd_chk(
+    buf: *mut c_char,
+    size: size_t,
+    _buflen: size_t,
+) -> *mut c_char {
+    unsafe { getcwd(buf, size) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getwd(buf: *mut c_char) -> *mut c_char {
+    unsafe { getcwd(buf, libc::PATH_MAX as size_t) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
+    unsafe { getcwd(std::ptr::null_mut(), 0) }
+}

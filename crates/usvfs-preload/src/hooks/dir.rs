@@ -1,0 +1,448 @@
+//! Directory streams. A virtual directory gets our own stream object carrying
+//! the merged listing; it is told apart from glibc's `DIR` by its first field,
+//! which glibc uses for the (never negative) descriptor.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{
+    AT_FDCWD, DIR, O_CLOEXEC, O_DIRECTORY, O_RDONLY, c_char, c_int, c_long, c_void, dirent64,
+    size_t, ssize_t,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::resolve_only;
+use crate::guard::{self, set_errno};
+use crate::listing::{self, Cursor, Listing};
+use crate::lookup::{Lookup, bytes};
+use crate::state::{self, State};
+use crate::{fdtable, real};
+
+const TAG: i32 = -0x5653_4653; // "VSFS", negative: never a glibc DIR's fd
+const MAGIC: u64 = 0x7573_7666_735f_6469; // "usvfs_di"
+
+#[repr(C)]
+struct VDir {
+    tag: i32,
+    _pad: u32,
+    magic: u64,
+    fd: c_int,
+    pos: usize,
+    listing: Listing,
+    ent: dirent64,
+}
+
+#[inline(always)]
+fn as_vdir<'a>(d: *mut DIR) -> Option<&'a mut VDir> {
+    if d.is_null() {
+        return None;
+    }
+    // SAFETY: every DIR (ours or glibc's) is at least 16 bytes long.
+    let (tag, magic) = unsafe { (*(d as *const i32), *(d as *const u64).add(1)) };
+    // SAFETY: tag and magic identify a VDir we allocated.
+    (tag == TAG && magic == MAGIC).then(|| unsafe { &mut *(d as *mut VDir) })
+}
+
+fn self_ino(fd: c_int) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid out-buffer.
+    if unsafe { real::fstat(fd, st.as_mut_ptr()) } == 0 {
+        // SAFETY: fstat succeeded.
+        unsafe { st.assume_init() }.st_ino
+    } else {
+        0
+    }
+}
+
+fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
+    let node = lk.node.expect("virtual dir has a node");
+    let listing = listing::build(st, node, lk.virt.as_bytes(), self_ino(fd));
+    let v = Box::new(VDir {
+        tag: TAG,
+        _pad: 0,
+        magic: MAGIC,
+        fd,
+        pos: 0,
+        listing,
+        // SAFETY: dirent64 is plain data; all-zero is valid.
+        ent: unsafe { std::mem::zeroed() },
+    });
+    Box::into_raw(v).cast()
+}
+
+/// Opens a physical directory fd standing for a virtual one (for `dirfd`,
+/// `fstat` and `fchdir`): the winner's directory, or the real one.
+fn open_backing(lk: &mut Lookup) -> c_int {
+    // SAFETY: NUL-terminated path.
+    unsafe {
+        real::openat(
+            AT_FDCWD,
+            lk.phys.as_c_ptr(),
+            O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+            0,
+        )
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
+    let pass = || unsafe { real::opendir(path) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let Some(p) = (unsafe { bytes(path) }) else {
+        return pass();
+    };
+    let mut lk = Lookup::new();
+    match resolve_only(st, AT_FDCWD, p, true, &mut lk) {
+        None => pass(),
+        Some(Err(e)) => {
+            set_errno(e);
+            std::ptr::null_mut()
+        }
+        Some(Ok(())) if lk.is_virtual_dir(st) => {
+            let fd = open_backing(&mut lk);
+            if fd < 0 {
+                return std::ptr::null_mut();
+            }
+            fdtable::insert(fd, lk.virt.as_bytes());
+            match catch_unwind(AssertUnwindSafe(|| new_vdir(st, &lk, fd))) {
+                Ok(d) => d,
+                Err(_) => {
+                    fdtable::remove(fd);
+                    unsafe { real::close(fd) };
+                    unsafe { real::opendir(lk.phys.as_c_ptr()) }
+                }
+            }
+        }
+        Some(Ok(())) => unsafe { real::opendir(lk.phys.as_c_ptr()) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
+    let pass = || unsafe { real::fdopendir(fd) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(e) = fdtable::get(fd) else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let mut lk = Lookup::new();
+    let vpath = e.vpath.clone();
+    match resolve_only(st, AT_FDCWD, &vpath, true, &mut lk) {
+        Some(Ok(())) if lk.is_virtual_dir(st) => {
+            // Same checks glibc makes: a directory, opened for reading.
+            let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+            if unsafe { real::fstat(fd, s.as_mut_ptr()) } != 0 {
+                return std::ptr::null_mut();
+            }
+            if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                set_errno(libc::ENOTDIR);
+                return std::ptr::null_mut();
+            }
+            catch_unwind(AssertUnwindSafe(|| new_vdir(st, &lk, fd))).unwrap_or_else(|_| pass())
+        }
+        _ => pass(),
+    }
+}
+
+fn next_entry(v: &mut VDir) -> *mut dirent64 {
+    let Some(e) = v.listing.entries.get(v.pos).copied() else {
+        return std::ptr::null_mut();
+    };
+    v.pos += 1;
+    let name = v.listing.name(&e);
+    let n = name.len().min(255);
+    v.ent.d_ino = e.ino;
+    v.ent.d_off = v.pos as i64;
+    v.ent.d_type = e.d_type;
+    v.ent.d_reclen = std::mem::size_of::<dirent64>() as u16;
+    for (dst, &src) in v.ent.d_name.iter_mut().zip(&name[..n]) {
+        *dst = src as c_char;
+    }
+    v.ent.d_name[n] = 0;
+    &mut v.ent
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir64(d: *mut DIR) -> *mut dirent64 {
+    match as_vdir(d) {
+        Some(v) => next_entry(v),
+        None => unsafe { real::readdir64(d) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir(d: *mut DIR) -> *mut libc::dirent {
+    match as_vdir(d) {
+        // dirent and dirent64 share their layout on 64-bit Linux.
+        Some(v) => next_entry(v).cast(),
+        None => unsafe { real::readdir(d) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir64_r(
+    d: *mut DIR,
+    entry: *mut dirent64,
+    out: *mut *mut dirent64,
+) -> c_int {
+    match as_vdir(d) {
+        Some(v) => {
+            let e = next_entry(v);
+            unsafe {
+                if e.is_null() {
+                    *out = std::ptr::null_mut();
+                } else {
+                    std::ptr::copy_nonoverlapping(e, entry, 1);
+                    *out = entry;
+                }
+            }
+            0
+        }
+        None => unsafe { real::readdir64_r(d, entry, out) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readdir_r(
+    d: *mut DIR,
+    entry: *mut libc::dirent,
+    out: *mut *mut libc::dirent,
+) -> c_int {
+    match as_vdir(d) {
+        Some(_) => unsafe { readdir64_r(d, entry.cast(), out.cast()) },
+        None => unsafe { real::readdir_r(d, entry, out) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
+    match as_vdir(d) {
+        Some(v) => v.pos = 0,
+        None => unsafe { real::rewinddir(d) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seekdir(d: *mut DIR, pos: c_long) {
+    match as_vdir(d) {
+        Some(v) => v.pos = pos.max(0) as usize,
+        None => unsafe { real::seekdir(d, pos) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn telldir(d: *mut DIR) -> c_long {
+    match as_vdir(d) {
+        Some(v) => v.pos as c_long,
+        None => unsafe { real::telldir(d) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dirfd(d: *mut DIR) -> c_int {
+    match as_vdir(d) {
+        Some(v) => v.fd,
+        None => unsafe { real::dirfd(d) },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
+    match as_vdir(d) {
+        Some(v) => {
+            let fd = v.fd;
+            fdtable::remove(fd);
+            // SAFETY: allocated by new_vdir; the caller gives up the stream.
+            drop(unsafe { Box::from_raw(v as *mut VDir) });
+            unsafe { real::close(fd) }
+        }
+        None => {
+            if !d.is_null() {
+                fdtable::remove(unsafe { real::dirfd(d) });
+            }
+            unsafe { real::closedir(d) }
+        }
+    }
+}
+
+type Filter = Option<unsafe extern "C" fn(*const dirent64) -> c_int>;
+type Compar = Option<unsafe extern "C" fn(*const c_void, *const c_void) -> c_int>;
+
+/// glibc's scandir opens the directory internally, out of our reach: this one
+/// goes through the hooked stream functions instead.
+unsafe fn scan(
+    d: *mut DIR,
+    namelist: *mut *mut *mut dirent64,
+    filter: Filter,
+    compar: Compar,
+) -> c_int {
+    if d.is_null() {
+        return -1;
+    }
+    let mut list: Vec<*mut dirent64> = Vec::new();
+    loop {
+        let e = unsafe { readdir64(d) };
+        if e.is_null() {
+            break;
+        }
+        if let Some(f) = filter
+            && unsafe { f(e) } == 0
+        {
+            continue;
+        }
+        let reclen = unsafe { (*e).d_reclen } as usize;
+        let size = reclen.max(std::mem::size_of::<dirent64>());
+        let copy = unsafe { libc::malloc(size) } as *mut dirent64;
+        if copy.is_null() {
+            for p in list {
+                unsafe { libc::free(p.cast()) };
+            }
+            unsafe { closedir(d) };
+            set_errno(libc::ENOMEM);
+            return -1;
+        }
+        unsafe {
+            std::ptr::copy_nonoverlapping(e.cast::<u8>(), copy.cast::<u8>(), reclen.min(size))
+        };
+        list.push(copy);
+    }
+    unsafe { closedir(d) };
+    let n = list.len();
+    let arr = unsafe { libc::malloc((n.max(1)) * std::mem::size_of::<*mut dirent64>()) }
+        as *mut *mut dirent64;
+    if arr.is_null() {
+        for p in list {
+            unsafe { libc::free(p.cast()) };
+        }
+        set_errno(libc::ENOMEM);
+        return -1;
+    }
+    unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), arr, n) };
+    if let Some(c) = compar {
+        unsafe { libc::qsort(arr.cast(), n, std::mem::size_of::<*mut dirent64>(), Some(c)) };
+    }
+    unsafe { *namelist = arr };
+    n as c_int
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandir64(
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent64,
+    filter: Filter,
+    compar: Compar,
+) -> c_int {
+    unsafe { scan(opendir(path), namelist, filter, compar) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandir(
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent64,
+    filter: Filter,
+    compar: Compar,
+) -> c_int {
+    unsafe { scan(opendir(path), namelist, filter, compar) }
+}
+
+unsafe fn open_dir_at(dirfd: c_int, path: *const c_char) -> *mut DIR {
+    let fd = unsafe {
+        crate::hooks::open::usvfs_openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+    };
+    if fd < 0 {
+        return std::ptr::null_mut();
+    }
+    let d = unsafe { fdopendir(fd) };
+    if d.is_null() {
+        unsafe { close(fd) };
+    }
+    d
+}
+
+use super::fd::close;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandirat(
+    dirfd: c_int,
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent64,
+    filter: Filter,
+    compar: Compar,
+) -> c_int {
+    unsafe { scan(open_dir_at(dirfd, path), namelist, filter, compar) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn scandirat64(
+    dirfd: c_int,
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent64,
+    filter: Filter,
+    compar: Compar,
+) -> c_int {
+    unsafe { scandirat(dirfd, path, namelist, filter, compar) }
+}
+
+/// `getdents64` on a descriptor of a virtual directory emits the merged listing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let pass = || unsafe { real::getdents64(fd, buf, count) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(e) = fdtable::get(fd) else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let Ok(mut cur) = e.dents.lock() else {
+        return pass();
+    };
+    if cur.is_none() {
+        let mut lk = Lookup::new();
+        match resolve_only(st, AT_FDCWD, &e.vpath, true, &mut lk) {
+            Some(Ok(())) if lk.is_virtual_dir(st) => {
+                let listing =
+                    listing::build(st, lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+                *cur = Some(Cursor { listing, pos: 0 });
+            }
+            _ => return pass(),
+        }
+    }
+    let c = cur.as_mut().expect("set above");
+    let out = buf as *mut u8;
+    let mut used = 0usize;
+    while let Some(ent) = c.listing.entries.get(c.pos).copied() {
+        let name = c.listing.name(&ent);
+        let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+        if used + reclen > count {
+            if used == 0 {
+                set_errno(libc::EINVAL);
+                return -1;
+            }
+            break;
+        }
+        // SAFETY: the record fits in the caller's buffer (checked above).
+        unsafe {
+            let p = out.add(used);
+            std::ptr::write_bytes(p, 0, reclen);
+            (p as *mut u64).write_unaligned(ent.ino);
+            (p.add(8) as *mut i64).write_unaligned((c.pos + 1) as i64);
+            (p.add(16) as *mut u16).write_unaligned(reclen as u16);
+            *p.add(18) = ent.d_type;
+            std::ptr::copy_nonoverlapping(name.as_ptr(), p.add(19), name.len());
+        }
+        used += reclen;
+        c.pos += 1;
+    }
+    used as ssize_t
+}

@@ -1,0 +1,434 @@
+//! Starting programs: children stay in the view even when they scrub their
+//! environment, programs and scripts that live in the view start from their
+//! physical file, and blacklisted executables start outside the view.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{AT_FDCWD, c_char, c_int, pid_t};
+use std::ffi::CStr;
+
+use crate::guard::{self, errno, set_errno};
+use crate::lookup::{Lookup, Outcome, bytes, lookup};
+use crate::state::{self, State};
+use crate::{env, real};
+
+/// A NULL-terminated `char*` array and the bytes it points into.
+pub struct CArray {
+    _store: Vec<Vec<u8>>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CArray {
+    pub fn new(items: Vec<Vec<u8>>) -> Self {
+        let mut store: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|mut v| {
+                v.push(0);
+                v
+            })
+            .collect();
+        let mut ptrs: Vec<*const c_char> = store.iter_mut().map(|v| v.as_ptr().cast()).collect();
+        ptrs.push(std::ptr::null());
+        CArray {
+            _store: store,
+            ptrs,
+        }
+    }
+
+    pub fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// Reads a NULL-terminated `char*` array.
+pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if p.is_null() {
+        return out;
+    }
+    let mut i = 0;
+    loop {
+        let s = unsafe { *p.add(i) };
+        if s.is_null() {
+            break;
+        }
+        out.push(unsafe { CStr::from_ptr(s) }.to_bytes().to_vec());
+        i += 1;
+    }
+    out
+}
+
+/// Where an exec of `path` really goes.
+enum Program {
+    /// Outside the view or blacklisted: exec the path as given.
+    AsGiven,
+    /// In the view: exec this physical file (`virt` is its virtual path).
+    Physical { phys: Vec<u8>, virt: Vec<u8> },
+}
+
+fn locate(st: &State, path: &[u8]) -> Result<Program, i32> {
+    let mut lk = Lookup::new();
+    match lookup(st, AT_FDCWD, path, true, &mut lk) {
+        Outcome::Pass => Ok(Program::AsGiven),
+        Outcome::Fail(e) => Err(e),
+        Outcome::Redirect => Ok(Program::Physical {
+            phys: lk.phys.as_bytes().to_vec(),
+            virt: lk.virt.as_bytes().to_vec(),
+        }),
+    }
+}
+
+/// The interpreter line of a script, if `phys` starts with `#!`.
+fn shebang(phys: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut p = usvfs_core::path::PathBuffer::from_bytes(phys).ok()?;
+    let fd = unsafe { real::openat(AT_FDCWD, p.as_c_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    unsafe { real::close(fd) };
+    if n < 2 || &buf[..2] != b"#!" {
+        return None;
+    }
+    let line = &buf[2..n as usize];
+    let line = &line[..line.iter().position(|&c| c == b'\n')?];
+    let line = line.trim_ascii();
+    let (interp, arg) = match line.iter().position(|c| c.is_ascii_whitespace()) {
+        Some(i) => (
+            &line[..i],
+            Some(line[i..].trim_ascii().to_vec()).filter(|a| !a.is_empty()),
+        ),
+        None => (line, None),
+    };
+    (!interp.is_empty()).then(|| (interp.to_vec(), arg))
+}
+
+/// A ready exec: program, arguments and environment, all owned.
+pub struct Prepared {
+    program: usvfs_core::path::PathBuffer,
+    argv: CArray,
+    env: CArray,
+}
+
+impl Prepared {
+    fn new(program: &[u8], argv: Vec<Vec<u8>>, env: CArray) -> Result<Self, i32> {
+        Ok(Prepared {
+            program: usvfs_core::path::PathBuffer::from_bytes(program)
+                .map_err(|_| libc::ENAMETOOLONG)?,
+            argv: CArray::new(argv),
+            env,
+        })
+    }
+
+    /// Execs. Called without the re-entrancy guard: after `vfork` the child
+    /// shares our memory (thread-local guard included) with the parent.
+    fn exec(mut self) -> c_int {
+        unsafe {
+            real::execve(
+                self.program.as_c_ptr(),
+                self.argv.as_ptr(),
+                self.env.as_ptr(),
+            )
+        }
+    }
+}
+
+/// Works out how to exec `path` with the view attached.
+fn prepare(
+    st: &State,
+    path: &[u8],
+    argv: Vec<Vec<u8>>,
+    envp: Vec<Vec<u8>>,
+) -> Result<Prepared, i32> {
+    let program = locate(st, path)?;
+    let (target, virt) = match &program {
+        Program::AsGiven => (path.to_vec(), path.to_vec()),
+        Program::Physical { phys, virt } => (phys.clone(), virt.clone()),
+    };
+    let blacklisted = st.snap.is_blacklisted(path) || st.snap.is_blacklisted(&virt);
+    let env = CArray::new(env::for_child(st, envp, !blacklisted));
+    if blacklisted {
+        // Outside the view: the real disk decides what runs.
+        return Prepared::new(path, argv, env);
+    }
+    // A script in the view: run its interpreter on the virtual path, so the
+    // script sees where it lives in the view ($0, dirname "$0").
+    if matches!(program, Program::Physical { .. })
+        && let Some((interp, arg)) = shebang(&target)
+    {
+        let mut args = vec![interp.clone()];
+        args.extend(arg);
+        args.push(virt.clone());
+        args.extend(argv.into_iter().skip(1));
+        let interp_target = match locate(st, &interp) {
+            Ok(Program::Physical { phys, .. }) => phys,
+            _ => interp,
+        };
+        return Prepared::new(&interp_target, args, env);
+    }
+    Prepared::new(&target, argv, env)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usvfs_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let pass = || unsafe { real::execve(path, argv, envp) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(p) = (unsafe { bytes(path) }) else {
+        return pass();
+    };
+    let prepared = {
+        let Some(_g) = guard::enter() else {
+            return pass();
+        };
+        let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
+        std::panic::catch_unwind(|| prepare(st, p, a, e))
+    };
+    match prepared {
+        Ok(Ok(x)) => x.exec(),
+        Ok(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => pass(),
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    unsafe { usvfs_execve(path, argv, envp) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    unsafe { usvfs_execve(path, argv, env::environ()) }
+}
+
+/// Tries each `PATH` entry like glibc's execvp, resolving each in the view.
+fn search_path<T>(file: &[u8], mut attempt: impl FnMut(&[u8]) -> Result<T, i32>) -> Result<T, i32> {
+    let path_var = env::getenv(b"PATH").unwrap_or_else(|| b"/bin:/usr/bin".to_vec());
+    let mut saw_eacces = false;
+    for dir in path_var.split(|&c| c == b':') {
+        let mut cand = if dir.is_empty() {
+            b".".to_vec()
+        } else {
+            dir.to_vec()
+        };
+        cand.push(b'/');
+        cand.extend_from_slice(file);
+        match attempt(&cand) {
+            Ok(v) => return Ok(v),
+            Err(libc::EACCES) => saw_eacces = true,
+            Err(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(if saw_eacces {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usvfs_execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let Some(f) = (unsafe { bytes(file) }) else {
+        set_errno(libc::EFAULT);
+        return -1;
+    };
+    if f.is_empty() {
+        set_errno(libc::ENOENT);
+        return -1;
+    }
+    if f.contains(&b'/') {
+        return unsafe { usvfs_execve(file, argv, envp) };
+    }
+    let r = search_path(f, |cand| {
+        let mut c = cand.to_vec();
+        c.push(0);
+        unsafe { usvfs_execve(c.as_ptr().cast(), argv, envp) };
+        match errno() {
+            libc::ENOEXEC => {
+                // Like glibc: a file without a magic number is a shell script.
+                let mut args = vec![b"/bin/sh".to_vec(), cand.to_vec()];
+                args.extend(unsafe { read_array(argv) }.into_iter().skip(1));
+                let a = CArray::new(args);
+                unsafe { usvfs_execve(c"/bin/sh".as_ptr(), a.as_ptr(), envp) };
+                Err::<(), i32>(errno())
+            }
+            e => Err(e),
+        }
+    });
+    if let Err(e) = r {
+        set_errno(e);
+    }
+    -1
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    unsafe { usvfs_execvpe(file, argv, envp) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    unsafe { usvfs_execvpe(file, argv, env::environ()) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let pass = || unsafe { real::fexecve(fd, argv, envp) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let env = CArray::new(env::for_child(st, unsafe { read_array(envp) }, true));
+    unsafe { real::fexecve(fd, argv, env.as_ptr()) }
+}
+
+fn spawn_in_view(
+    st: &State,
+    pid: *mut pid_t,
+    path: &[u8],
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let target = match locate(st, path) {
+        Ok(Program::Physical { phys, .. }) => phys,
+        Ok(Program::AsGiven) => path.to_vec(),
+        Err(e) => return e,
+    };
+    let blacklisted = st.snap.is_blacklisted(path);
+    let env = CArray::new(env::for_child(
+        st,
+        unsafe { read_array(envp.cast()) },
+        !blacklisted,
+    ));
+    let prog = if blacklisted { path } else { &target };
+    let Ok(mut p) = usvfs_core::path::PathBuffer::from_bytes(prog) else {
+        return libc::ENAMETOOLONG;
+    };
+    unsafe { real::posix_spawn(pid, p.as_c_ptr(), fa, attr, argv, env.as_ptr().cast()) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let pass = || unsafe { real::posix_spawn(pid, path, fa, attr, argv, envp) };
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    let Some(_g) = guard::enter() else {
+        return pass();
+    };
+    let Some(p) = (unsafe { bytes(path) }) else {
+        return pass();
+    };
+    std::panic::catch_unwind(|| spawn_in_view(st, pid, p, fa, attr, argv, envp))
+        .unwrap_or_else(|_| pass())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let Some(f) = (unsafe { bytes(file) }) else {
+        return libc::EFAULT;
+    };
+    if f.contains(&b'/') {
+        return unsafe { posix_spawn(pid, file, fa, attr, argv, envp) };
+    }
+    let Some(st) = state::get() else {
+        return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
+    };
+    let Some(_g) = guard::enter() else {
+        return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
+    };
+    // Find the first PATH entry that is an executable file in the view.
+    let found = search_path(f, |cand| {
+        let mut lk = Lookup::new();
+        let outcome = lookup(st, AT_FDCWD, cand, true, &mut lk);
+        let mut phys = match outcome {
+            Outcome::Fail(e) => return Err(e),
+            Outcome::Pass => {
+                usvfs_core::path::PathBuffer::from_bytes(cand).map_err(|_| libc::ENAMETOOLONG)?
+            }
+            Outcome::Redirect => lk.phys.clone(),
+        };
+        let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+        if unsafe { real::stat(phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
+            return Err(errno());
+        }
+        if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(libc::EACCES);
+        }
+        if unsafe { real::access(phys.as_c_ptr(), libc::X_OK) } != 0 {
+            return Err(errno());
+        }
+        Ok(cand.to_vec())
+    });
+    match found {
+        Ok(cand) => {
+            std::panic::catch_unwind(|| spawn_in_view(st, pid, &cand, fa, attr, argv, envp))
+                .unwrap_or(libc::EIO)
+        }
+        Err(e) => e,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
+    if let Some(st) = state::get()
+        && let Some(_g) = guard::enter()
+    {
+        env::ensure_own_environ(st);
+    }
+    unsafe { real::system(cmd) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    if let Some(st) = state::get()
+        && let Some(_g) = guard::enter()
+    {
+        env::ensure_own_environ(st);
+    }
+    unsafe { real::popen(cmd, mode) }
+}

@@ -1,0 +1,55 @@
+//! Descriptor bookkeeping: closing and duplicating keep the table exact.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{c_int, c_uint};
+
+use crate::{fdtable, real};
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    fdtable::remove(fd);
+    unsafe { real::close(fd) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let r = unsafe { real::dup(fd) };
+    if r >= 0 && fdtable::is_recorded(fd) {
+        fdtable::copy(fd, r);
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    let r = unsafe { real::dup2(fd, to) };
+    if r >= 0 && fd != to {
+        fdtable::copy(fd, to);
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    let r = unsafe { real::dup3(fd, to, flags) };
+    if r >= 0 {
+        fdtable::copy(fd, to);
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags) } as c_int;
+    if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        fdtable::remove_range(lo, hi);
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(lo: c_int) {
+    fdtable::remove_range(lo.max(0) as u32, u32::MAX);
+    unsafe { libc::syscall(libc::SYS_close_range, lo.max(0) as c_uint, c_uint::MAX, 0) };
+}

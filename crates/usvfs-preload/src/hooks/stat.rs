@@ -1,0 +1,183 @@
+//! stat family and access checks: the same call on the physical path.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, c_char, c_int, c_uint};
+
+use super::with_path;
+use crate::real;
+
+macro_rules! path_call {
+    ($(#[$m:meta])* fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
+        $(#[$m])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($path: *const c_char $(, $arg: $ty)*) -> c_int {
+            with_path(
+                AT_FDCWD,
+                $path,
+                $follow,
+                -1,
+                || unsafe { real::$name($path $(, $arg)*) },
+                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
+            )
+        }
+    };
+}
+
+macro_rules! ver_path_call {
+    (fn $name:ident($ver:ident, $path:ident, $buf:ident : $ty:ty) follow = $follow:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($ver: c_int, $path: *const c_char, $buf: $ty) -> c_int {
+            with_path(
+                AT_FDCWD,
+                $path,
+                $follow,
+                -1,
+                || unsafe { real::$name($ver, $path, $buf) },
+                |_, lk| unsafe { real::$name($ver, lk.phys.as_c_ptr(), $buf) },
+            )
+        }
+    };
+}
+
+path_call!(fn stat(path, buf: *mut libc::stat) follow = true);
+path_call!(fn stat64(path, buf: *mut libc::stat64) follow = true);
+path_call!(fn lstat(path, buf: *mut libc::stat) follow = false);
+path_call!(fn lstat64(path, buf: *mut libc::stat64) follow = false);
+path_call!(fn access(path, mode: c_int) follow = true);
+path_call!(fn euidaccess(path, mode: c_int) follow = true);
+path_call!(fn eaccess(path, mode: c_int) follow = true);
+ver_path_call!(fn __xstat(ver, path, buf: *mut libc::stat) follow = true);
+ver_path_call!(fn __xstat64(ver, path, buf: *mut libc::stat64) follow = true);
+ver_path_call!(fn __lxstat(ver, path, buf: *mut libc::stat) follow = false);
+ver_path_call!(fn __lxstat64(ver, path, buf: *mut libc::stat64) follow = false);
+
+macro_rules! at_stat {
+    ($name:ident, $ty:ty) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dirfd: c_int,
+            path: *const c_char,
+            buf: $ty,
+            flags: c_int,
+        ) -> c_int {
+            with_path(
+                dirfd,
+                path,
+                flags & AT_SYMLINK_NOFOLLOW == 0,
+                -1,
+                || unsafe { real::$name(dirfd, path, buf, flags) },
+                |_, lk| unsafe { real::$name(AT_FDCWD, lk.phys.as_c_ptr(), buf, flags) },
+            )
+        }
+    };
+}
+
+at_stat!(fstatat, *mut libc::stat);
+at_stat!(fstatat64, *mut libc::stat64);
+
+macro_rules! ver_at_stat {
+    ($name:ident, $ty:ty) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            ver: c_int,
+            dirfd: c_int,
+            path: *const c_char,
+            buf: $ty,
+            flags: c_int,
+        ) -> c_int {
+            with_path(
+                dirfd,
+                path,
+                flags & AT_SYMLINK_NOFOLLOW == 0,
+                -1,
+                || unsafe { real::$name(ver, dirfd, path, buf, flags) },
+                |_, lk| unsafe { real::$name(ver, AT_FDCWD, lk.phys.as_c_ptr(), buf, flags) },
+            )
+        }
+    };
+}
+
+ver_at_stat!(__fxstatat, *mut libc::stat);
+ver_at_stat!(__fxstatat64, *mut libc::stat64);
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut libc::statx,
+) -> c_int {
+    with_path(
+        dirfd,
+        path,
+        flags & AT_SYMLINK_NOFOLLOW == 0,
+        -1,
+        || unsafe { real::statx(dirfd, path, flags, mask, buf) },
+        |_, lk| unsafe { real::statx(AT_FDCWD, lk.phys.as_c_ptr(), flags, mask, buf) },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> c_int {
+    with_path(
+        dirfd,
+        path,
+        flags & AT_SYMLINK_NOFOLLOW == 0,
+        -1,
+        || unsafe { real::faccessat(dirfd, path, mode, flags) },
+        |_, lk| unsafe { real::faccessat(AT_FDCWD, lk.phys.as_c_ptr(), mode, flags) },
+    )
+}
+
+macro_rules! xattr_get {
+    ($name:ident, $follow:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            path: *const c_char,
+            name: *const c_char,
+            value: *mut libc::c_void,
+            size: libc::size_t,
+        ) -> libc::ssize_t {
+            with_path(
+                AT_FDCWD,
+                path,
+                $follow,
+                -1,
+                || unsafe { real::$name(path, name, value, size) },
+                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr(), name, value, size) },
+            )
+        }
+    };
+}
+
+macro_rules! xattr_list {
+    ($name:ident, $follow:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            path: *const c_char,
+            list: *mut c_char,
+            size: libc::size_t,
+        ) -> libc::ssize_t {
+            with_path(
+                AT_FDCWD,
+                path,
+                $follow,
+                -1,
+                || unsafe { real::$name(path, list, size) },
+                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr(), list, size) },
+            )
+        }
+    };
+}
+
+xattr_get!(getxattr, true);
+xattr_get!(lgetxattr, false);
+xattr_list!(listxattr, true);
+xattr_list!(llistxattr, false);

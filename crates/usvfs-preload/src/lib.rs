@@ -1,0 +1,148 @@
+//! usvfs-preload: the `LD_PRELOAD` engine. Loaded into every hooked process, it
+//! maps the instance's index snapshot read-only and interposes the C library's
+//! file functions so the process sees the merged view.
+//!
+//! Hot-path rules (see DESIGN.md): originals resolved once in the constructor;
+//! no allocation, lock or panic on the pass-through path; errno preserved;
+//! fork/vfork safe; a failing hook falls back to the original call.
+
+mod env;
+mod fdtable;
+mod guard;
+pub mod hooks;
+mod listing;
+mod lookup;
+mod real;
+mod state;
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use usvfs_core::index::view::MappedSnapshot;
+use usvfs_core::instance::{ENV_INSTANCE_DIR, Instance};
+use usvfs_core::path::PathBuffer;
+
+use crate::state::State;
+
+/// This library's own file, for children's `LD_PRELOAD`.
+fn own_path() -> Option<CString> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::uninit();
+    // SAFETY: any address inside this library identifies it.
+    let ok = unsafe { libc::dladdr(init as *const libc::c_void, info.as_mut_ptr()) };
+    if ok == 0 {
+        return None;
+    }
+    // SAFETY: dladdr succeeded.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a C string.
+    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
+}
+
+fn instance() -> Option<Instance> {
+    let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
+    Some(Instance::from_dir(Path::new(OsStr::from_bytes(&dir))))
+}
+
+/// The working directory a parent handed down, if it still names where we are.
+fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
+    let v = env::getenv(env::ENV_VCWD.as_bytes())?;
+    let mut lk = lookup::Lookup::new();
+    if !matches!(
+        lookup::lookup(st, libc::AT_FDCWD, &v, true, &mut lk),
+        lookup::Outcome::Redirect
+    ) {
+        return None;
+    }
+    let (mut a, mut b) = (
+        std::mem::MaybeUninit::<libc::stat>::uninit(),
+        std::mem::MaybeUninit::<libc::stat>::uninit(),
+    );
+    // SAFETY: valid buffers and paths.
+    unsafe {
+        if real::stat(lk.phys.as_c_ptr(), a.as_mut_ptr()) != 0
+            || real::stat(c".".as_ptr(), b.as_mut_ptr()) != 0
+        {
+            return None;
+        }
+        let (a, b) = (a.assume_init(), b.assume_init());
+        (a.st_dev == b.st_dev && a.st_ino == b.st_ino).then(|| lk.virt.as_bytes().to_vec())
+    }
+}
+
+fn start() -> Option<()> {
+    let inst = instance()?;
+    let snap = MappedSnapshot::open_trusted(&inst.index_path())
+        .ok()?
+        .leak();
+    let lib_path = own_path()?;
+    let root_mapped = snap.layer(snap.root()).is_some();
+    let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
+    state::set(State {
+        snap,
+        instance_dir,
+        lib_path,
+        root_mapped,
+    });
+    let st = state::get()?;
+    let logical = inherited_cwd(st).or_else(|| {
+        let mut b = PathBuffer::new();
+        state::real_cwd(&mut b).then(|| b.as_bytes().to_vec())
+    })?;
+    hooks::cwd::adopt_cwd(st, &logical);
+    // SAFETY: getpid cannot fail.
+    let _ = inst.register(unsafe { libc::getpid() });
+    // SAFETY: registering plain C callbacks.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    Some(())
+}
+
+extern "C" fn after_fork_child() {
+    if state::get().is_none() {
+        return;
+    }
+    if let Some(_g) = guard::enter() {
+        let _ = std::panic::catch_unwind(|| {
+            if let Some(inst) = instance() {
+                // SAFETY: getpid cannot fail.
+                let _ = inst.register(unsafe { libc::getpid() });
+            }
+        });
+    }
+}
+
+extern "C" fn init() {
+    real::resolve_all();
+    let Some(_g) = guard::enter() else { return };
+    let saved = guard::errno();
+    // Never let a failure here take the host program down: without a view it
+    // simply runs on the real disk.
+    let _ = std::panic::catch_unwind(start);
+    guard::set_errno(saved);
+}
+
+extern "C" fn fini() {
+    if state::get().is_none() {
+        return;
+    }
+    let Some(_g) = guard::enter() else { return };
+    let saved = guard::errno();
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(inst) = instance() {
+            // SAFETY: getpid cannot fail.
+            let _ = inst.leave(unsafe { libc::getpid() });
+        }
+    });
+    guard::set_errno(saved);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;
+
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINI: extern "C" fn() = fini;

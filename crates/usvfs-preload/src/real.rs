@@ -1,0 +1,133 @@
+//! The original C library functions, found once with `dlsym(RTLD_NEXT)` in the
+//! constructor (lazily if a hook runs before it). A missing symbol makes the
+//! call fail with `ENOSYS` instead of crashing the host.
+
+#![allow(non_upper_case_globals, clippy::missing_safety_doc)]
+
+use libc::{DIR, FILE, c_char, c_int, c_long, c_uint, dirent64, pid_t, size_t, ssize_t};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a call returns when its original is missing.
+pub trait Failure {
+    fn failure() -> Self;
+}
+impl Failure for c_int {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl Failure for c_long {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl Failure for isize {
+    fn failure() -> Self {
+        -1
+    }
+}
+impl<T> Failure for *mut T {
+    fn failure() -> Self {
+        std::ptr::null_mut()
+    }
+}
+impl Failure for () {
+    fn failure() -> Self {}
+}
+
+#[inline(always)]
+fn address(slot: &AtomicUsize, name: &'static [u8]) -> usize {
+    let a = slot.load(Ordering::Relaxed);
+    if a != 0 {
+        return a;
+    }
+    // SAFETY: name is NUL-terminated.
+    let a = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    slot.store(a, Ordering::Relaxed);
+    a
+}
+
+macro_rules! originals {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
+        $(
+            pub mod $name {
+                pub static ADDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            }
+            #[inline(always)]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                let a = address(&$name::ADDR, concat!(stringify!($name), "\0").as_bytes());
+                if a == 0 {
+                    // SAFETY: errno location is always valid.
+                    unsafe { *libc::__errno_location() = libc::ENOSYS };
+                    return <$ret as Failure>::failure();
+                }
+                // SAFETY: the symbol has this C signature in every glibc we support.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(a) };
+                unsafe { f($($arg),*) }
+            }
+        )*
+        /// Resolves every original now, in the constructor, so no hook ever
+        /// calls into the dynamic linker later (not fork- or signal-safe).
+        pub fn resolve_all() {
+            $( address(&$name::ADDR, concat!(stringify!($name), "\0").as_bytes()); )*
+        }
+    };
+}
+
+originals! {
+    openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int;
+    close(fd: c_int) -> c_int;
+    dup(fd: c_int) -> c_int;
+    dup2(fd: c_int, to: c_int) -> c_int;
+    dup3(fd: c_int, to: c_int, flags: c_int) -> c_int;
+    fopen(path: *const c_char, mode: *const c_char) -> *mut FILE;
+    fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE;
+    freopen(path: *const c_char, mode: *const c_char, f: *mut FILE) -> *mut FILE;
+    freopen64(path: *const c_char, mode: *const c_char, f: *mut FILE) -> *mut FILE;
+    fclose(f: *mut FILE) -> c_int;
+    stat(path: *const c_char, buf: *mut libc::stat) -> c_int;
+    stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int;
+    lstat(path: *const c_char, buf: *mut libc::stat) -> c_int;
+    lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int;
+    fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
+    fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
+    fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int;
+    __xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
+    __xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int;
+    __lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
+    __lxstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int;
+    __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
+    __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int;
+    statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int;
+    access(path: *const c_char, mode: c_int) -> c_int;
+    faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int;
+    euidaccess(path: *const c_char, mode: c_int) -> c_int;
+    eaccess(path: *const c_char, mode: c_int) -> c_int;
+    readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t;
+    readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t;
+    realpath(path: *const c_char, out: *mut c_char) -> *mut c_char;
+    opendir(path: *const c_char) -> *mut DIR;
+    fdopendir(fd: c_int) -> *mut DIR;
+    readdir(d: *mut DIR) -> *mut libc::dirent;
+    readdir64(d: *mut DIR) -> *mut dirent64;
+    readdir_r(d: *mut DIR, e: *mut libc::dirent, out: *mut *mut libc::dirent) -> c_int;
+    readdir64_r(d: *mut DIR, e: *mut dirent64, out: *mut *mut dirent64) -> c_int;
+    rewinddir(d: *mut DIR) -> ();
+    seekdir(d: *mut DIR, pos: c_long) -> ();
+    telldir(d: *mut DIR) -> c_long;
+    closedir(d: *mut DIR) -> c_int;
+    dirfd(d: *mut DIR) -> c_int;
+    getdents64(fd: c_int, buf: *mut libc::c_void, count: size_t) -> ssize_t;
+    chdir(path: *const c_char) -> c_int;
+    fchdir(fd: c_int) -> c_int;
+    getcwd(buf: *mut c_char, size: size_t) -> *mut c_char;
+    execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    posix_spawn(pid: *mut pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    system(cmd: *const c_char) -> c_int;
+    getxattr(path: *const c_char, name: *const c_char, value: *mut libc::c_void, size: size_t) -> ssize_t;
+    lgetxattr(path: *const c_char, name: *const c_char, value: *mut libc::c_void, size: size_t) -> ssize_t;
+    listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
+    llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
+    popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE;
+}
