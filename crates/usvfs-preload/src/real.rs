@@ -125,6 +125,13 @@ originals! {
     fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
     posix_spawn(pid: *mut pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     system(cmd: *const c_char) -> c_int;
+    fts_open(argv: *const *mut c_char, options: c_int, compar: Option<unsafe extern "C" fn(*const *const crate::hooks::walk_fts::FtsEnt, *const *const crate::hooks::walk_fts::FtsEnt) -> c_int>) -> *mut crate::hooks::walk_fts::FtsHead;
+    fts_read(sp: *mut crate::hooks::walk_fts::FtsHead) -> *mut crate::hooks::walk_fts::FtsEnt;
+    fts_children(sp: *mut crate::hooks::walk_fts::FtsHead, options: c_int) -> *mut crate::hooks::walk_fts::FtsEnt;
+    fts_set(sp: *mut crate::hooks::walk_fts::FtsHead, e: *mut crate::hooks::walk_fts::FtsEnt, instr: c_int) -> c_int;
+    fts_close(sp: *mut crate::hooks::walk_fts::FtsHead) -> c_int;
+    nftw(dir: *const c_char, f: Option<unsafe extern "C" fn(*const c_char, *const libc::stat, c_int, *mut crate::hooks::walk_nftw::Ftw) -> c_int>, nopenfd: c_int, flags: c_int) -> c_int;
+    ftw(dir: *const c_char, f: Option<unsafe extern "C" fn(*const c_char, *const libc::stat, c_int) -> c_int>, nopenfd: c_int) -> c_int;
     getxattr(path: *const c_char, name: *const c_char, value: *mut libc::c_void, size: size_t) -> ssize_t;
     lgetxattr(path: *const c_char, name: *const c_char, value: *mut libc::c_void, size: size_t) -> ssize_t;
     listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;

@@ -10,6 +10,8 @@ pub mod fd;
 pub mod link;
 pub mod open;
 pub mod stat;
+pub mod walk_fts;
+pub mod walk_nftw;
 
 use libc::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};

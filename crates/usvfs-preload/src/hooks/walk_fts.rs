@@ -1,0 +1,567 @@
+//! `fts_*`. Like nftw, glibc's fts reads directories through internal calls
+//! out of our reach; this one has the documented semantics (pre- and
+//! post-order visits, FTS_SKIP/FTS_AGAIN/FTS_FOLLOW, fts_children, sorting,
+//! cycle detection) and reads through the hooked functions. It never changes
+//! directory: `fts_accpath` is always the full path, which is valid whatever
+//! FTS_NOCHDIR says.
+
+#![allow(clippy::missing_safety_doc)]
+
+use std::ffi::CStr;
+
+use libc::{c_char, c_int, c_long, c_ushort, c_void};
+
+use crate::state;
+
+#[repr(C)]
+pub struct FtsEnt {
+    cycle: *mut FtsEnt,
+    parent: *mut FtsEnt,
+    link: *mut FtsEnt,
+    number: c_long,
+    pointer: *mut c_void,
+    accpath: *mut c_char,
+    path: *mut c_char,
+    errno: c_int,
+    symfd: c_int,
+    pathlen: c_ushort,
+    namelen: c_ushort,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    level: i16,
+    info: c_ushort,
+    flags: c_ushort,
+    instr: c_ushort,
+    statp: *mut libc::stat,
+    name: [c_char; 1],
+}
+
+type Compar = Option<unsafe extern "C" fn(*const *const FtsEnt, *const *const FtsEnt) -> c_int>;
+
+/// glibc's `FTS`; our private state follows it in the same allocation.
+#[repr(C)]
+pub struct FtsHead {
+    cur: *mut FtsEnt,
+    child: *mut FtsEnt,
+    array: *mut *mut FtsEnt,
+    dev: u64,
+    path: *mut c_char,
+    rfd: c_int,
+    pathlen: c_int,
+    nitems: c_int,
+    compar: Compar,
+    options: c_int,
+}
+
+const _: () = assert!(std::mem::offset_of!(FtsEnt, name) == 112);
+const _: () = assert!(std::mem::size_of::<FtsHead>() == 72);
+
+const FTS_COMFOLLOW: c_int = 0x1;
+const FTS_LOGICAL: c_int = 0x2;
+const FTS_NOSTAT: c_int = 0x8;
+const FTS_SEEDOT: c_int = 0x20;
+const FTS_XDEV: c_int = 0x40;
+const FTS_OPTIONMASK: c_int = 0xff;
+const FTS_NAMEONLY: c_int = 0x100;
+
+const FTS_D: c_ushort = 1;
+const FTS_DC: c_ushort = 2;
+const FTS_DEFAULT: c_ushort = 3;
+const FTS_DNR: c_ushort = 4;
+const FTS_DOT: c_ushort = 5;
+const FTS_DP: c_ushort = 6;
+const FTS_F: c_ushort = 8;
+const FTS_NS: c_ushort = 10;
+const FTS_NSOK: c_ushort = 11;
+const FTS_SL: c_ushort = 12;
+const FTS_SLNONE: c_ushort = 13;
+
+const FTS_AGAIN: c_ushort = 1;
+const FTS_FOLLOW: c_ushort = 2;
+const FTS_NOINSTR: c_ushort = 3;
+const FTS_SKIP: c_ushort = 4;
+
+#[repr(C)]
+struct Fts {
+    head: FtsHead,
+    root_parent: *mut FtsEnt,
+    roots: *mut FtsEnt,
+    /// False until the first `fts_read`.
+    started: bool,
+    /// An empty C string for `fts_path` of the stream.
+    empty: [c_char; 1],
+}
+
+fn alloc_ent(name: &[u8], path: &[u8], parent: *mut FtsEnt, level: i16) -> *mut FtsEnt {
+    let size = std::mem::offset_of!(FtsEnt, name) + name.len() + 1;
+    // SAFETY: fresh zeroed allocations, sized for the trailing name.
+    unsafe {
+        let e = libc::calloc(1, size) as *mut FtsEnt;
+        let st = libc::calloc(1, std::mem::size_of::<libc::stat>()) as *mut libc::stat;
+        let p = libc::malloc(path.len() + 1) as *mut u8;
+        if e.is_null() || st.is_null() || p.is_null() {
+            libc::free(e.cast());
+            libc::free(st.cast());
+            libc::free(p.cast());
+            return std::ptr::null_mut();
+        }
+        std::ptr::copy_nonoverlapping(path.as_ptr(), p, path.len());
+        *p.add(path.len()) = 0;
+        let np = (e as *mut u8).add(std::mem::offset_of!(FtsEnt, name));
+        std::ptr::copy_nonoverlapping(name.as_ptr(), np, name.len());
+        *np.add(name.len()) = 0;
+        (*e).path = p.cast();
+        (*e).accpath = p.cast();
+        (*e).pathlen = path.len().min(u16::MAX as usize) as c_ushort;
+        (*e).namelen = name.len().min(u16::MAX as usize) as c_ushort;
+        (*e).parent = parent;
+        (*e).level = level;
+        (*e).statp = st;
+        (*e).instr = FTS_NOINSTR;
+        e
+    }
+}
+
+unsafe fn free_ent(e: *mut FtsEnt) {
+    if e.is_null() {
+        return;
+    }
+    unsafe {
+        libc::free((*e).statp.cast());
+        libc::free((*e).path.cast());
+        libc::free(e.cast());
+    }
+}
+
+unsafe fn free_list(mut e: *mut FtsEnt) {
+    while !e.is_null() {
+        let next = unsafe { (*e).link };
+        unsafe { free_ent(e) };
+        e = next;
+    }
+}
+
+unsafe fn ent_path<'a>(e: *const FtsEnt) -> &'a [u8] {
+    unsafe { CStr::from_ptr((*e).path) }.to_bytes()
+}
+
+unsafe fn ent_name<'a>(e: *const FtsEnt) -> &'a [u8] {
+    unsafe { CStr::from_ptr((*e).name.as_ptr()) }.to_bytes()
+}
+
+/// Fills in the stat data and `fts_info` of an entry.
+unsafe fn fts_stat(sp: &Fts, e: *mut FtsEnt, follow: bool) -> c_ushort {
+    let opts = sp.head.options;
+    let st = unsafe { &mut *(*e).statp };
+    let path = unsafe { (*e).path };
+    let follow = follow || opts & FTS_LOGICAL != 0;
+    unsafe { (*e).errno = 0 };
+    let ok = if follow {
+        if unsafe { libc::stat(path, st) } == 0 {
+            true
+        } else {
+            let err = crate::guard::errno();
+            if err == libc::ENOENT && unsafe { libc::lstat(path, st) } == 0 {
+                crate::guard::set_errno(0);
+                return FTS_SLNONE;
+            }
+            unsafe { (*e).errno = err };
+            false
+        }
+    } else if unsafe { libc::lstat(path, st) } == 0 {
+        true
+    } else {
+        unsafe { (*e).errno = crate::guard::errno() };
+        false
+    };
+    if !ok {
+        *st = unsafe { std::mem::zeroed() };
+        return FTS_NS;
+    }
+    unsafe {
+        (*e).dev = st.st_dev;
+        (*e).ino = st.st_ino;
+        (*e).nlink = st.st_nlink;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            let name = unsafe { ent_name(e) };
+            if (name == b"." || name == b"..") && unsafe { (*e).level } > 0 {
+                return FTS_DOT;
+            }
+            // A directory that is its own ancestor: a cycle.
+            let mut a = unsafe { (*e).parent };
+            while !a.is_null() && unsafe { (*a).level } >= 0 {
+                if unsafe { (*a).dev == st.st_dev && (*a).ino == st.st_ino } {
+                    unsafe { (*e).cycle = a };
+                    return FTS_DC;
+                }
+                a = unsafe { (*a).parent };
+            }
+            FTS_D
+        }
+        libc::S_IFLNK => FTS_SL,
+        libc::S_IFREG => FTS_F,
+        _ => FTS_DEFAULT,
+    }
+}
+
+unsafe fn sort_list(sp: &Fts, head: *mut FtsEnt) -> *mut FtsEnt {
+    let Some(cmp) = sp.head.compar else {
+        return head;
+    };
+    let mut v: Vec<*mut FtsEnt> = Vec::new();
+    let mut e = head;
+    while !e.is_null() {
+        v.push(e);
+        e = unsafe { (*e).link };
+    }
+    if v.len() < 2 {
+        return head;
+    }
+    // SAFETY: the comparator takes pointers to array elements, as qsort passes.
+    unsafe {
+        libc::qsort(
+            v.as_mut_ptr().cast(),
+            v.len(),
+            std::mem::size_of::<*mut FtsEnt>(),
+            Some(std::mem::transmute::<
+                unsafe extern "C" fn(*const *const FtsEnt, *const *const FtsEnt) -> c_int,
+                unsafe extern "C" fn(*const c_void, *const c_void) -> c_int,
+            >(cmp)),
+        )
+    };
+    for w in v.windows(2) {
+        unsafe { (*w[0]).link = w[1] };
+    }
+    unsafe { (**v.last().unwrap()).link = std::ptr::null_mut() };
+    v[0]
+}
+
+/// Reads the children of directory `dir` into a linked list.
+unsafe fn build(sp: &Fts, dir: *mut FtsEnt, nameonly: bool) -> Result<*mut FtsEnt, c_int> {
+    let mut dpath = unsafe { ent_path(dir) }.to_vec();
+    dpath.push(0);
+    let d = unsafe { super::dir::opendir(dpath.as_ptr().cast()) };
+    dpath.pop();
+    if d.is_null() {
+        return Err(crate::guard::errno());
+    }
+    let base_len = if dpath.ends_with(b"/") {
+        dpath.len() - 1
+    } else {
+        dpath.len()
+    };
+    let level = unsafe { (*dir).level } + 1;
+    let (mut head, mut tail): (*mut FtsEnt, *mut FtsEnt) =
+        (std::ptr::null_mut(), std::ptr::null_mut());
+    loop {
+        let de = unsafe { super::dir::readdir64(d) };
+        if de.is_null() {
+            break;
+        }
+        let name = unsafe { CStr::from_ptr((*de).d_name.as_ptr()) }.to_bytes();
+        if (name == b"." || name == b"..") && sp.head.options & FTS_SEEDOT == 0 {
+            continue;
+        }
+        let mut p = dpath[..base_len].to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        let e = alloc_ent(name, &p, dir, level);
+        if e.is_null() {
+            break;
+        }
+        let info = if nameonly {
+            FTS_NSOK
+        } else if sp.head.options & FTS_NOSTAT != 0 && unsafe { (*de).d_type } != libc::DT_DIR {
+            FTS_NSOK
+        } else {
+            unsafe { fts_stat(sp, e, false) }
+        };
+        unsafe { (*e).info = info };
+        if head.is_null() {
+            head = e;
+        } else {
+            unsafe { (*tail).link = e };
+        }
+        tail = e;
+    }
+    unsafe { super::dir::closedir(d) };
+    Ok(unsafe { sort_list(sp, head) })
+}
+
+unsafe fn open_impl(argv: *const *mut c_char, options: c_int, compar: Compar) -> *mut FtsHead {
+    if options & !FTS_OPTIONMASK != 0 || argv.is_null() {
+        crate::guard::set_errno(libc::EINVAL);
+        return std::ptr::null_mut();
+    }
+    let sp = unsafe { libc::calloc(1, std::mem::size_of::<Fts>()) } as *mut Fts;
+    if sp.is_null() {
+        return std::ptr::null_mut();
+    }
+    let spr = unsafe { &mut *sp };
+    spr.head.options = options;
+    spr.head.compar = compar;
+    spr.head.rfd = -1;
+    spr.head.path = spr.empty.as_mut_ptr();
+    spr.root_parent = alloc_ent(b"", b"", std::ptr::null_mut(), -1);
+    let (mut head, mut tail): (*mut FtsEnt, *mut FtsEnt) =
+        (std::ptr::null_mut(), std::ptr::null_mut());
+    let mut i = 0;
+    loop {
+        let a = unsafe { *argv.add(i) };
+        if a.is_null() {
+            break;
+        }
+        i += 1;
+        let path = unsafe { CStr::from_ptr(a) }.to_bytes();
+        if path.is_empty() {
+            unsafe { free_list(head) };
+            unsafe { free_ent(spr.root_parent) };
+            unsafe { libc::free(sp.cast()) };
+            crate::guard::set_errno(libc::ENOENT);
+            return std::ptr::null_mut();
+        }
+        let e = alloc_ent(path, path, spr.root_parent, 0);
+        if e.is_null() {
+            break;
+        }
+        unsafe { (*e).info = fts_stat(spr, e, options & FTS_COMFOLLOW != 0) };
+        if head.is_null() {
+            head = e;
+        } else {
+            unsafe { (*tail).link = e };
+        }
+        tail = e;
+    }
+    spr.roots = unsafe { sort_list(spr, head) };
+    spr.head.cur = std::ptr::null_mut();
+    sp.cast()
+}
+
+unsafe fn read_impl(sp: &mut Fts) -> *mut FtsEnt {
+    let p = sp.head.cur;
+    if !sp.started {
+        sp.started = true;
+        sp.head.cur = sp.roots;
+        if !sp.roots.is_null() {
+            sp.head.dev = unsafe { (*sp.roots).dev };
+        }
+        return sp.roots;
+    }
+    if p.is_null() {
+        return std::ptr::null_mut();
+    }
+    let instr = unsafe { (*p).instr };
+    unsafe { (*p).instr = FTS_NOINSTR };
+    if instr == FTS_AGAIN {
+        unsafe { (*p).info = fts_stat(sp, p, false) };
+        return p;
+    }
+    if instr == FTS_FOLLOW && matches!(unsafe { (*p).info }, FTS_SL | FTS_SLNONE) {
+        unsafe { (*p).info = fts_stat(sp, p, true) };
+        if unsafe { (*p).info } == FTS_D {
+            return p;
+        }
+    }
+    // A directory in pre-order: descend, unless skipped or on another device.
+    if unsafe { (*p).info } == FTS_D {
+        let skip = instr == FTS_SKIP
+            || (sp.head.options & FTS_XDEV != 0 && unsafe { (*p).dev } != sp.head.dev);
+        if skip {
+            unsafe { free_list(sp.head.child) };
+            sp.head.child = std::ptr::null_mut();
+            unsafe { (*p).info = FTS_DP };
+            return p;
+        }
+        let children = if !sp.head.child.is_null() {
+            std::mem::replace(&mut sp.head.child, std::ptr::null_mut())
+        } else {
+            match unsafe { build(sp, p, false) } {
+                Ok(c) => c,
+                Err(e) => {
+                    unsafe {
+                        (*p).errno = e;
+                        (*p).info = FTS_DNR;
+                    }
+                    return p;
+                }
+            }
+        };
+        if children.is_null() {
+            unsafe { (*p).info = FTS_DP };
+            return p;
+        }
+        // Remember the list on the directory so the post-order visit frees it.
+        unsafe { (*p).pointer_children_set(children) };
+        sp.head.cur = children;
+        return children;
+    }
+    // Next sibling, or the parent in post-order.
+    let next = unsafe { (*p).link };
+    if !next.is_null() {
+        sp.head.cur = next;
+        if unsafe { (*next).level } == 0 {
+            sp.head.dev = unsafe { (*next).dev };
+        }
+        return next;
+    }
+    let parent = unsafe { (*p).parent };
+    if parent.is_null() || unsafe { (*parent).level } < 0 {
+        sp.head.cur = std::ptr::null_mut();
+        return std::ptr::null_mut();
+    }
+    // Children are freed when their directory's post-order visit ends (the
+    // next read): keep them until then, like BSD fts.
+    sp.head.cur = parent;
+    unsafe { (*parent).info = FTS_DP };
+    parent
+}
+
+impl FtsEnt {
+    /// A directory's children list is kept in `fts_cycle`, which is unused for
+    /// FTS_D/FTS_DP entries (only FTS_DC ones point at their ancestor). It is
+    /// freed after the directory's post-order visit.
+    unsafe fn pointer_children_set(&mut self, c: *mut FtsEnt) {
+        self.cycle = c;
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts_open(
+    argv: *const *mut c_char,
+    options: c_int,
+    compar: Compar,
+) -> *mut FtsHead {
+    if state::get().is_none() {
+        return unsafe { crate::real::fts_open(argv, options, compar) };
+    }
+    unsafe { open_impl(argv, options, compar) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts_read(sp: *mut FtsHead) -> *mut FtsEnt {
+    if state::get().is_none() {
+        return unsafe { crate::real::fts_read(sp) };
+    }
+    let sp = unsafe { &mut *(sp as *mut Fts) };
+    // Free the children of a directory whose post-order visit just ended.
+    let prev = sp.head.cur;
+    let prev_was_dp = !prev.is_null() && unsafe { (*prev).info } == FTS_DP;
+    let r = unsafe { read_impl(sp) };
+    if prev_was_dp && !prev.is_null() && prev != r {
+        let kids = unsafe { (*prev).cycle };
+        if !kids.is_null() {
+            unsafe { (*prev).cycle = std::ptr::null_mut() };
+            unsafe { free_list(kids) };
+        }
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts_children(sp: *mut FtsHead, options: c_int) -> *mut FtsEnt {
+    if state::get().is_none() {
+        return unsafe { crate::real::fts_children(sp, options) };
+    }
+    if options != 0 && options != FTS_NAMEONLY {
+        crate::guard::set_errno(libc::EINVAL);
+        return std::ptr::null_mut();
+    }
+    let sp = unsafe { &mut *(sp as *mut Fts) };
+    crate::guard::set_errno(0);
+    if !sp.started {
+        return sp.roots;
+    }
+    let p = sp.head.cur;
+    if p.is_null() || unsafe { (*p).info } != FTS_D {
+        return std::ptr::null_mut();
+    }
+    unsafe { free_list(sp.head.child) };
+    sp.head.child = std::ptr::null_mut();
+    match unsafe { build(sp, p, options == FTS_NAMEONLY) } {
+        Ok(c) => {
+            if options != FTS_NAMEONLY {
+                sp.head.child = c;
+            } else {
+                // Name-only lists are the caller's to look at, not to descend.
+                unsafe { free_list(sp.head.child) };
+                sp.head.child = c;
+            }
+            c
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts_set(sp: *mut FtsHead, e: *mut FtsEnt, instr: c_int) -> c_int {
+    if state::get().is_none() {
+        return unsafe { crate::real::fts_set(sp, e, instr) };
+    }
+    if !(0..=4).contains(&instr) || e.is_null() {
+        crate::guard::set_errno(libc::EINVAL);
+        return 1;
+    }
+    unsafe { (*e).instr = instr as c_ushort };
+    0
+}
+
+unsafe fn free_tree(e: *mut FtsEnt) {
+    let mut e = e;
+    while !e.is_null() {
+        let next = unsafe { (*e).link };
+        if unsafe { (*e).info } == FTS_D || unsafe { (*e).info } == FTS_DP {
+            let kids = unsafe { (*e).cycle };
+            if !kids.is_null() {
+                unsafe { free_tree(kids) };
+            }
+        }
+        unsafe { free_ent(e) };
+        e = next;
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts_close(sp: *mut FtsHead) -> c_int {
+    if state::get().is_none() {
+        return unsafe { crate::real::fts_close(sp) };
+    }
+    if sp.is_null() {
+        return 0;
+    }
+    let s = unsafe { &mut *(sp as *mut Fts) };
+    unsafe {
+        free_list(s.head.child);
+        free_tree(s.roots);
+        free_ent(s.root_parent);
+        libc::free(sp.cast());
+    }
+    0
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts64_open(
+    argv: *const *mut c_char,
+    options: c_int,
+    compar: Compar,
+) -> *mut FtsHead {
+    unsafe { fts_open(argv, options, compar) }
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts64_read(sp: *mut FtsHead) -> *mut FtsEnt {
+    unsafe { fts_read(sp) }
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts64_children(sp: *mut FtsHead, options: c_int) -> *mut FtsEnt {
+    unsafe { fts_children(sp, options) }
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts64_set(sp: *mut FtsHead, e: *mut FtsEnt, instr: c_int) -> c_int {
+    unsafe { fts_set(sp, e, instr) }
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fts64_close(sp: *mut FtsHead) -> c_int {
+    unsafe { fts_close(sp) }
+}
