@@ -4,7 +4,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/variadic.c");
     let out = std::env::var("OUT_DIR").unwrap();
     let script = format!("{out}/variadic.ver");
-    std::fs::write(&script, "{ global: open; open64; openat; openat64; __open_2; __open64_2; __openat_2; __openat64_2; execl; execlp; execle; };\n").unwrap();
+    std::fs::write(&script, "{ global: open; open64; openat; openat64; __open_2; __open64_2; __openat_2; __openat64_2; execl; execlp; execle; fcntl; fcntl64; };\n").unwrap();
     println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={script}");
     cc::Build::new()
         .file("src/variadic.c")

@@ -77,6 +77,7 @@ macro_rules! originals {
 originals! {
     openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int;
     close(fd: c_int) -> c_int;
+    fcntl64(fd: c_int, cmd: c_int, arg: *mut libc::c_void) -> c_int;
     dup(fd: c_int) -> c_int;
     dup2(fd: c_int, to: c_int) -> c_int;
     dup3(fd: c_int, to: c_int, flags: c_int) -> c_int;

@@ -66,3 +66,20 @@ int execle(const char *path, const char *arg, ...) {
     va_end(ap);
     return usvfs_execve(path, argv, envp);
 }
+
+/* fcntl: the third argument is an int or a pointer; pass it on as a pointer-sized word. */
+int usvfs_fcntl(int fd, int cmd, void *arg);
+int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return usvfs_fcntl(fd, cmd, arg);
+}
+int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return usvfs_fcntl(fd, cmd, arg);
+}

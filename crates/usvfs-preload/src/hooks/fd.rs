@@ -53,3 +53,15 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
     fdtable::remove_range(lo.max(0) as u32, u32::MAX);
     unsafe { libc::syscall(libc::SYS_close_range, lo.max(0) as c_uint, c_uint::MAX, 0) };
 }
+
+/// `fcntl` and `fcntl64` (variadic entry points in variadic.c): duplicates
+/// made with F_DUPFD name the same virtual path.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usvfs_fcntl(fd: c_int, cmd: c_int, arg: *mut libc::c_void) -> c_int {
+    let r = unsafe { real::fcntl64(fd, cmd, arg) };
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fdtable::is_recorded(fd)
+    {
+        fdtable::copy(fd, r);
+    }
+    r
+}
