@@ -42,6 +42,7 @@ pub fn find_preload_lib() -> Result<PathBuf> {
 pub struct Launch<'a> {
     pub instance: &'a Instance,
     pub lib: &'a Path,
+    pub program_virt: &'a Path,
     pub program_phys: &'a Path,
     pub argv: &'a [std::ffi::OsString],
     /// (physical dir to chdir to, virtual path to report)
@@ -50,8 +51,9 @@ pub struct Launch<'a> {
 
 /// Runs the program and returns its exit code (128+N when killed by signal N).
 pub fn run(l: Launch<'_>) -> Result<i32> {
-    let mut cmd = Command::new(l.program_phys);
-    cmd.arg0(&l.argv[0]).args(&l.argv[1..]);
+    let (exe, argv) = crate::program::command_line(l.program_virt, l.program_phys, l.argv);
+    let mut cmd = Command::new(&exe);
+    cmd.arg0(&argv[0]).args(&argv[1..]);
     let mut preload = l.lib.as_os_str().as_bytes().to_vec();
     if let Some(old) = std::env::var_os("LD_PRELOAD") {
         for o in old.as_bytes().split(|&c| c == b':' || c == b' ') {

@@ -143,6 +143,7 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         launch::run(launch::Launch {
             instance: &inst,
             lib: &lib,
+            program_virt: &virt,
             program_phys: &phys,
             argv: &a.program,
             cwd,

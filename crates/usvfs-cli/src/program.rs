@@ -80,6 +80,47 @@ pub fn locate(snap: &Snapshot<'_>, program: &OsStr) -> Result<(PathBuf, PathBuf)
     }
 }
 
+/// The interpreter (and its optional argument) of a `#!` script.
+fn shebang(head: &[u8]) -> Option<(PathBuf, Option<OsString>)> {
+    let line = head
+        .strip_prefix(b"#!")?
+        .split(|&c| c == b'\n')
+        .next()?
+        .trim_ascii();
+    let mut parts = line.splitn(2, |c| c.is_ascii_whitespace());
+    let interp = parts.next().filter(|i| !i.is_empty())?;
+    let arg = parts
+        .next()
+        .map(|a| a.trim_ascii())
+        .filter(|a| !a.is_empty());
+    Some((
+        PathBuf::from(OsStr::from_bytes(interp)),
+        arg.map(|a| OsString::from_vec(a.to_vec())),
+    ))
+}
+
+/// What to execute for a program found in the view: a script whose file lives
+/// in a layer runs through its interpreter with its *virtual* path, so `$0`
+/// and paths relative to it stay in the view. Returns (executable, argv).
+pub fn command_line(virt: &Path, phys: &Path, argv: &[OsString]) -> (PathBuf, Vec<OsString>) {
+    if virt != phys {
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(phys)
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        if let Some((interp, arg)) = shebang(&head[..n]) {
+            let mut args = vec![interp.clone().into_os_string()];
+            args.extend(arg);
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let abs = path::normalize(virt.as_os_str().as_bytes(), cwd.as_os_str().as_bytes());
+            args.push(OsString::from_vec(abs));
+            args.extend(argv.iter().skip(1).cloned());
+            return (interp, args);
+        }
+    }
+    (phys.to_path_buf(), argv.to_vec())
+}
+
 fn elf_is_static(bytes: &[u8]) -> Option<bool> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         return None;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("source {path:?} does not exist: check the path, or create it first")]
     SourceMissing { path: PathBuf },
-    #[error("source {path:?} cannot be read ({source}): fix its permissions")]
-    SourceUnreadable { path: PathBuf, source: io::Error },
+    #[error("source {path:?} cannot be read ({cause}): fix its permissions")]
+    SourceUnreadable { path: PathBuf, cause: io::Error },
     #[error("source {path:?} is not a directory: use a file link (--file) for single files")]
     SourceNotDirectory { path: PathBuf },
     #[error("source {path:?} is a directory: use a directory link (--dir) for directories")]
@@ -35,11 +35,11 @@ pub enum Error {
     Instance { name: String, message: String },
     #[error("index {path:?}: {message}")]
     Index { path: PathBuf, message: String },
-    #[error("{context} {path:?}: {source}")]
+    #[error("{context} {path:?}: {cause}")]
     Io {
         context: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -50,7 +50,7 @@ impl Error {
         Error::Io {
             context,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -173,7 +173,7 @@ fn check_source(source: &Path, kind: LinkKind) -> Result<()> {
         Err(e) => {
             return Err(Error::SourceUnreadable {
                 path: source.into(),
-                source: e,
+                cause: e,
             });
         }
     };
@@ -187,7 +187,7 @@ fn check_source(source: &Path, kind: LinkKind) -> Result<()> {
             if let Err(e) = std::fs::read_dir(source) {
                 return Err(Error::SourceUnreadable {
                     path: source.into(),
-                    source: e,
+                    cause: e,
                 });
             }
         }

@@ -117,10 +117,7 @@ fn walk_layer(source: &Path, recursive: bool, mapping: &Mapping) -> Result<Vec<W
             let io = e
                 .into_io_error()
                 .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            Error::SourceUnreadable {
-                path: p,
-                source: io,
-            }
+            Error::SourceUnreadable { path: p, cause: io }
         })?;
         let kind = kind_of(entry.file_type());
         if !recursive && kind == KIND_DIR {
