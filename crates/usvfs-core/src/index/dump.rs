@@ -1,18 +1,36 @@
 //! Text dump of the virtual tree: one line per node, indented two spaces per
-//! level, `name -> physical source` for entries a layer provides. Bytes, not
-//! UTF-8: names are written as they are.
+//! level, `name -> physical source` for entries a layer provides. The chain of
+//! plain directories above the destinations is collapsed into the first line.
+//! Bytes, not UTF-8: names are written as they are.
 
 use super::view::{NodeKind, Snapshot};
 use crate::path::PathBuffer;
 
 pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut vpath = Vec::from(&b"/"[..]);
     let mut phys = PathBuffer::new();
-    out.extend_from_slice(b"/\n");
-    // Iterative DFS: (node, depth, vpath length before this node).
-    let mut stack: Vec<(u32, usize)> = snap.children(snap.root()).rev().map(|c| (c, 1)).collect();
-    let mut lens: Vec<usize> = vec![1];
+    // Collapse the real directories leading to the destinations.
+    let mut top = snap.root();
+    while snap.layer(top).is_none() && snap.children(top).len() == 1 {
+        let only = snap.children(top).next().unwrap_or(top);
+        if snap.layer(only).is_some() || snap.kind(only) != NodeKind::Dir {
+            break;
+        }
+        top = only;
+    }
+    let mut vpath = snap.virtual_path(top);
+    out.extend_from_slice(&vpath);
+    if vpath != b"/" {
+        out.push(b'/');
+    }
+    if snap.layer(top).is_some() && snap.physical_path(top, &vpath, &mut phys).is_ok() {
+        out.extend_from_slice(b" -> ");
+        out.extend_from_slice(phys.as_bytes());
+    }
+    out.push(b'\n');
+    // Iterative DFS: (node, depth).
+    let mut stack: Vec<(u32, usize)> = snap.children(top).rev().map(|c| (c, 1)).collect();
+    let mut lens: Vec<usize> = vec![vpath.len()];
     while let Some((n, depth)) = stack.pop() {
         lens.truncate(depth);
         vpath.truncate(*lens.last().unwrap());
