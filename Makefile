@@ -17,7 +17,7 @@ setup:
 demo: build
 	@bash scripts/demo.sh
 
-test: setup build
+test: setup lint build
 	$(CARGO) test --release --workspace
 	$(PYTHON) -m pytest -q tests
 

@@ -196,6 +196,17 @@ impl Instance {
         })
     }
 
+    /// Fast leave for hooked processes at exit: forget `pid`, and remove the
+    /// instance only if no entry at all is left (no lock, no /proc scan: the
+    /// controller prunes stale entries of crashed processes).
+    pub fn leave_quick(&self, pid: i32) {
+        let procs = self.dir.join("procs");
+        let _ = fs::remove_file(procs.join(pid.to_string()));
+        if fs::remove_dir(&procs).is_ok() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// Live registered pids; stale entries (dead or reused pids) are pruned.
     pub fn live_pids(&self) -> Vec<i32> {
         let procs = self.dir.join("procs");

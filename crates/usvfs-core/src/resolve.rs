@@ -42,9 +42,10 @@ pub fn resolve(
     virt: &mut PathBuffer,
     phys: &mut PathBuffer,
 ) -> Result<Resolution, i32> {
-    let mut work = PathBuffer::from_bytes(input).map_err(|_| libc::ENAMETOOLONG)?;
+    let mut work = PathBuffer::new();
+    work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
     let mut next = PathBuffer::new();
-    let mut link = [0u8; path::PATH_MAX];
+    let mut link = LinkBuf::new();
     let mut expansions = 0u32;
     let mut alias_probes = 0u32;
     'restart: loop {
@@ -79,8 +80,7 @@ pub fn resolve(
                             }
                             snap.physical_path(ch, virt.as_bytes(), phys)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            let n = fs.readlink(phys, &mut link)?;
-                            let target = &link[..n];
+                            let target = link.read(fs, phys)?;
                             next.clear();
                             if target.first() != Some(&b'/') {
                                 virt.pop_component();
@@ -179,6 +179,35 @@ fn probe_alias(
         return Ok(Some(()));
     }
     Ok(None)
+}
+
+/// A readlink target buffer, left uninitialized until a link is read (zeroing
+/// 4 KiB on every resolution would cost more than the lookup).
+struct LinkBuf {
+    buf: [std::mem::MaybeUninit<u8>; path::PATH_MAX],
+}
+
+impl LinkBuf {
+    #[inline(always)]
+    fn new() -> Self {
+        LinkBuf {
+            // SAFETY: an array of MaybeUninit needs no initialization.
+            buf: unsafe { std::mem::MaybeUninit::<[std::mem::MaybeUninit<u8>; path::PATH_MAX]>::uninit().assume_init() },
+        }
+    }
+
+    fn read(&mut self, fs: &dyn ResolveFs, p: &mut PathBuffer) -> Result<&[u8], i32> {
+        // Zero only when a link is actually read; readlink fills the prefix.
+        let buf: &mut [u8] = {
+            for b in self.buf.iter_mut() {
+                *b = std::mem::MaybeUninit::new(0);
+            }
+            // SAFETY: every byte was just initialized.
+            unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len()) }
+        };
+        let n = fs.readlink(p, buf)?;
+        Ok(&buf[..n.min(path::PATH_MAX)])
+    }
 }
 
 /// [`ResolveFs`] over libc, for controllers and tests (not interposed there).

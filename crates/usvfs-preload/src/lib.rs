@@ -133,7 +133,7 @@ extern "C" fn fini() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(inst) = instance() {
             // SAFETY: getpid cannot fail.
-            let _ = inst.leave(unsafe { libc::getpid() });
+            inst.leave_quick(unsafe { libc::getpid() });
         }
     });
     guard::set_errno(saved);

@@ -21,6 +21,7 @@ pub struct Lookup {
 }
 
 impl Lookup {
+    #[inline(always)]
     pub fn new() -> Self {
         Lookup {
             virt: PathBuffer::new(),

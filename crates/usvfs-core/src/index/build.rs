@@ -249,7 +249,7 @@ fn push_pod<T: Copy>(out: &mut Vec<u8>, v: &T) {
 }
 
 fn align8(out: &mut Vec<u8>) {
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
 }

@@ -272,9 +272,8 @@ unsafe fn build(sp: &Fts, dir: *mut FtsEnt, nameonly: bool) -> Result<*mut FtsEn
         if e.is_null() {
             break;
         }
-        let info = if nameonly {
-            FTS_NSOK
-        } else if sp.head.options & FTS_NOSTAT != 0 && unsafe { (*de).d_type } != libc::DT_DIR {
+        let no_stat = sp.head.options & FTS_NOSTAT != 0 && unsafe { (*de).d_type } != libc::DT_DIR;
+        let info = if nameonly || no_stat {
             FTS_NSOK
         } else {
             unsafe { fts_stat(sp, e, false) }
