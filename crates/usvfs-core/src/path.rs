@@ -29,7 +29,10 @@ impl PathBuffer {
         Self {
             // SAFETY: an array of MaybeUninit needs no initialization (written
             // this way, unlike an array repeat expression, it is not zeroed).
-            buf: unsafe { std::mem::MaybeUninit::<[std::mem::MaybeUninit<u8>; PATH_MAX]>::uninit().assume_init() },
+            buf: unsafe {
+                std::mem::MaybeUninit::<[std::mem::MaybeUninit<u8>; PATH_MAX]>::uninit()
+                    .assume_init()
+            },
             len: 0,
         }
     }

@@ -192,7 +192,10 @@ impl LinkBuf {
     fn new() -> Self {
         LinkBuf {
             // SAFETY: an array of MaybeUninit needs no initialization.
-            buf: unsafe { std::mem::MaybeUninit::<[std::mem::MaybeUninit<u8>; path::PATH_MAX]>::uninit().assume_init() },
+            buf: unsafe {
+                std::mem::MaybeUninit::<[std::mem::MaybeUninit<u8>; path::PATH_MAX]>::uninit()
+                    .assume_init()
+            },
         }
     }
 
@@ -203,7 +206,9 @@ impl LinkBuf {
                 *b = std::mem::MaybeUninit::new(0);
             }
             // SAFETY: every byte was just initialized.
-            unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len()) }
+            unsafe {
+                std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len())
+            }
         };
         let n = fs.readlink(p, buf)?;
         Ok(&buf[..n.min(path::PATH_MAX)])

@@ -31,7 +31,9 @@ fn slice_of<T>(bytes: &[u8], off: u64, count: u32) -> Option<&[T]> {
     let off = usize::try_from(off).ok()?;
     let size = std::mem::size_of::<T>().checked_mul(count as usize)?;
     let end = off.checked_add(size)?;
-    if end > bytes.len() || !(bytes.as_ptr() as usize + off).is_multiple_of(std::mem::align_of::<T>()) {
+    if end > bytes.len()
+        || !(bytes.as_ptr() as usize + off).is_multiple_of(std::mem::align_of::<T>())
+    {
         return None;
     }
     // SAFETY: bounds and alignment checked; T is a plain repr(C) record.
