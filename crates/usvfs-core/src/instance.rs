@@ -149,9 +149,19 @@ impl Instance {
         self.dir.join("index")
     }
 
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
     /// Publishes a new snapshot atomically: running processes keep the one they
     /// mapped, processes started from now on see this one.
     pub fn publish(&self, snapshot: &[u8]) -> Result<()> {
+        // A fresh journal first: a process that sees the new index must find
+        // the journal that belongs to it.
+        let generation = crate::Snapshot::parse(snapshot)
+            .map(|s| s.generation())
+            .unwrap_or(0);
+        crate::journal::Journal::create(&self.journal_path(), generation)?;
         let tmp = self.dir.join(format!("index.tmp.{}", std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(|e| Error::io("writing index", &tmp, e))?;
         f.write_all(snapshot)

@@ -2,9 +2,11 @@
 //! Linux user-space virtual file system. No libc interposition and no Python
 //! here: the preload library, the CLI and the Python binding all build on it.
 
+pub mod create;
 pub mod error;
 pub mod index;
 pub mod instance;
+pub mod journal;
 pub mod mapping;
 pub mod path;
 pub mod profile;

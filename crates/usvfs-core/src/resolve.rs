@@ -7,6 +7,7 @@
 //! here allocates: the preload library calls it on every hooked path.
 
 use crate::index::{NodeId, NodeKind, Snapshot};
+use crate::journal::{self, Entry, Journal};
 use crate::path::{self, PathBuffer};
 
 /// Symlink expansions before `ELOOP`, as the kernel allows.
@@ -29,6 +30,8 @@ pub struct Resolution {
     /// True when the physical path differs from the input path, i.e. the view
     /// changes where this path goes.
     pub redirected: bool,
+    /// The journal placed this path (or an ancestor) at a physical location.
+    pub from_journal: bool,
 }
 
 /// Resolves `input` (absolute, normalized). On success `virt` holds the virtual
@@ -42,6 +45,37 @@ pub fn resolve(
     virt: &mut PathBuffer,
     phys: &mut PathBuffer,
 ) -> Result<Resolution, i32> {
+    resolve_with(snap, None, fs, input, follow, virt, phys)
+}
+
+/// What the journal says about the path in `virt` (hash `h`), if anything.
+enum JournalStep<'j> {
+    Nothing,
+    Absent,
+    At(&'j [u8], u8),
+}
+
+#[inline(always)]
+fn journal_step<'j>(j: Option<&'j Journal>, virt: &PathBuffer, h: u64) -> JournalStep<'j> {
+    match j.and_then(|j| j.get(virt.as_bytes(), h)) {
+        None => JournalStep::Nothing,
+        Some(Entry::Whiteout) => JournalStep::Absent,
+        Some(Entry::Physical { phys, kind }) => JournalStep::At(phys, kind),
+    }
+}
+
+/// Like [`resolve`], with the instance's journal of changes on top of the index.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_with(
+    snap: &Snapshot<'_>,
+    journal: Option<&Journal>,
+    fs: &dyn ResolveFs,
+    input: &[u8],
+    follow: bool,
+    virt: &mut PathBuffer,
+    phys: &mut PathBuffer,
+) -> Result<Resolution, i32> {
+    let jr = journal.filter(|j| !j.is_empty());
     let mut work = PathBuffer::new();
     work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
     let mut next = PathBuffer::new();
@@ -52,6 +86,7 @@ pub fn resolve(
         virt.clear();
         virt.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
         let mut node = snap.root();
+        let mut h = journal::FNV_OFFSET;
         let bytes = work.as_bytes();
         let mut pos = 0usize;
         while pos < bytes.len() {
@@ -69,6 +104,41 @@ pub fn resolve(
             let end = pos;
             let comp = &bytes[start..end];
             let last = bytes[end..].iter().all(|&c| c == b'/');
+            if jr.is_some() {
+                // Changes recorded after the snapshot take precedence.
+                let before = virt.len();
+                virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                h = journal::fnv_extend(journal::fnv_extend(h, b"/"), comp);
+                match journal_step(jr, virt, h) {
+                    JournalStep::Nothing => virt.truncate(before),
+                    JournalStep::Absent => return Err(libc::ENOENT),
+                    JournalStep::At(p, kind) => {
+                        if kind == crate::index::format::KIND_SYMLINK && (!last || follow) {
+                            expansions += 1;
+                            if expansions > MAX_EXPANSIONS {
+                                return Err(libc::ELOOP);
+                            }
+                            phys.set(p).map_err(|_| libc::ENAMETOOLONG)?;
+                            let target = link.read(fs, phys)?;
+                            next.clear();
+                            if target.first() != Some(&b'/') {
+                                virt.pop_component();
+                                next.push_bytes(virt.as_bytes())
+                                    .map_err(|_| libc::ENAMETOOLONG)?;
+                                next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+                            }
+                            next.push_bytes(target).map_err(|_| libc::ENAMETOOLONG)?;
+                            next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+                            next.push_bytes(&bytes[end..])
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            continue 'restart;
+                        }
+                        return physical_below(p, &bytes[end..], virt, phys);
+                    }
+                }
+            }
             match snap.child(node, comp) {
                 Some(ch) => {
                     virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
@@ -102,6 +172,49 @@ pub fn resolve(
                     }
                 }
                 None => {
+                    if jr.is_some() {
+                        // Below the index: the journal may still know deeper
+                        // paths (created in the create target, or deleted).
+                        let mut k = end;
+                        let mut comp_end = end;
+                        let saved = virt.len();
+                        virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                        let mut hh = h;
+                        loop {
+                            // hh already covers `comp` (hashed above).
+                            if k > end {
+                                // Next component after the first.
+                                while k < bytes.len() && bytes[k] == b'/' {
+                                    k += 1;
+                                }
+                                if k >= bytes.len() {
+                                    break;
+                                }
+                                let s0 = k;
+                                while k < bytes.len() && bytes[k] != b'/' {
+                                    k += 1;
+                                }
+                                comp_end = k;
+                                virt.push_component(&bytes[s0..k])
+                                    .map_err(|_| libc::ENAMETOOLONG)?;
+                                hh = journal::fnv_extend(
+                                    journal::fnv_extend(hh, b"/"),
+                                    &bytes[s0..k],
+                                );
+                                match journal_step(jr, virt, hh) {
+                                    JournalStep::Absent => return Err(libc::ENOENT),
+                                    JournalStep::At(p, _) => {
+                                        return physical_below(p, &bytes[comp_end..], virt, phys);
+                                    }
+                                    JournalStep::Nothing => {}
+                                }
+                            } else {
+                                k = end + 1;
+                            }
+                        }
+                        let _ = comp_end;
+                        virt.truncate(saved);
+                    }
                     if snap.hides_base(node) {
                         return Err(libc::ENOENT);
                     }
@@ -128,6 +241,7 @@ pub fn resolve(
                     return Ok(Resolution {
                         node: None,
                         redirected: phys.as_bytes() != input,
+                        from_journal: false,
                     });
                 }
             }
@@ -137,8 +251,28 @@ pub fn resolve(
         return Ok(Resolution {
             node: Some(node),
             redirected: phys.as_bytes() != input,
+            from_journal: false,
         });
     }
+}
+
+/// The path lives at physical `at` (from the journal); `rest` continues below it.
+fn physical_below(
+    at: &[u8],
+    rest: &[u8],
+    virt: &mut PathBuffer,
+    phys: &mut PathBuffer,
+) -> Result<Resolution, i32> {
+    phys.set(at).map_err(|_| libc::ENAMETOOLONG)?;
+    for c in path::components(rest) {
+        phys.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+        virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+    }
+    Ok(Resolution {
+        node: None,
+        redirected: true,
+        from_journal: true,
+    })
 }
 
 /// Looks for a component of `bytes[from..]` named like a destination's last

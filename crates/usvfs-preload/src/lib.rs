@@ -81,8 +81,10 @@ fn start() -> Option<()> {
     let lib_path = own_path()?;
     let root_mapped = snap.layer(snap.root()).is_some();
     let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
+    let journal = usvfs_core::journal::Journal::open(&inst.journal_path()).ok();
     state::set(State {
         snap,
+        journal,
         instance_dir,
         lib_path,
         root_mapped,

@@ -5,7 +5,7 @@ use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
 
 use usvfs_core::path::{self, PathBuffer};
-use usvfs_core::resolve::{ResolveFs, resolve};
+use usvfs_core::resolve::{ResolveFs, resolve_with};
 use usvfs_core::{NodeId, NodeKind};
 
 use crate::state::{self, State};
@@ -18,6 +18,8 @@ pub struct Lookup {
     /// Where the call must go.
     pub phys: PathBuffer,
     pub node: Option<NodeId>,
+    /// The journal placed this path (or an ancestor) physically.
+    pub from_journal: bool,
 }
 
 impl Lookup {
@@ -27,6 +29,7 @@ impl Lookup {
             virt: PathBuffer::new(),
             phys: PathBuffer::new(),
             node: None,
+            from_journal: false,
         }
     }
 
@@ -95,6 +98,27 @@ fn may_touch_absolute(st: &State, p: &[u8]) -> bool {
     }
 }
 
+/// The absolute, normalized virtual path `(dirfd, p)` names, when the view may
+/// be concerned (for creates: the caller decides with the create targets).
+pub fn virtual_path(st: &State, dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> bool {
+    let _ = st;
+    if p.first() == Some(&b'/') {
+        path::normalize_into(p, b"/", out).is_ok()
+    } else if p.is_empty() {
+        false
+    } else if dirfd == AT_FDCWD {
+        match state::cwd() {
+            Some(cwd) => path::normalize_into(p, &cwd.path, out).is_ok(),
+            None => false,
+        }
+    } else {
+        match fdtable::get(dirfd) {
+            Some(e) => path::normalize_into(p, &e.vpath, out).is_ok(),
+            None => false,
+        }
+    }
+}
+
 /// Resolves `(dirfd, path)`. `follow`: follow a symlink in the last component.
 pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
     let mut input = PathBuffer::new();
@@ -130,8 +154,9 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
         }
         caller_sees_same = false;
     }
-    match resolve(
+    match resolve_with(
         &st.snap,
+        st.journal.as_ref(),
         &RealFs,
         input.as_bytes(),
         follow,
@@ -141,6 +166,7 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
         Err(e) => Outcome::Fail(e),
         Ok(r) => {
             lk.node = r.node;
+            lk.from_journal = r.from_journal;
             if !r.redirected && r.node.is_none() && caller_sees_same {
                 return Outcome::Pass;
             }

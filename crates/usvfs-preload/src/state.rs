@@ -10,6 +10,8 @@ use usvfs_core::path::PathBuffer;
 
 pub struct State {
     pub snap: Snapshot<'static>,
+    /// Changes made by hooked processes since the snapshot (shared, live).
+    pub journal: Option<usvfs_core::journal::Journal>,
     pub instance_dir: CString,
     pub lib_path: CString,
     /// The root node has a layer: every path may be virtual (no fast path).

@@ -7,11 +7,13 @@ pub mod cwd;
 pub mod dir;
 pub mod exec;
 pub mod fd;
+pub mod inplace;
 pub mod link;
 pub mod open;
 pub mod stat;
 pub mod walk_fts;
 pub mod walk_nftw;
+pub mod write;
 
 use libc::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -26,6 +26,15 @@ pub unsafe extern "C" fn usvfs_openat(
     flags: c_int,
     mode: c_uint,
 ) -> c_int {
+    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        if let Some(fd) = super::write::open_tmpfile(dirfd, path, flags, mode) {
+            return fd;
+        }
+    } else if flags & O_CREAT != 0
+        && let Some(fd) = super::write::open_create(dirfd, path, flags, mode)
+    {
+        return fd;
+    }
     with_path(
         dirfd,
         path,
@@ -65,10 +74,49 @@ fn mode_follows(mode: *const c_char) -> bool {
     !m.contains(&b'x')
 }
 
+/// What `open` flags an fopen mode string means (for creating modes).
+fn fopen_flags(mode: *const c_char) -> Option<c_int> {
+    // SAFETY: fopen's mode is a C string.
+    let m = unsafe { crate::lookup::bytes(mode) }?;
+    let plus = m.contains(&b'+');
+    let mut f = match m.first()? {
+        b'w' => libc::O_CREAT | libc::O_TRUNC | if plus { libc::O_RDWR } else { libc::O_WRONLY },
+        b'a' => libc::O_CREAT | libc::O_APPEND | if plus { libc::O_RDWR } else { libc::O_WRONLY },
+        _ => return None,
+    };
+    if m.contains(&b'x') {
+        f |= libc::O_EXCL;
+    }
+    if m.contains(&b'e') {
+        f |= libc::O_CLOEXEC;
+    }
+    Some(f)
+}
+
+/// `fopen` in a creating mode: create through the hooks, then wrap the fd.
+fn fopen_create(path: *const c_char, mode: *const c_char) -> Option<*mut FILE> {
+    let flags = fopen_flags(mode)?;
+    let fd = super::write::open_create(AT_FDCWD, path, flags, 0o666)?;
+    if fd < 0 {
+        return Some(std::ptr::null_mut());
+    }
+    let f = unsafe { libc::fdopen(fd, mode) };
+    if f.is_null() {
+        let e = crate::guard::errno();
+        fdtable::remove(fd);
+        unsafe { real::close(fd) };
+        crate::guard::set_errno(e);
+    }
+    Some(f)
+}
+
 macro_rules! fopen_hook {
     ($name:ident) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE {
+            if let Some(f) = fopen_create(path, mode) {
+                return f;
+            }
             with_path(
                 AT_FDCWD,
                 path,

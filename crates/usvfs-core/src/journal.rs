@@ -1,0 +1,453 @@
+//! The instance's shared journal of changes made by hooked processes after the
+//! index snapshot was built: paths that were deleted (whiteouts) and paths that
+//! now live at a given physical place (created, or renamed to). Every hooked
+//! process maps it read-write and shared, so a change one process makes is seen
+//! by all at once.
+//!
+//! Layout: a header, an open-addressing hash table of record offsets keyed by
+//! virtual path, then an append-only record area. Readers take no lock: a
+//! record is fully written before its offset is published with a release
+//! store. Writers serialize with `flock` on the journal file (released by the
+//! kernel if a writer dies). The file is sparse: untouched pages cost nothing.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN1");
+pub const SLOTS: usize = 1 << 18;
+const RECORDS_CAPACITY: u64 = 256 << 20;
+const HEADER_SIZE: usize = 64;
+const TABLE_OFF: usize = HEADER_SIZE;
+const RECORDS_OFF: usize = TABLE_OFF + SLOTS * 4;
+const REC_HEADER: usize = 24;
+
+pub const OP_WHITEOUT: u8 = 1;
+pub const OP_PHYSICAL: u8 = 2;
+
+/// FNV-1a, 64-bit: hashes a virtual path, and extends a parent's hash with
+/// `/component` so the resolver can hash every prefix as it walks.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline(always)]
+pub fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Hash of a normalized absolute path: `/` alone hashes as the offset basis.
+pub fn path_hash(p: &[u8]) -> u64 {
+    if p == b"/" {
+        FNV_OFFSET
+    } else {
+        fnv_extend(FNV_OFFSET, p)
+    }
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    generation: u64,
+    /// Number of records; 0 lets readers skip the journal entirely.
+    count: AtomicU32,
+    _pad: u32,
+    /// Bytes used in the record area.
+    used: AtomicU64,
+}
+
+/// One journal entry as the resolver sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// The path was deleted: absent, whatever the layers below hold.
+    Whiteout,
+    /// The path now lives at this physical path (kind: a `NodeKind` code).
+    Physical { phys: &'a [u8], kind: u8 },
+}
+
+/// A record found while scanning (for listings).
+pub struct Record<'a> {
+    pub vpath: &'a [u8],
+    pub parent_hash: u64,
+    pub entry: Entry<'a>,
+}
+
+/// A mapped journal.
+pub struct Journal {
+    base: *mut u8,
+    len: usize,
+    file: File,
+}
+
+// SAFETY: all shared state is accessed through atomics or immutable published records.
+unsafe impl Send for Journal {}
+unsafe impl Sync for Journal {}
+
+fn map(file: &File, len: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: a shared read-write mapping of a file we keep open.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+impl Journal {
+    const LEN: usize = RECORDS_OFF + RECORDS_CAPACITY as usize;
+
+    /// Creates an empty journal at `path` (replacing any), for a new mapping.
+    pub fn create(path: &Path, generation: u64) -> Result<()> {
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::io("creating journal", &tmp, e))?
+        };
+        f.set_len(Self::LEN as u64)
+            .map_err(|e| Error::io("sizing journal", &tmp, e))?;
+        let base = map(&f, HEADER_SIZE).map_err(|e| Error::io("mapping journal", &tmp, e))?;
+        // SAFETY: the header lies in the fresh mapping.
+        unsafe {
+            let h = &mut *(base as *mut Header);
+            h.magic = MAGIC;
+            h.generation = generation;
+            libc::munmap(base.cast(), HEADER_SIZE);
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("publishing journal", path, e))
+    }
+
+    /// Maps an existing journal.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("opening journal", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("opening journal", path, e))?
+            .len() as usize;
+        if len < Self::LEN {
+            return Err(Error::Index {
+                path: path.into(),
+                message: "journal too small".into(),
+            });
+        }
+        let base = map(&file, Self::LEN).map_err(|e| Error::io("mapping journal", path, e))?;
+        let j = Journal {
+            base,
+            len: Self::LEN,
+            file,
+        };
+        if j.header().magic != MAGIC {
+            return Err(Error::Index {
+                path: path.into(),
+                message: "not a usvfs journal".into(),
+            });
+        }
+        Ok(j)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with the header.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: i < SLOTS; the table lies inside the mapping, 4-aligned.
+        unsafe { &*(self.base.add(TABLE_OFF + (i % SLOTS) * 4) as *const AtomicU32) }
+    }
+
+    /// True while no change was recorded: the common, fast case.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.header().count.load(Ordering::Acquire) == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.header().count.load(Ordering::Acquire) as usize
+    }
+
+    /// Reads the record at `off` (relative to the record area).
+    fn record(&self, off: u64) -> Option<(u64, Record<'_>)> {
+        let start = RECORDS_OFF + off as usize;
+        if start + REC_HEADER > self.len {
+            return None;
+        }
+        // SAFETY: bounds checked; records are immutable once published.
+        unsafe {
+            let p = self.base.add(start);
+            let hash = (p as *const u64).read();
+            let parent_hash = (p.add(8) as *const u64).read();
+            let op = *p.add(16);
+            let kind = *p.add(17);
+            let vlen = (p.add(18) as *const u16).read_unaligned() as usize;
+            let plen = (p.add(20) as *const u16).read_unaligned() as usize;
+            if start + REC_HEADER + vlen + plen > self.len {
+                return None;
+            }
+            let vpath = std::slice::from_raw_parts(p.add(REC_HEADER), vlen);
+            let phys = std::slice::from_raw_parts(p.add(REC_HEADER + vlen), plen);
+            let entry = if op == OP_WHITEOUT {
+                Entry::Whiteout
+            } else {
+                Entry::Physical { phys, kind }
+            };
+            Some((
+                hash,
+                Record {
+                    vpath,
+                    parent_hash,
+                    entry,
+                },
+            ))
+        }
+    }
+
+    fn record_size(vlen: usize, plen: usize) -> u64 {
+        ((REC_HEADER + vlen + plen).div_ceil(8) * 8) as u64
+    }
+
+    /// The current entry for `vpath` (hash `h = path_hash(vpath)`).
+    #[inline]
+    pub fn get(&self, vpath: &[u8], h: u64) -> Option<Entry<'_>> {
+        let mut i = h as usize;
+        for _ in 0..SLOTS {
+            let v = self.slot(i).load(Ordering::Acquire);
+            if v == 0 {
+                return None;
+            }
+            if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
+                && rh == h
+                && r.vpath == vpath
+            {
+                return Some(r.entry);
+            }
+            i = i.wrapping_add(1);
+        }
+        None
+    }
+
+    /// Records an entry for `vpath` (replacing the previous one).
+    pub fn put(&self, vpath: &[u8], entry: Entry<'_>) -> std::io::Result<()> {
+        let h = path_hash(vpath);
+        let parent = match vpath.iter().rposition(|&c| c == b'/') {
+            Some(0) | None => b"/".as_slice(),
+            Some(i) => &vpath[..i],
+        };
+        let (op, kind, phys) = match entry {
+            Entry::Whiteout => (OP_WHITEOUT, 0u8, &b""[..]),
+            Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
+        };
+        if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        // SAFETY: valid descriptor; the lock is released below (or on death).
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = self.put_locked(vpath, h, path_hash(parent), op, kind, phys);
+        // SAFETY: as above.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        r
+    }
+
+    fn put_locked(
+        &self,
+        vpath: &[u8],
+        h: u64,
+        ph: u64,
+        op: u8,
+        kind: u8,
+        phys: &[u8],
+    ) -> std::io::Result<()> {
+        let hdr = self.header();
+        let off = hdr.used.load(Ordering::Acquire);
+        let size = Self::record_size(vpath.len(), phys.len());
+        if off + size > RECORDS_CAPACITY
+            || hdr.count.load(Ordering::Relaxed) as usize >= SLOTS * 3 / 4
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        // SAFETY: the record area from `off` is unused and inside the mapping.
+        unsafe {
+            let p = self.base.add(RECORDS_OFF + off as usize);
+            (p as *mut u64).write(h);
+            (p.add(8) as *mut u64).write(ph);
+            *p.add(16) = op;
+            *p.add(17) = kind;
+            (p.add(18) as *mut u16).write_unaligned(vpath.len() as u16);
+            (p.add(20) as *mut u16).write_unaligned(phys.len() as u16);
+            std::ptr::copy_nonoverlapping(vpath.as_ptr(), p.add(REC_HEADER), vpath.len());
+            std::ptr::copy_nonoverlapping(
+                phys.as_ptr(),
+                p.add(REC_HEADER + vpath.len()),
+                phys.len(),
+            );
+        }
+        hdr.used.store(off + size, Ordering::Release);
+        let value = (off / 8) as u32 + 1;
+        let mut i = h as usize;
+        loop {
+            let s = self.slot(i);
+            let v = s.load(Ordering::Acquire);
+            if v == 0 {
+                s.store(value, Ordering::Release);
+                hdr.count.fetch_add(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
+                && rh == h
+                && r.vpath == vpath
+            {
+                s.store(value, Ordering::Release);
+                // Count stays: the key already had a slot. Bump it anyway so
+                // readers that cache "empty" notice a change.
+                return Ok(());
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// Current records whose parent directory hashes to `parent_hash`.
+    pub fn children(&self, parent: &[u8]) -> Vec<Record<'_>> {
+        let ph = path_hash(parent);
+        let used = self.header().used.load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let mut off = 0u64;
+        while off < used {
+            let Some((h, r)) = self.record(off) else {
+                break;
+            };
+            let size = Self::record_size(
+                r.vpath.len(),
+                match r.entry {
+                    Entry::Whiteout => 0,
+                    Entry::Physical { phys, .. } => phys.len(),
+                },
+            );
+            if r.parent_hash == ph
+                && parent_of(r.vpath) == parent
+                && self
+                    .get(r.vpath, h)
+                    .is_some_and(|cur| same_entry(cur, r.entry))
+                && !out.iter().any(|o: &Record<'_>| o.vpath == r.vpath)
+            {
+                out.push(r);
+            }
+            off += size;
+        }
+        out
+    }
+
+    /// True if any current record lies strictly below `dir`.
+    pub fn has_records_below(&self, dir: &[u8]) -> bool {
+        let used = self.header().used.load(Ordering::Acquire);
+        let mut off = 0u64;
+        while off < used {
+            let Some((_, r)) = self.record(off) else {
+                break;
+            };
+            let plen = match r.entry {
+                Entry::Whiteout => 0,
+                Entry::Physical { phys, .. } => phys.len(),
+            };
+            if crate::path::strip_prefix(r.vpath, dir).is_some_and(|rest| !rest.is_empty()) {
+                return true;
+            }
+            off += Self::record_size(r.vpath.len(), plen);
+        }
+        false
+    }
+}
+
+fn same_entry(a: Entry<'_>, b: Entry<'_>) -> bool {
+    match (a, b) {
+        (Entry::Whiteout, Entry::Whiteout) => true,
+        (Entry::Physical { phys: p, kind: k }, Entry::Physical { phys: q, kind: l }) => {
+            p.as_ptr() == q.as_ptr() && p.len() == q.len() && k == l
+        }
+        _ => false,
+    }
+}
+
+fn parent_of(p: &[u8]) -> &[u8] {
+    match p.iter().rposition(|&c| c == b'/') {
+        Some(0) | None => b"/",
+        Some(i) => &p[..i],
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_replace_and_list() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create(&p, 1).unwrap();
+        let j = Journal::open(&p).unwrap();
+        assert!(j.is_empty());
+        assert_eq!(j.get(b"/a/b", path_hash(b"/a/b")), None);
+        j.put(b"/a/b", Entry::Whiteout).unwrap();
+        assert_eq!(j.get(b"/a/b", path_hash(b"/a/b")), Some(Entry::Whiteout));
+        j.put(
+            b"/a/b",
+            Entry::Physical {
+                phys: b"/ow/b",
+                kind: 2,
+            },
+        )
+        .unwrap();
+        j.put(b"/a/c", Entry::Whiteout).unwrap();
+        j.put(b"/a/d/e", Entry::Whiteout).unwrap();
+        assert_eq!(
+            j.get(b"/a/b", path_hash(b"/a/b")),
+            Some(Entry::Physical {
+                phys: b"/ow/b",
+                kind: 2
+            })
+        );
+        let kids: Vec<&[u8]> = j.children(b"/a").iter().map(|r| r.vpath).collect();
+        assert_eq!(kids, [&b"/a/b"[..], b"/a/c"]);
+        assert!(j.has_records_below(b"/a/d"));
+        assert!(!j.has_records_below(b"/a/b"));
+        // A second mapping sees the same records.
+        let j2 = Journal::open(&p).unwrap();
+        assert_eq!(j2.get(b"/a/c", path_hash(b"/a/c")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn incremental_hash_matches() {
+        let h = fnv_extend(fnv_extend(FNV_OFFSET, b"/a"), b"/bc");
+        assert_eq!(h, path_hash(b"/a/bc"));
+    }
+}

@@ -1,0 +1,73 @@
+//! Changes to an existing file's data or metadata act on the winning physical
+//! file, in place: truncate, permissions, ownership, times, extended attributes.
+
+#![allow(clippy::missing_safety_doc)]
+
+use libc::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, c_char, c_int, size_t};
+
+use super::with_path;
+use crate::real;
+
+macro_rules! path_call {
+    (fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($path: *const c_char $(, $arg: $ty)*) -> c_int {
+            with_path(
+                AT_FDCWD,
+                $path,
+                $follow,
+                -1,
+                || unsafe { real::$name($path $(, $arg)*) },
+                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
+            )
+        }
+    };
+}
+
+macro_rules! at_call {
+    (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags = $flags:ident)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dirfd: c_int, $path: *const c_char $(, $arg: $ty)*, $flags: c_int) -> c_int {
+            with_path(
+                dirfd,
+                $path,
+                $flags & AT_SYMLINK_NOFOLLOW == 0,
+                -1,
+                || unsafe { real::$name(dirfd, $path $(, $arg)*, $flags) },
+                |_, lk| unsafe { real::$name(AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, $flags) },
+            )
+        }
+    };
+}
+
+path_call!(fn truncate(path, len: libc::off_t) follow = true);
+path_call!(fn truncate64(path, len: libc::off64_t) follow = true);
+path_call!(fn chmod(path, mode: libc::mode_t) follow = true);
+path_call!(fn chown(path, uid: libc::uid_t, gid: libc::gid_t) follow = true);
+path_call!(fn lchown(path, uid: libc::uid_t, gid: libc::gid_t) follow = false);
+path_call!(fn utime(path, times: *const libc::utimbuf) follow = true);
+path_call!(fn utimes(path, times: *const libc::timeval) follow = true);
+path_call!(fn lutimes(path, times: *const libc::timeval) follow = false);
+path_call!(fn setxattr(path, name: *const c_char, value: *const libc::c_void, size: size_t, flags: c_int) follow = true);
+path_call!(fn lsetxattr(path, name: *const c_char, value: *const libc::c_void, size: size_t, flags: c_int) follow = false);
+path_call!(fn removexattr(path, name: *const c_char) follow = true);
+path_call!(fn lremovexattr(path, name: *const c_char) follow = false);
+at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags = flags));
+at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags = flags));
+at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags = flags));
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn futimesat(
+    dirfd: c_int,
+    path: *const c_char,
+    times: *const libc::timeval,
+) -> c_int {
+    with_path(
+        dirfd,
+        path,
+        true,
+        -1,
+        || unsafe { real::futimesat(dirfd, path, times) },
+        |_, lk| unsafe { real::futimesat(AT_FDCWD, lk.phys.as_c_ptr(), times) },
+    )
+}
