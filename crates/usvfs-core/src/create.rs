@@ -14,13 +14,9 @@ pub fn create_target(snap: &Snapshot<'_>, vpath: &[u8]) -> Option<u32> {
             continue;
         }
         let dest = snap.layer_dest(l);
-        match path::strip_prefix(vpath, dest) {
-            Some(rest) if !rest.is_empty() => {
-                if best.is_none_or(|(len, _)| dest.len() >= len) {
-                    best = Some((dest.len(), l));
-                }
-            }
-            _ => {}
+        let covers = path::strip_prefix(vpath, dest).is_some_and(|rest| !rest.is_empty());
+        if covers && best.is_none_or(|(len, _)| dest.len() >= len) {
+            best = Some((dest.len(), l));
         }
     }
     best.map(|(_, l)| l)

@@ -7,8 +7,9 @@
 //! Layout: a header, an open-addressing hash table of record offsets keyed by
 //! virtual path, then an append-only record area. Readers take no lock: a
 //! record is fully written before its offset is published with a release
-//! store. Writers serialize with `flock` on the journal file (released by the
-//! kernel if a writer dies). The file is sparse: untouched pages cost nothing.
+//! store. Writers serialize with a lock word in the mapping holding the
+//! writer's thread id (a dead holder is detected and replaced). The file is
+//! sparse: untouched pages cost nothing.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -59,6 +60,10 @@ struct Header {
     _pad: u32,
     /// Bytes used in the record area.
     used: AtomicU64,
+    /// Writer lock: 0 when free, else the holder's thread id. Lives in the
+    /// shared mapping so it excludes threads, forked children and other
+    /// processes alike (flock would not: threads and forks share its lock).
+    lock: AtomicU32,
 }
 
 /// One journal entry as the resolver sees it.
@@ -81,7 +86,7 @@ pub struct Record<'a> {
 pub struct Journal {
     base: *mut u8,
     len: usize,
-    file: File,
+    _file: File,
 }
 
 // SAFETY: all shared state is accessed through atomics or immutable published records.
@@ -157,7 +162,7 @@ impl Journal {
         let j = Journal {
             base,
             len: Self::LEN,
-            file,
+            _file: file,
         };
         if j.header().magic != MAGIC {
             return Err(Error::Index {
@@ -262,14 +267,43 @@ impl Journal {
         if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
             return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
-        // SAFETY: valid descriptor; the lock is released below (or on death).
-        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let me = self.lock();
         let r = self.put_locked(vpath, h, path_hash(parent), op, kind, phys);
-        // SAFETY: as above.
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        let _ = self
+            .header()
+            .lock
+            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
         r
+    }
+
+    /// Takes the writer lock; a holder that died is replaced.
+    fn lock(&self) -> u32 {
+        // SAFETY: gettid cannot fail.
+        let me = unsafe { libc::gettid() } as u32;
+        let lock = &self.header().lock;
+        let mut spins = 0u32;
+        loop {
+            match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return me,
+                Err(holder) => {
+                    spins += 1;
+                    if spins.is_multiple_of(64) {
+                        // SAFETY: probing whether the holder still exists.
+                        let gone = unsafe { libc::kill(holder as libc::pid_t, 0) } != 0
+                            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+                        if gone
+                            && lock
+                                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            return me;
+                        }
+                    }
+                    // SAFETY: yielding the CPU.
+                    unsafe { libc::sched_yield() };
+                }
+            }
+        }
     }
 
     fn put_locked(
@@ -334,6 +368,7 @@ impl Journal {
         let ph = path_hash(parent);
         let used = self.header().used.load(Ordering::Acquire);
         let mut out = Vec::new();
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
         let mut off = 0u64;
         while off < used {
             let Some((h, r)) = self.record(off) else {
@@ -351,7 +386,7 @@ impl Journal {
                 && self
                     .get(r.vpath, h)
                     .is_some_and(|cur| same_entry(cur, r.entry))
-                && !out.iter().any(|o: &Record<'_>| o.vpath == r.vpath)
+                && seen.insert(r.vpath)
             {
                 out.push(r);
             }

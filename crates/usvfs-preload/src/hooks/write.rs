@@ -65,7 +65,7 @@ enum Probe {
     Fail(i32),
     Exists(Found),
     /// Does not exist; a new entry goes to `loc`.
-    New(NewPlace),
+    New(Box<NewPlace>),
 }
 
 /// Where a new entry goes, and the directories made to hold it.
@@ -180,11 +180,11 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
         Ok(s) if !is_dir(&s) => return Probe::Fail(libc::ENOTDIR),
         Ok(_) => {}
     }
-    let mut place = NewPlace {
+    let mut place = Box::new(NewPlace {
         virt,
         loc: PathBuffer::new(),
         made: Vec::new(),
-    };
+    });
     match ct {
         Some(layer) => {
             if usvfs_core::create::location(&st.snap, layer, place.virt.as_bytes(), &mut place.loc)
@@ -637,11 +637,11 @@ fn rename_impl(
                     }
                 }
                 // Replacing keeps the result at the replaced file's location.
-                let mut nv = NewPlace {
+                let mut nv = Box::new(NewPlace {
                     virt: f.lk.virt.clone(),
                     loc: f.lk.phys.clone(),
                     made: Vec::new(),
-                };
+                });
                 nv.virt.set(f.lk.virt.as_bytes()).ok();
                 (f.lk.phys.clone(), Some(nv))
             }
