@@ -269,3 +269,33 @@ def test_posix_errors(scene: Scene) -> None:
     assert r.stdout.decode().split() == [
         "EEXIST", "EEXIST", "ENOENT", "EISDIR", "ENOTDIR", "ENOTDIR", "EISDIR", "EISDIR", "ENOENT", "EXDEV",
     ]
+
+
+def test_rename_across_file_systems_moves_the_file(tmp_path: Path, usvfs: Path) -> None:
+    """A merged directory hides that overwrite sits on another file system:
+    renaming a mod file to a new name still works (copy, then remove)."""
+    import os
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to test with")
+    ow = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        base, mod = tmp_path / "base", tmp_path / "mod"
+        write(mod / "sub" / "f.txt", "payload\n")
+        base.mkdir()
+        os.utime(mod / "sub" / "f.txt", (1_000_000, 1_000_000))
+        r = subprocess.run(
+            [str(usvfs), "run", "--dir", str(mod), str(base), "--create-target", str(ow), str(base), "--",
+             sys.executable, "-c", "import os; os.rename('sub/f.txt', 'sub/g.txt'); print(open('sub/g.txt').read(), end=''); print(os.path.exists('sub/f.txt'))"],
+            cwd=base, capture_output=True,
+        )
+        assert r.stdout == b"payload\nFalse\n", r.stderr
+        assert (ow / "sub" / "g.txt").read_text() == "payload\n"
+        assert os.stat(ow / "sub" / "g.txt").st_mtime == 1_000_000
+        assert not (mod / "sub" / "f.txt").exists()
+        assert sorted(os.listdir(ow / "sub")) == ["g.txt"]
+    finally:
+        shutil.rmtree(ow)

@@ -668,9 +668,21 @@ fn rename_impl(
             }
             return Some(fail(libc::EXDEV));
         }
-        let r = unsafe {
+        let mut r = unsafe {
             real::renameat2(AT_FDCWD, ophys.as_c_ptr(), AT_FDCWD, dest.as_c_ptr(), flags)
         };
+        if r != 0 && errno() == libc::EXDEV && !exchange && !is_dir(&ost) {
+            // The layers sit on different file systems, which a merged
+            // directory would hide: move the file by copy, atomically at the
+            // destination, then remove the source.
+            r = match move_across(&mut ophys, &mut dest, &ost) {
+                Ok(()) => 0,
+                Err(e) => {
+                    set_errno(e);
+                    -1
+                }
+            };
+        }
         if r != 0 {
             let e = errno();
             if let Some(p) = &place {
@@ -716,6 +728,118 @@ pub unsafe extern "C" fn renameat(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rename(old: *const c_char, new: *const c_char) -> c_int {
     unsafe { renameat2(AT_FDCWD, old, AT_FDCWD, new, 0) }
+}
+
+/// Moves a file or symlink between file systems: copy into a temporary name
+/// beside the destination, rename it over the destination (atomic), remove the
+/// source. On failure nothing changes but a removed temporary.
+fn move_across(src: &mut PathBuffer, dest: &mut PathBuffer, st: &libc::stat) -> Result<(), i32> {
+    let mut tmp = dest.clone();
+    tmp.push_bytes(format!(".usvfs-move.{}", unsafe { libc::getpid() }).as_bytes())
+        .map_err(|_| libc::ENAMETOOLONG)?;
+    let result = (|| -> Result<(), i32> {
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let mut buf = [0u8; path::PATH_MAX + 1];
+            let n = unsafe {
+                real::readlinkat(
+                    AT_FDCWD,
+                    src.as_c_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    path::PATH_MAX,
+                )
+            };
+            if n < 0 {
+                return Err(errno());
+            }
+            buf[n as usize] = 0;
+            if unsafe { real::symlinkat(buf.as_ptr().cast(), AT_FDCWD, tmp.as_c_ptr()) } != 0 {
+                return Err(errno());
+            }
+        } else {
+            copy_file(src, &mut tmp, st)?;
+        }
+        if unsafe { real::renameat2(AT_FDCWD, tmp.as_c_ptr(), AT_FDCWD, dest.as_c_ptr(), 0) } != 0 {
+            return Err(errno());
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        unsafe { real::unlinkat(AT_FDCWD, tmp.as_c_ptr(), 0) };
+        return Err(e);
+    }
+    if unsafe { real::unlinkat(AT_FDCWD, src.as_c_ptr(), 0) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Copies data, permissions and times of a regular file.
+fn copy_file(src: &mut PathBuffer, to: &mut PathBuffer, st: &libc::stat) -> Result<(), i32> {
+    let ifd = unsafe {
+        real::openat(
+            AT_FDCWD,
+            src.as_c_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if ifd < 0 {
+        return Err(errno());
+    }
+    let ofd = unsafe {
+        real::openat(
+            AT_FDCWD,
+            to.as_c_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            (st.st_mode & 0o7777) as c_uint,
+        )
+    };
+    if ofd < 0 {
+        let e = errno();
+        unsafe { real::close(ifd) };
+        return Err(e);
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let r = loop {
+        let n = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            break Err(errno());
+        }
+        if n == 0 {
+            break Ok(());
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            let w = unsafe { libc::write(ofd, buf.as_ptr().add(off).cast(), n as usize - off) };
+            if w < 0 {
+                return Err(errno());
+            }
+            off += w as usize;
+        }
+    };
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
+    unsafe {
+        libc::futimens(ofd, times.as_ptr());
+        libc::fchmod(ofd, st.st_mode & 0o7777);
+        if libc::fsync(ofd) != 0 && r.is_ok() {
+            let e = errno();
+            real::close(ifd);
+            real::close(ofd);
+            return Err(e);
+        }
+        real::close(ifd);
+        real::close(ofd);
+    }
+    r
 }
 
 // ---------------------------------------------------------------- temporary files
