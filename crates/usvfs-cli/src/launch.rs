@@ -51,7 +51,7 @@ pub struct Launch<'a> {
 
 /// Runs the program and returns its exit code (128+N when killed by signal N).
 pub fn run(l: Launch<'_>) -> Result<i32> {
-    let (exe, argv) = crate::program::command_line(l.program_virt, l.program_phys, l.argv);
+    let (exe, argv) = usvfs_core::program::command_line(l.program_virt, l.program_phys, l.argv);
     let mut cmd = Command::new(&exe);
     cmd.arg0(&argv[0]).args(&argv[1..]);
     let mut preload = l.lib.as_os_str().as_bytes().to_vec();

@@ -3,7 +3,6 @@
 mod cli;
 mod launch;
 mod mapping_args;
-mod program;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -16,7 +15,7 @@ use usvfs_core::index::view::{MappedSnapshot, OwnedSnapshot};
 use usvfs_core::{Instance, build_snapshot, instance};
 
 use crate::cli::{Cli, Command, DumpArgs, PsArgs, RunArgs};
-use crate::program::ProgramError;
+use usvfs_core::program::{self, ProgramError};
 
 /// Exit codes, as `env` and `chroot` use them.
 const EXIT_FAILURE: u8 = 125;
@@ -57,18 +56,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-impl std::fmt::Display for ProgramError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProgramError::NotFound(m)
-            | ProgramError::NotExecutable(m)
-            | ProgramError::Unhookable(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for ProgramError {}
 
 fn init_logging(verbose: u8) {
     let default = match verbose {

@@ -262,6 +262,96 @@ impl Instance {
     }
 }
 
+/// Rules applied when a hooked process starts a program, changeable while the
+/// instance runs (kept beside the index, read at each exec).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRules {
+    /// Executables (base name or full path) started outside the view.
+    pub blacklist: Vec<Vec<u8>>,
+    /// (executable base name, library) pairs: the library is preloaded too.
+    pub force_loads: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ExecRules {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in &self.blacklist {
+            out.extend_from_slice(b"B\0");
+            out.extend_from_slice(b);
+            out.push(0);
+        }
+        for (p, l) in &self.force_loads {
+            out.extend_from_slice(b"F\0");
+            out.extend_from_slice(p);
+            out.push(0);
+            out.extend_from_slice(l);
+            out.push(0);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Self {
+        let mut r = ExecRules::default();
+        let mut it = bytes.split(|&c| c == 0);
+        while let Some(tag) = it.next() {
+            match tag {
+                b"B" => {
+                    if let Some(n) = it.next() {
+                        r.blacklist.push(n.to_vec());
+                    }
+                }
+                b"F" => {
+                    if let (Some(p), Some(l)) = (it.next(), it.next()) {
+                        r.force_loads.push((p.to_vec(), l.to_vec()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// True when `exe` (a path) is blacklisted by base name or full path.
+    pub fn is_blacklisted(&self, exe: &[u8]) -> bool {
+        let base = crate::path::file_name(exe);
+        self.blacklist
+            .iter()
+            .any(|b| b.as_slice() == exe || b.as_slice() == base)
+    }
+
+    /// Libraries to preload into `exe`.
+    pub fn libraries_for(&self, exe: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let base = crate::path::file_name(exe).to_vec();
+        self.force_loads
+            .iter()
+            .filter(move |(p, _)| p.as_slice() == base.as_slice())
+            .map(|(_, l)| l.as_slice())
+    }
+}
+
+impl Instance {
+    fn exec_rules_path(&self) -> PathBuf {
+        self.dir.join("exec_rules")
+    }
+
+    /// Replaces the exec rules (atomically).
+    pub fn write_exec_rules(&self, rules: &ExecRules) -> Result<()> {
+        let path = self.exec_rules_path();
+        let tmp = self
+            .dir
+            .join(format!("exec_rules.tmp.{}", std::process::id()));
+        fs::write(&tmp, rules.encode()).map_err(|e| Error::io("writing exec rules", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("writing exec rules", &path, e))
+    }
+
+    /// The current exec rules (none when never written).
+    pub fn read_exec_rules(&self) -> ExecRules {
+        fs::read(self.exec_rules_path())
+            .map(|b| ExecRules::decode(&b))
+            .unwrap_or_default()
+    }
+}
+
 /// Every instance directory of this user.
 pub fn list_instances() -> Result<Vec<Instance>> {
     let root = runtime_root()?;
@@ -295,6 +385,22 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("a/b").is_err());
         assert!(validate_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn exec_rules_round_trip() {
+        let r = ExecRules {
+            blacklist: vec![b"crash\xffer".to_vec(), b"/usr/bin/x".to_vec()],
+            force_loads: vec![(b"game".to_vec(), b"/lib/fix.so".to_vec())],
+        };
+        assert_eq!(ExecRules::decode(&r.encode()), r);
+        assert!(r.is_blacklisted(b"/opt/crash\xffer"));
+        assert!(r.is_blacklisted(b"/usr/bin/x"));
+        assert!(!r.is_blacklisted(b"/usr/local/bin/x2"));
+        assert_eq!(
+            r.libraries_for(b"/g/game").collect::<Vec<_>>(),
+            [b"/lib/fix.so"]
+        );
     }
 
     #[test]

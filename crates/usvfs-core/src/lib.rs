@@ -10,6 +10,7 @@ pub mod journal;
 pub mod mapping;
 pub mod path;
 pub mod profile;
+pub mod program;
 pub mod resolve;
 
 pub use error::{Error, Result};

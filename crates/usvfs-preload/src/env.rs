@@ -34,19 +34,34 @@ fn key(entry: &[u8]) -> &[u8] {
     entry.split(|&c| c == b'=').next().unwrap_or(entry)
 }
 
-/// `LD_PRELOAD` value with this library first (or removed when `join` is false).
-fn preload_value(st: &State, current: Option<&[u8]>, join: bool) -> Option<Vec<u8>> {
+/// The instance's exec rules (blacklist and forced libraries), read at each
+/// exec so a controller can change them while the instance runs.
+pub fn exec_rules(st: &State) -> usvfs_core::instance::ExecRules {
+    let dir = std::path::Path::new(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(st.instance_dir.to_bytes()),
+    );
+    usvfs_core::instance::Instance::from_dir(dir).read_exec_rules()
+}
+
+/// `LD_PRELOAD` value with this library first (or removed when `join` is
+/// false), then `extra` libraries, then what was there.
+fn preload_value(
+    st: &State,
+    current: Option<&[u8]>,
+    join: bool,
+    extra: &[&[u8]],
+) -> Option<Vec<u8>> {
     let lib = st.lib_path.to_bytes();
     let others: Vec<&[u8]> = current
         .unwrap_or(b"")
         .split(|&c| c == b':' || c == b' ')
-        .filter(|s| !s.is_empty() && *s != lib)
+        .filter(|s| !s.is_empty() && *s != lib && !extra.contains(s))
         .collect();
     let mut v: Vec<u8> = Vec::new();
     if join {
         v.extend_from_slice(lib);
     }
-    for o in others {
+    for o in extra.iter().copied().chain(others) {
         if !v.is_empty() {
             v.push(b':');
         }
@@ -57,6 +72,11 @@ fn preload_value(st: &State, current: Option<&[u8]>, join: bool) -> Option<Vec<u
 
 /// The child's environment: `envp` with our variables set (`join`) or removed.
 pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool) -> Vec<Vec<u8>> {
+    for_child_with(st, envp, join, &[])
+}
+
+/// Like [`for_child`], also preloading `extra` libraries.
+pub fn for_child_with(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut preload: Option<Vec<u8>> = None;
     let mut out: Vec<Vec<u8>> = Vec::with_capacity(envp.len() + 3);
     for e in envp {
@@ -66,7 +86,7 @@ pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool) -> Vec<Vec<u8>> {
             _ => out.push(e),
         }
     }
-    if let Some(v) = preload_value(st, preload.as_deref(), join) {
+    if let Some(v) = preload_value(st, preload.as_deref(), join, extra) {
         let mut e = b"LD_PRELOAD=".to_vec();
         e.extend(v);
         out.push(e);
@@ -98,7 +118,7 @@ fn setenv(k: &[u8], v: &[u8]) {
 /// our variables back if the program removed them.
 pub fn ensure_own_environ(st: &State) {
     let cur = getenv(b"LD_PRELOAD");
-    if let Some(v) = preload_value(st, cur.as_deref(), true)
+    if let Some(v) = preload_value(st, cur.as_deref(), true, &[])
         && cur.as_deref() != Some(&v[..])
     {
         setenv(b"LD_PRELOAD", &v);

@@ -146,8 +146,13 @@ fn prepare(
         Program::AsGiven => (path.to_vec(), path.to_vec()),
         Program::Physical { phys, virt } => (phys.clone(), virt.clone()),
     };
-    let blacklisted = st.snap.is_blacklisted(path) || st.snap.is_blacklisted(&virt);
-    let env = CArray::new(env::for_child(st, envp, !blacklisted));
+    let rules = env::exec_rules(st);
+    let blacklisted = st.snap.is_blacklisted(path)
+        || st.snap.is_blacklisted(&virt)
+        || rules.is_blacklisted(path)
+        || rules.is_blacklisted(&virt);
+    let extra: Vec<&[u8]> = rules.libraries_for(&virt).collect();
+    let env = CArray::new(env::for_child_with(st, envp, !blacklisted, &extra));
     if blacklisted {
         // Outside the view: the real disk decides what runs.
         return Prepared::new(path, argv, env);

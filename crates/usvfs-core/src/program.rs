@@ -1,5 +1,6 @@
-//! Finding the program to start (in the view) and checking that the preload
-//! engine can hook it.
+//! Finding the program to start (in the view), checking that the preload
+//! engine can hook it, and the command line that starts it. Shared by every
+//! controller (the CLI, the Python package).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -7,18 +8,21 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use usvfs_core::Snapshot;
-use usvfs_core::path::{self, PathBuffer};
-use usvfs_core::resolve::{LibcFs, resolve};
+use crate::Snapshot;
+use crate::path::{self, PathBuffer};
+use crate::resolve::{LibcFs, resolve};
 
-/// Why a program cannot be started; mapped to `env`'s exit codes.
-#[derive(Debug)]
+/// Why a program cannot be started (`env`'s exit codes: 127, 126, 125).
+#[derive(Debug, thiserror::Error)]
 pub enum ProgramError {
-    /// 127
+    /// Not found (127).
+    #[error("{0}")]
     NotFound(String),
-    /// 126
+    /// Found but not executable (126).
+    #[error("{0}")]
     NotExecutable(String),
-    /// 125: exists and runs, but the preload engine cannot see into it.
+    /// Exists and runs, but the preload engine cannot see into it (125).
+    #[error("{0}")]
     Unhookable(String),
 }
 
