@@ -1,0 +1,237 @@
+//! `usvfs._native`: the extension module of the Python package. A thin layer:
+//! every decision lives in usvfs-core; this file converts arguments and errors.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use usvfs_core::index::dump::dump as dump_tree;
+use usvfs_core::index::view::MappedSnapshot;
+use usvfs_core::instance::{ExecRules, Instance};
+use usvfs_core::program::{self, ProgramError};
+use usvfs_core::{Error, LinkFlags, Mapping, build_snapshot};
+
+/// Raises the Python exception class `usvfs._errors.<name>(message, path)`.
+fn raise(py: Python<'_>, name: &str, message: String, path: Option<PathBuf>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let cls = py.import("usvfs._errors")?.getattr(name)?;
+        let obj = cls.call1((message.clone(), path.clone()))?;
+        Ok(PyErr::from_value(obj))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+fn core_err(py: Python<'_>, e: Error) -> PyErr {
+    let message = e.to_string();
+    let (name, path) = match e {
+        Error::SourceMissing { path }
+        | Error::SourceNotDirectory { path }
+        | Error::SourceIsDirectory { path }
+        | Error::DestinationExists { path }
+        | Error::Skipped { path }
+        | Error::PathTooLong { path } => ("LinkError", Some(path)),
+        Error::SourceUnreadable { path, .. } => ("LinkError", Some(path)),
+        Error::DestinationInsideSource { dest, .. }
+        | Error::SourceInsideDestination { dest, .. } => ("LinkError", Some(dest)),
+        Error::Profile { path, .. } | Error::Index { path, .. } | Error::Io { path, .. } => {
+            ("USVFSException", Some(path))
+        }
+        Error::Instance { .. } => ("InstanceError", None),
+    };
+    raise(py, name, message, path)
+}
+
+fn program_err(py: Python<'_>, e: ProgramError) -> PyErr {
+    let name = match e {
+        ProgramError::NotFound(_) => "ProgramNotFound",
+        ProgramError::NotExecutable(_) => "ProgramNotExecutable",
+        ProgramError::Unhookable(_) => "ProgramNotHookable",
+    };
+    raise(py, name, e.to_string(), None)
+}
+
+fn open_instance(py: Python<'_>, name: &str) -> PyResult<Instance> {
+    Instance::open_existing(name)
+        .map_err(|e| core_err(py, e))?
+        .ok_or_else(|| {
+            raise(
+                py,
+                "InstanceError",
+                format!("no instance named {name:?} is set up"),
+                None,
+            )
+        })
+}
+
+/// A rule as Python passes it: (is_directory, real_path, virtual_path, flags).
+type RuleArg = (bool, PathBuf, PathBuf, u32);
+
+/// Checks one link like usvfs's VirtualLink* would, without publishing.
+#[pyfunction]
+fn check_link(
+    py: Python<'_>,
+    rule: RuleArg,
+    skip_suffixes: Vec<OsString>,
+    skip_dirs: Vec<OsString>,
+) -> PyResult<()> {
+    let mut m = Mapping::new();
+    m.skip_suffixes = skip_suffixes;
+    m.skip_dirs = skip_dirs;
+    add_rule(&mut m, rule).map_err(|e| core_err(py, e))
+}
+
+fn add_rule(m: &mut Mapping, (is_dir, src, dest, flags): RuleArg) -> usvfs_core::Result<()> {
+    if is_dir {
+        m.link_directory(&src, &dest, LinkFlags(flags))
+    } else {
+        m.link_file(&src, &dest, LinkFlags(flags))
+    }
+}
+
+/// Builds the index of a mapping and publishes it in the instance (creating
+/// it). Returns (instance directory, node count). Releases the GIL meanwhile.
+#[pyfunction]
+fn publish(
+    py: Python<'_>,
+    instance: &str,
+    rules: Vec<RuleArg>,
+    skip_suffixes: Vec<OsString>,
+    skip_dirs: Vec<OsString>,
+    blacklist: Vec<OsString>,
+) -> PyResult<(PathBuf, usize)> {
+    let name = instance.to_string();
+    let r = py.allow_threads(move || -> usvfs_core::Result<(PathBuf, usize)> {
+        let mut m = Mapping::new();
+        m.skip_suffixes = skip_suffixes;
+        m.skip_dirs = skip_dirs;
+        m.blacklist = blacklist;
+        for r in rules {
+            add_rule(&mut m, r)?;
+        }
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let bytes = build_snapshot(&m, generation)?;
+        let nodes = usvfs_core::Snapshot::parse(&bytes)
+            .map(|s| s.node_count())
+            .unwrap_or(0);
+        let inst = Instance::open_or_create(&name)?;
+        inst.publish(&bytes)?;
+        Ok((inst.dir, nodes))
+    });
+    r.map_err(|e| core_err(py, e))
+}
+
+/// Replaces the instance's exec rules: blacklist and forced libraries.
+#[pyfunction]
+fn write_exec_rules(
+    py: Python<'_>,
+    instance: &str,
+    blacklist: Vec<OsString>,
+    force_loads: Vec<(OsString, PathBuf)>,
+) -> PyResult<()> {
+    use std::os::unix::ffi::OsStringExt;
+    let inst = open_instance(py, instance)?;
+    let rules = ExecRules {
+        blacklist: blacklist.into_iter().map(|b| b.into_vec()).collect(),
+        force_loads: force_loads
+            .into_iter()
+            .map(|(p, l)| (p.into_vec(), l.into_os_string().into_vec()))
+            .collect(),
+    };
+    inst.write_exec_rules(&rules).map_err(|e| core_err(py, e))
+}
+
+/// Registers a process (the controller itself) with the instance.
+#[pyfunction]
+fn register(py: Python<'_>, instance: &str, pid: i32) -> PyResult<()> {
+    open_instance(py, instance)?
+        .register(pid)
+        .map_err(|e| core_err(py, e))
+}
+
+/// Forgets a process; removes the instance when none is left. True if removed.
+#[pyfunction]
+fn leave(py: Python<'_>, instance: &str, pid: i32) -> PyResult<bool> {
+    match Instance::open_existing(instance).map_err(|e| core_err(py, e))? {
+        Some(i) => i.leave(pid).map_err(|e| core_err(py, e)),
+        None => Ok(true),
+    }
+}
+
+/// Live processes of the instance: (pid, command line).
+#[pyfunction]
+fn processes(py: Python<'_>, instance: &str) -> PyResult<Vec<(i32, Py<PyBytes>)>> {
+    let Some(inst) = Instance::open_existing(instance).map_err(|e| core_err(py, e))? else {
+        return Ok(Vec::new());
+    };
+    Ok(inst
+        .processes()
+        .into_iter()
+        .map(|p| (p.pid, PyBytes::new(py, &p.command).unbind()))
+        .collect())
+}
+
+/// The text dump of the instance's virtual tree.
+#[pyfunction]
+fn dump<'py>(py: Python<'py>, instance: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let inst = open_instance(py, instance)?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    Ok(PyBytes::new(py, &dump_tree(&m.snapshot())))
+}
+
+/// Finds a program in the view like execvp and checks it can be hooked.
+/// Returns (executable to start, argv, virtual path of the program).
+#[pyfunction]
+fn prepare_command(
+    py: Python<'_>,
+    instance: &str,
+    argv: Vec<OsString>,
+) -> PyResult<(PathBuf, Vec<OsString>)> {
+    let inst = open_instance(py, instance)?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    let snap = m.snapshot();
+    let first = argv
+        .first()
+        .ok_or_else(|| raise(py, "ProgramNotFound", "empty command line".into(), None))?;
+    let (virt, phys) = program::locate(&snap, first).map_err(|e| program_err(py, e))?;
+    program::check_hookable(&phys, &virt, 0).map_err(|e| program_err(py, e))?;
+    Ok(program::command_line(&virt, &phys, &argv))
+}
+
+/// The physical directory behind a virtual directory (for a working directory).
+#[pyfunction]
+fn physical_dir(py: Python<'_>, instance: &str, path: PathBuf) -> PyResult<Option<PathBuf>> {
+    let inst = open_instance(py, instance)?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    Ok(program::physical(&m.snapshot(), &path).filter(|p| Path::new(p).is_dir()))
+}
+
+/// Checks an instance name (length, characters).
+#[pyfunction]
+fn validate_instance_name(py: Python<'_>, name: &str) -> PyResult<()> {
+    usvfs_core::instance::validate_name(name).map_err(|e| core_err(py, e))
+}
+
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_link, m)?)?;
+    m.add_function(wrap_pyfunction!(publish, m)?)?;
+    m.add_function(wrap_pyfunction!(write_exec_rules, m)?)?;
+    m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(leave, m)?)?;
+    m.add_function(wrap_pyfunction!(processes, m)?)?;
+    m.add_function(wrap_pyfunction!(dump, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_command, m)?)?;
+    m.add_function(wrap_pyfunction!(physical_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_instance_name, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    Ok(())
+}
