@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=MATURIN_PYTHON");
-    if std::env::var_os("MATURIN_PYTHON").is_none() && std::env::var_os("USVFS_BUNDLE").is_none() {
+    // maturin sets PYO3_BUILD_EXTENSION_MODULE; plain `cargo build` does not.
+    println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
+    println!("cargo:rerun-if-env-changed=USVFS_BUNDLE");
+    if std::env::var_os("PYO3_BUILD_EXTENSION_MODULE").is_none() && std::env::var_os("USVFS_BUNDLE").is_none() {
         return;
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
