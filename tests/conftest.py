@@ -17,6 +17,25 @@ USVFS = TARGET / "usvfs"
 PRELOAD = TARGET / "libusvfs_preload.so"
 
 
+def _python_package_importable() -> None:
+    """Tests import the package from the source tree, with the extension module
+    the workspace build produced (the packaging test installs it for real)."""
+    import sys
+
+    native = REPO / "python" / "usvfs" / "_native.abi3.so"
+    built = TARGET / "lib_native.so"
+    if built.exists() and not native.exists():
+        native.symlink_to(built)
+    if str(REPO / "python") not in sys.path:
+        sys.path.insert(0, str(REPO / "python"))
+    # The freshly built engine, not a copy an earlier `pip install .` left.
+    os.environ["USVFS_PRELOAD"] = str(PRELOAD)
+    os.environ["USVFS_CLI"] = str(USVFS)
+
+
+_python_package_importable()
+
+
 @pytest.fixture(scope="session")
 def usvfs() -> Path:
     if not USVFS.exists() or not PRELOAD.exists():

@@ -9,7 +9,9 @@ fn main() {
     // maturin sets PYO3_BUILD_EXTENSION_MODULE; plain `cargo build` does not.
     println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
     println!("cargo:rerun-if-env-changed=USVFS_BUNDLE");
-    if std::env::var_os("PYO3_BUILD_EXTENSION_MODULE").is_none() && std::env::var_os("USVFS_BUNDLE").is_none() {
+    if std::env::var_os("PYO3_BUILD_EXTENSION_MODULE").is_none()
+        && std::env::var_os("USVFS_BUNDLE").is_none()
+    {
         return;
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -117,7 +117,7 @@ class _Connection:
         self.params = params
         self.name = params.instanceName
         self.dir = ""
-        self.rules: List[Tuple[bool, str, str, int]] = []
+        self.rules: List[Tuple[bool, str, str, int, List[str], List[str]]] = []
         self.skip_suffixes: List[str] = []
         self.skip_dirs: List[str] = []
         self.blacklist: List[str] = []
@@ -129,7 +129,7 @@ class _Connection:
         with self.lock:
             if not self.dirty and self.dir:
                 return
-            d, nodes = _native.publish(self.name, self.rules, self.skip_suffixes, self.skip_dirs, [])
+            d, nodes = _native.publish(self.name, self.rules, [])
             self.dir = os.fspath(d)
             _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
             _native.register(self.name, os.getpid())
@@ -194,9 +194,11 @@ def GetCurrentVFSName() -> str:
 
 def _link(is_dir: bool, source: str, destination: str, flags: int) -> bool:
     conn = _conn()
-    rule = (is_dir, os.path.abspath(source), os.path.abspath(destination), int(flags))
+    # Skip lists apply to links made from now on, as in usvfs.
+    rule = (is_dir, os.path.abspath(source), os.path.abspath(destination), int(flags),
+            list(conn.skip_suffixes), list(conn.skip_dirs))
     try:
-        _native.check_link(rule, conn.skip_suffixes, conn.skip_dirs)
+        _native.check_link(rule)
         if flags & LINKFLAG_FAILIFEXISTS and not is_dir and any(r[2] == rule[2] for r in conn.rules):
             raise USVFSException(f"destination {rule[2]!r} is already linked", rule[2])
     except USVFSException as e:

@@ -58,10 +58,6 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         instance = prof.instance;
         mapping = prof.mapping;
     }
-    mapping
-        .skip_suffixes
-        .extend(args.skip_suffix.iter().cloned());
-    mapping.skip_dirs.extend(args.skip_dir.iter().cloned());
     mapping.blacklist.extend(args.blacklist.iter().cloned());
     let recursive = if args.no_recursive {
         0
@@ -77,6 +73,11 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
             Kind::File => mapping.link_file(&src, &dest, LinkFlags(0)),
         }
         .with_context(|| format!("cannot link {} onto {}", src.display(), dest.display()))?;
+    }
+    // Command-line skip lists apply to every rule, the profile's too.
+    for r in &mut mapping.rules {
+        r.skip_suffixes.extend(args.skip_suffix.iter().cloned());
+        r.skip_dirs.extend(args.skip_dir.iter().cloned());
     }
     let instance = args
         .instance

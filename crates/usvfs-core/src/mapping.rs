@@ -38,15 +38,42 @@ pub struct Rule {
     pub source: PathBuf,
     pub destination: PathBuf,
     pub flags: LinkFlags,
+    /// The skip lists as they were when the rule was added (usvfs applies
+    /// them at link time).
+    pub skip_suffixes: Vec<OsString>,
+    pub skip_dirs: Vec<OsString>,
+}
+
+impl Rule {
+    pub fn is_skipped_file(&self, name: &OsStr) -> bool {
+        suffix_matches(&self.skip_suffixes, name)
+    }
+
+    pub fn is_skipped_dir(&self, name: &OsStr) -> bool {
+        dir_matches(&self.skip_dirs, name)
+    }
+}
+
+fn suffix_matches(list: &[OsString], name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    list.iter().any(|s| {
+        let s = s.as_bytes();
+        n.len() >= s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
+    })
+}
+
+fn dir_matches(list: &[OsString], name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    list.iter().any(|s| n.eq_ignore_ascii_case(s.as_bytes()))
 }
 
 /// The whole mapping of an instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mapping {
     pub rules: Vec<Rule>,
-    /// File-name suffixes never linked (case-insensitive).
+    /// File-name suffixes not linked by rules added from now on (case-insensitive).
     pub skip_suffixes: Vec<OsString>,
-    /// Directory names never linked (case-insensitive).
+    /// Directory names not linked by rules added from now on (case-insensitive).
     pub skip_dirs: Vec<OsString>,
     /// Executables (base names or full paths) started outside the view.
     pub blacklist: Vec<OsString>,
@@ -116,6 +143,8 @@ impl Mapping {
             source,
             destination,
             flags,
+            skip_suffixes: self.skip_suffixes.clone(),
+            skip_dirs: self.skip_dirs.clone(),
         });
         Ok(())
     }
@@ -138,6 +167,8 @@ impl Mapping {
             source,
             destination,
             flags,
+            skip_suffixes: self.skip_suffixes.clone(),
+            skip_dirs: self.skip_dirs.clone(),
         });
         Ok(())
     }

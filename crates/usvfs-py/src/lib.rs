@@ -64,24 +64,22 @@ fn open_instance(py: Python<'_>, name: &str) -> PyResult<Instance> {
         })
 }
 
-/// A rule as Python passes it: (is_directory, real_path, virtual_path, flags).
-type RuleArg = (bool, PathBuf, PathBuf, u32);
+/// A rule as Python passes it: (is_directory, real_path, virtual_path, flags,
+/// skip suffixes, skip directories) — skip lists as they were at link time.
+type RuleArg = (bool, PathBuf, PathBuf, u32, Vec<OsString>, Vec<OsString>);
 
 /// Checks one link like usvfs's VirtualLink* would, without publishing.
 #[pyfunction]
-fn check_link(
-    py: Python<'_>,
-    rule: RuleArg,
-    skip_suffixes: Vec<OsString>,
-    skip_dirs: Vec<OsString>,
-) -> PyResult<()> {
-    let mut m = Mapping::new();
-    m.skip_suffixes = skip_suffixes;
-    m.skip_dirs = skip_dirs;
-    add_rule(&mut m, rule).map_err(|e| core_err(py, e))
+fn check_link(py: Python<'_>, rule: RuleArg) -> PyResult<()> {
+    add_rule(&mut Mapping::new(), rule).map_err(|e| core_err(py, e))
 }
 
-fn add_rule(m: &mut Mapping, (is_dir, src, dest, flags): RuleArg) -> usvfs_core::Result<()> {
+fn add_rule(
+    m: &mut Mapping,
+    (is_dir, src, dest, flags, skip_suffixes, skip_dirs): RuleArg,
+) -> usvfs_core::Result<()> {
+    m.skip_suffixes = skip_suffixes;
+    m.skip_dirs = skip_dirs;
     if is_dir {
         m.link_directory(&src, &dest, LinkFlags(flags))
     } else {
@@ -96,15 +94,11 @@ fn publish(
     py: Python<'_>,
     instance: &str,
     rules: Vec<RuleArg>,
-    skip_suffixes: Vec<OsString>,
-    skip_dirs: Vec<OsString>,
     blacklist: Vec<OsString>,
 ) -> PyResult<(PathBuf, usize)> {
     let name = instance.to_string();
     let r = py.allow_threads(move || -> usvfs_core::Result<(PathBuf, usize)> {
         let mut m = Mapping::new();
-        m.skip_suffixes = skip_suffixes;
-        m.skip_dirs = skip_dirs;
         m.blacklist = blacklist;
         for r in rules {
             add_rule(&mut m, r)?;

@@ -99,7 +99,11 @@ impl Tree {
     }
 }
 
-fn walk_layer(source: &Path, recursive: bool, mapping: &Mapping) -> Result<Vec<WalkEntry>> {
+fn walk_layer(
+    source: &Path,
+    recursive: bool,
+    rule: &crate::mapping::Rule,
+) -> Result<Vec<WalkEntry>> {
     let mut out = Vec::new();
     let mut walker = walkdir::WalkDir::new(source)
         .min_depth(1)
@@ -108,8 +112,8 @@ fn walk_layer(source: &Path, recursive: bool, mapping: &Mapping) -> Result<Vec<W
         walker = walker.max_depth(1);
     }
     let iter = walker.into_iter().filter_entry(|e| {
-        !(e.file_type().is_dir() && mapping.is_skipped_dir(e.file_name()))
-            && (e.file_type().is_dir() || !mapping.is_skipped_file(e.file_name()))
+        !(e.file_type().is_dir() && rule.is_skipped_dir(e.file_name()))
+            && (e.file_type().is_dir() || !rule.is_skipped_file(e.file_name()))
     });
     for entry in iter {
         let entry = entry.map_err(|e| {
@@ -156,7 +160,7 @@ fn walk_all(mapping: &Mapping) -> Result<Vec<Option<Vec<WalkEntry>>>> {
                     let rule = &mapping.rules[i];
                     if rule.kind == LinkKind::Directory {
                         let r =
-                            walk_layer(&rule.source, rule.flags.has(LinkFlags::RECURSIVE), mapping);
+                            walk_layer(&rule.source, rule.flags.has(LinkFlags::RECURSIVE), rule);
                         *results[i].lock().unwrap() = Some(r);
                     }
                 }

@@ -127,6 +127,21 @@ fn make_parents(root: &[u8], dir: &[u8], made: &mut Vec<Vec<u8>>) -> Result<(), 
     Ok(())
 }
 
+/// True when the parent directory of `virt` is part of the view (its entries
+/// come from layers), so a new entry must go where the parent resolves.
+fn parent_in_view(st: &State, virt: &PathBuffer, known: bool) -> bool {
+    if !known {
+        return false;
+    }
+    let mut parent = virt.clone();
+    parent.pop_component();
+    let mut plk = Lookup::new();
+    matches!(
+        lookup(st, AT_FDCWD, parent.as_bytes(), true, &mut plk),
+        Outcome::Redirect
+    ) && (plk.node.is_some_and(|n| st.snap.layer(n).is_some()) || plk.from_journal)
+}
+
 /// Looks `(dirfd, p)` up for an operation that may create it.
 fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
     let mut virt = PathBuffer::new();
@@ -138,7 +153,7 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
     };
     let mut lk = Box::new(Lookup::new());
     match lookup(st, dirfd, p, follow, &mut lk) {
-        Outcome::Pass if ct.is_none() => return Probe::Pass,
+        Outcome::Pass if ct.is_none() && !parent_in_view(st, &virt, known) => return Probe::Pass,
         Outcome::Pass => {
             // The real disk at the virtual path (the lowest layer).
             lk.phys.set(virt.as_bytes()).ok();
