@@ -25,7 +25,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --release -- -D warnings
 
+# Peers (fuse-overlayfs, mergerfs, proot, fakechroot) are installed by the
+# script when missing; matplotlib draws the chart.
 bench: build
+	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PYTHON) -m pip install --quiet matplotlib
 	$(PYTHON) bench/run.py
 
 clean:

@@ -21,6 +21,7 @@ def generate(root: Path, layers: int, files: int, seed: int = 42) -> list[Path]:
             parent = ""
         dirs.append(f"{parent}/d{i}".lstrip("/"))
     pool = max(files * 2, 10)  # file-name pool: about half of each layer overlaps others
+    noise = os.urandom(8192)
     out = []
     for layer in range(layers):
         base = root / f"mod{layer:04d}"
@@ -38,7 +39,8 @@ def generate(root: Path, layers: int, files: int, seed: int = 42) -> list[Path]:
             p = base / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             size = rng.choice((0, 16, 100, 1000, 4000))
-            p.write_bytes(os.urandom(size) if size else b"")
+            start = rng.randrange(0, len(noise) - size + 1)
+            p.write_bytes(noise[start : start + size])
         out.append(base)
     return out
 

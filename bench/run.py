@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmarks usvfs's preload engine against the physically merged copy of the
-same layers, in the same run, and prints medians and ratios.
+"""Benchmarks usvfs against the physically merged copy (the reference) and the
+tools people would use instead, on the same machine in the same run, and
+writes docs/benchmarks.md (table) and docs/benchmarks.png (chart).
 
-Workloads run as a hooked process exactly as `usvfs run` starts one (the
-library in LD_PRELOAD, the instance's index mapped), but without the CLI's own
-start-up in the measured time; the setup row measures that separately.
-Never used as a test: nothing here passes or fails on a timing."""
+Each workload is a small C program that times its own work (process start
+excluded) and prints a checksum that must agree across systems. Every
+measurement: one warm-up, then N runs; the median is reported with the min-max
+spread. Never used as a test: nothing here passes or fails on a timing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,125 +26,256 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from gen import generate  # noqa: E402
+from systems import ALL, Unavailable  # noqa: E402
 
-USVFS = REPO / "target" / "release" / "usvfs"
-LIB = REPO / "target" / "release" / "libusvfs_preload.so"
 SIZES = {"small": (20, 2000), "large": (1000, 500)}
-
-
-def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, bytes]:
-    t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {cmd}\n{r.stderr.decode(errors='replace')}")
-    return dt, r.stdout
-
-
-def measure(cmd: list[str], runs: int, env: dict | None = None) -> dict:
-    timed(cmd, env)  # warm-up: caches, page tables
-    times, out = [], b""
-    for _ in range(runs):
-        dt, out = timed(cmd, env)
-        times.append(dt)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "output": out.decode()}
+WORKLOADS = [
+    ("walk", "walk + lstat every file"),
+    ("read", "open + read every file"),
+    ("miss", "10,000 failed lookups"),
+    ("list", "list the directory every layer feeds"),
+    ("spawn", "start /bin/true 1,000 times"),
+]
 
 
 def prepare(size: str, out: Path) -> tuple[Path, list[Path], Path]:
     layers, files = SIZES[size]
     root = out / f"setup-{size}"
     marker = root / ".complete"
-    base, merged = root / "game" / "data", root / "merged"
-    mods_dir = root / "mods"
+    base, merged, mods_dir = root / "game" / "data", root / "merged", root / "mods"
     if not marker.exists():
         shutil.rmtree(root, ignore_errors=True)
-        print(f"generating {layers} layers x {files} files in {root} ...", flush=True)
-        mods = generate(mods_dir, layers, files)
+        print(f"[{size}] generating {layers} layers x {files} files (seed 42) ...", flush=True)
+        generate(mods_dir, layers, files)
         base.mkdir(parents=True)
         for i in range(50):
             (base / f"base_{i}.dat").write_bytes(b"base")
         (base / "shared").mkdir()
-        print("building the physically merged copy ...", flush=True)
+        print(f"[{size}] building the physically merged copy ...", flush=True)
         shutil.copytree(base, merged)
-        for m in mods:
+        for m in sorted(mods_dir.iterdir()):
             subprocess.run(["cp", "-a", f"{m}/.", str(merged)], check=True)
         marker.write_text("ok")
-    mods = sorted(p for p in mods_dir.iterdir())
-    return base, mods, merged
+    return base, sorted(mods_dir.iterdir()), merged
+
+
+def parse(out: str) -> tuple[str, float, dict]:
+    check = re.search(r"entries=\d+ bytes=\d+", out)
+    ns = re.search(r"elapsed_ns=(\d+)", out)
+    extra = {k: int(v) for k, v in re.findall(r"(index_\w+_kb)=(\d+)", out)}
+    if not check or not ns:
+        raise RuntimeError(f"unexpected workload output: {out!r}")
+    return check.group(0), int(ns.group(1)) / 1e9, extra
+
+
+def stats(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+
+
+def timed_cmd(argv: list[str], runs: int, env: dict | None = None) -> dict:
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+        times.append(time.perf_counter() - t)
+    return stats(times)
+
+
+def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] | None) -> dict:
+    base, mods, merged = prepare(size, out)
+    work = out / f"work-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    result: dict = {"size": size, "layers": len(mods), "files_per_layer": SIZES[size][1], "systems": {}, "setup": {}}
+    result["merged_files"] = sum(len(f) for _, _, f in os.walk(merged))
+
+    # Setup references: a bare find over all layers, and a hard-link deployment.
+    result["setup"]["bare find of all layers"] = timed_cmd(["find", *map(str, mods)], 3)
+    deploy = work / "deploy"
+
+    def hardlink_deploy() -> float:
+        shutil.rmtree(deploy, ignore_errors=True)
+        t = time.perf_counter()
+        subprocess.run(["cp", "-al", str(base), str(deploy)], check=True)
+        for m in mods:
+            subprocess.run(["cp", "-al", "--remove-destination", f"{m}/.", str(deploy)], check=True)
+        return time.perf_counter() - t
+
+    result["setup"]["hard-link deployment (cp -al)"] = stats([hardlink_deploy() for _ in range(2)])
+    shutil.rmtree(deploy, ignore_errors=True)
+
+    for cls in ALL:
+        sysobj = cls(base, mods, merged, work)
+        if only and sysobj.name not in only:
+            continue
+        entry: dict = {"workloads": {}}
+        result["systems"][sysobj.name] = entry
+        try:
+            setups = []
+            for i in range(2 if cls.__name__ in ("Usvfs", "Overlay", "FuseOverlayfs", "Mergerfs") else 1):
+                s = sysobj.start()
+                setups.append(s)
+                if i == 0 and cls.__name__ in ("Usvfs", "Overlay", "FuseOverlayfs", "Mergerfs"):
+                    sysobj.stop()
+            entry["setup"] = stats(setups)
+        except Unavailable as e:
+            entry["skipped"] = str(e)
+            print(f"[{size}] {sysobj.name}: skipped: {e}", flush=True)
+            continue
+        try:
+            for key, _label in WORKLOADS + [("memory", "")]:
+                if key not in sysobj.workloads:
+                    continue
+                root = str(sysobj.root)
+                argv = {
+                    "walk": ["walk", root],
+                    "read": ["read", root],
+                    "miss": ["miss", root, "10000"],
+                    "list": ["list", f"{root}/shared"],
+                    "spawn": ["spawn", "1000"],
+                    "memory": ["walkmem", root],
+                }[key]
+                n = max(1, runs // 2) if key in ("spawn", "read") and size == "large" else runs
+                if key == "memory":
+                    n = 1
+                cmd = sysobj.wrap([str(workload), *argv])
+                samples, check, extra = [], None, {}
+                for i in range(n + 1):
+                    r = subprocess.run(cmd, env=sysobj.env(), capture_output=True, text=True, timeout=3600)
+                    if r.returncode != 0:
+                        raise RuntimeError(f"{sysobj.name} {key}: {r.stderr.strip()[-500:]}")
+                    check, secs, extra = parse(r.stdout)
+                    if i > 0:
+                        samples.append(secs)
+                w = stats(samples)
+                w["check"] = check
+                w.update(extra)
+                entry["workloads"][key] = w
+                print(f"[{size}] {sysobj.name:18} {key:6} {w['median'] * 1000:10.2f} ms  ({check})", flush=True)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            entry["skipped"] = f"failed: {e}"
+            print(f"[{size}] {sysobj.name}: {e}", flush=True)
+        finally:
+            sysobj.stop()
+        if hasattr(sysobj, "index_bytes"):
+            entry["index_bytes"] = sysobj.index_bytes
+    return result
+
+
+def fmt_ms(s: float) -> str:
+    ms = s * 1000
+    return f"{ms:.1f} ms" if ms < 10000 else f"{ms / 1000:.1f} s"
+
+
+def report(results: list[dict], out_md: Path, out_png: Path) -> None:
+    cores = os.cpu_count()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); do not edit by hand.",
+        f"Machine: {cores} cores, Linux {platform.release()}, {platform.machine()}; "
+        f"run on {time.strftime('%Y-%m-%d')}.",
+        "",
+        "Every figure is the median of several runs after a warm-up (min-max in brackets);",
+        "ratios are to the physically merged copy measured in the same run (lower is better).",
+        "Workloads time their own work, process start excluded; `start /bin/true` times",
+        "1,000 fork + exec from a process inside each system.",
+        "",
+    ]
+    for res in results:
+        ref = res["systems"].get("merged copy", {}).get("workloads", {})
+        lines += [f"## {res['size'].capitalize()} setup: {res['layers']} layers x {res['files_per_layer']} files "
+                  f"({res['merged_files']:,} files merged)", ""]
+        header = "| workload | " + " | ".join(res["systems"]) + " |"
+        lines += [header, "|" + " --- |" * (len(res["systems"]) + 1)]
+        for key, label in WORKLOADS:
+            row = [label]
+            for name, entry in res["systems"].items():
+                w = entry.get("workloads", {}).get(key)
+                if not w:
+                    row.append("—")
+                    continue
+                r = ref.get(key)
+                ratio = f" **{w['median'] / r['median']:.2f}×**" if r and r["median"] > 0 else ""
+                row.append(f"{fmt_ms(w['median'])}{ratio} [{fmt_ms(w['min'])}–{fmt_ms(w['max'])}]")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        lines += ["Setup (from nothing to a ready view):", ""]
+        find = res["setup"]["bare find of all layers"]["median"]
+        for name, st in res["setup"].items():
+            lines.append(f"* {name}: {fmt_ms(st['median'])} ({st['median'] / find:.2f}× the bare find)")
+        for name, entry in res["systems"].items():
+            if "setup" in entry and name != "merged copy":
+                lines.append(f"* {name}: {fmt_ms(entry['setup']['median'])} ({entry['setup']['median'] / find:.2f}× the bare find)")
+        lines.append("")
+        us = res["systems"].get("usvfs (preload)", {})
+        mem = us.get("workloads", {}).get("memory")
+        if mem and us.get("index_bytes"):
+            files = res["merged_files"]
+            lines += [
+                f"Index memory: the snapshot is {us['index_bytes']:,} bytes ({us['index_bytes'] / files:.0f} bytes per merged "
+                f"file, names included); after a full walk one hooked process has {mem.get('index_rss_kb', 0):,} kB of it "
+                f"resident, all of it shared page cache ({mem.get('index_shared_kb', 0):,} kB shared clean, "
+                f"proportional share {mem.get('index_pss_kb', 0):,} kB).",
+                "",
+            ]
+        skipped = [(n, e["skipped"]) for n, e in res["systems"].items() if "skipped" in e]
+        if skipped:
+            lines += ["Not measured:", ""] + [f"* {n}: {why}" for n, why in skipped] + [""]
+    lines += ["![chart](benchmarks.png)", ""]
+    out_md.write_text("\n".join(lines))
+    try:
+        chart(results, out_png)
+    except ImportError:
+        print("matplotlib missing: no chart", flush=True)
+
+
+def chart(results: list[dict], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.5), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        ref = res["systems"].get("merged copy", {}).get("workloads", {})
+        systems = [n for n, e in res["systems"].items() if e.get("workloads") and n != "merged copy"]
+        keys = [k for k, _ in WORKLOADS]
+        width = 0.8 / max(1, len(systems))
+        for i, name in enumerate(systems):
+            w = res["systems"][name]["workloads"]
+            vals = [w[k]["median"] / ref[k]["median"] if k in w and k in ref else 0 for k in keys]
+            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=name)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(keys))])
+        ax.set_xticklabels(["walk+lstat", "open+read", "10k misses", "list", "spawn x1000"])
+        ax.set_ylabel("time / merged copy (lower is better)")
+        ax.set_yscale("log")
+        ax.set_title(f"{res['size']}: {res['layers']} layers x {res['files_per_layer']} files")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", choices=sorted(SIZES), default="small")
-    ap.add_argument("--runs", type=int, default=7)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["small", "large", "all"], default="all")
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--only", action="append", help="only these systems (by name; merged copy is always run)")
+    ap.add_argument("--docs", type=Path, default=REPO / "docs")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     workload = a.out / "workload"
     subprocess.run(["gcc", "-O2", "-o", str(workload), str(HERE / "workload.c")], check=True)
-    base, mods, merged = prepare(a.size, a.out)
-
-    rt = a.out / "runtime"
-    rt.mkdir(mode=0o700, exist_ok=True)
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(rt))
-    mapping = [x for m in mods for x in ("--dir", str(m), str(base))]
-    inst = "bench"
-    # A long-lived controller keeps the instance (and its index) published.
-    holder = subprocess.Popen(
-        [str(USVFS), "run", "--instance", inst, *mapping, "--", "sleep", "3600"], env=env, start_new_session=True
-    )
-    inst_dir = rt / "usvfs" / inst
-    deadline = time.time() + 120
-    while not (inst_dir / "index").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    hooked = dict(env, LD_PRELOAD=str(LIB), USVFS_INSTANCE_DIR=str(inst_dir))
-
-    results = []
-    try:
-        for name, args in [
-            ("walk + lstat", ["walk"]),
-            ("open + read", ["read"]),
-            ("10,000 failed lookups", ["miss", "-", "10000"]),
-            ("list the shared directory", ["list", "shared"]),
-        ]:
-            def cmd(d: Path) -> list[str]:
-                out = [str(workload), args[0]]
-                if args[0] == "list":
-                    return out + [str(d / "shared")]
-                out.append(str(d))
-                return out + args[2:]
-            ref = measure(cmd(merged), a.runs)
-            view = measure(cmd(base), a.runs, hooked)
-            if ref["output"] != view["output"]:
-                raise SystemExit(f"{name}: the view and the merged copy disagree: {view['output']} vs {ref['output']}")
-            results.append((name, ref, view))
-            print(f"{name:28} merged {ref['median']*1000:8.1f} ms   usvfs {view['median']*1000:8.1f} ms   ratio {view['median']/ref['median']:.2f}", flush=True)
-        true_ref = measure(["/bin/true"], a.runs)
-        true_view = measure(["/bin/true"], a.runs, hooked)
-        results.append(("start /bin/true", true_ref, true_view))
-        print(f"{'start /bin/true':28} native {true_ref['median']*1000:8.2f} ms   usvfs {true_view['median']*1000:8.2f} ms   ratio {true_view['median']/true_ref['median']:.2f}")
-    finally:
-        os.killpg(holder.pid, 15)
-        holder.wait()
-
-    find = measure(["find", *map(str, mods)], 3)
-    setup = measure([str(USVFS), "run", "--instance", "bench-setup", *mapping, "--", "true"], 3, env)
-    results.append(("setup: index build vs bare find", find, setup))
-    print(f"{'setup (vs bare find)':28} find   {find['median']*1000:8.1f} ms   usvfs {setup['median']*1000:8.1f} ms   ratio {setup['median']/find['median']:.2f}")
-    index_bytes = (inst_dir / "index").stat().st_size if (inst_dir / "index").exists() else None
-
-    report = {
-        "size": a.size,
-        "layers": len(mods),
-        "machine": {"cores": os.cpu_count(), "kernel": platform.release()},
-        "results": [
-            {"workload": n, "reference": {k: r[k] for k in ("median", "min", "max")},
-             "usvfs": {k: v[k] for k in ("median", "min", "max")}, "ratio": v["median"] / r["median"]}
-            for n, r, v in results
-        ],
-        "index_bytes": index_bytes,
-    }
-    (a.out / f"results-{a.size}.json").write_text(json.dumps(report, indent=2))
+    only = set(a.only) | {"merged copy"} if a.only else None
+    sizes = ["small", "large"] if a.size == "all" else [a.size]
+    results = [bench_size(s, a.runs, a.out, workload, only) for s in sizes]
+    (a.out / "results.json").write_text(json.dumps(results, indent=2))
+    a.docs.mkdir(exist_ok=True)
+    report(results, a.docs / "benchmarks.md", a.docs / "benchmarks.png")
+    print(f"wrote {a.docs / 'benchmarks.md'}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-/* Benchmark workloads, run the same way in the view and on the merged copy.
- *   workload walk DIR     readdir every directory and lstat every entry
- *   workload read DIR     also open + read + close every regular file
- *   workload miss DIR N   N failed lookups (stat of names that do not exist)
- *   workload list DIR     list one directory once
- * Prints a checksum line (entries, bytes) so both sides can be compared. */
+/* Benchmark workloads, run the same way on every system.
+ *   workload walk DIR      readdir every directory and lstat every entry
+ *   workload read DIR      also open + read + close every regular file
+ *   workload miss DIR N    N failed lookups (stat of names that do not exist)
+ *   workload list DIR      list one directory once
+ *   workload spawn N       fork + exec /bin/true N times
+ *   workload walkmem DIR   walk, then report the usvfs index mapping's memory
+ * Prints a checksum line (entries, bytes) so the systems can be compared, and
+ * the time the work itself took (elapsed_ns), process start excluded. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,8 +14,38 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Rss and Pss (kB) of the mapping of the usvfs index in this process. */
+static void index_memory(void) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[4096];
+    int in_index = 0;
+    long rss = 0, pss = 0, shared = 0, size = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2 && strchr(line, '/')) {
+            in_index = strstr(line, "/usvfs/") && strstr(line, "/index\n");
+            continue;
+        }
+        if (!in_index) continue;
+        long v;
+        if (sscanf(line, "Rss: %ld kB", &v) == 1) rss += v;
+        else if (sscanf(line, "Pss: %ld kB", &v) == 1) pss += v;
+        else if (sscanf(line, "Shared_Clean: %ld kB", &v) == 1) shared += v;
+        else if (sscanf(line, "Size: %ld kB", &v) == 1) size += v;
+    }
+    if (f) fclose(f);
+    printf("index_size_kb=%ld index_rss_kb=%ld index_pss_kb=%ld index_shared_kb=%ld\n", size, rss, pss, shared);
+}
 static long long entries, bytes;
 static int do_read;
 static char buf[65536];
@@ -47,9 +80,24 @@ int main(int argc, char **argv) {
     if (argc < 3) return 2;
     static char path[8192];
     strcpy(path, argv[2]);
-    if (!strcmp(argv[1], "walk") || !strcmp(argv[1], "read")) {
+    long long t0 = now_ns();
+    if (!strcmp(argv[1], "walk") || !strcmp(argv[1], "read") || !strcmp(argv[1], "walkmem")) {
         do_read = !strcmp(argv[1], "read");
         walk(path, strlen(path));
+        if (!strcmp(argv[1], "walkmem")) index_memory();
+    } else if (!strcmp(argv[1], "spawn")) {
+        int n = atoi(argv[2]);
+        for (int i = 0; i < n; i++) {
+            pid_t p = fork();
+            if (p == 0) {
+                execl("/bin/true", "true", (char *)NULL);
+                _exit(127);
+            }
+            int st;
+            waitpid(p, &st, 0);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) { fprintf(stderr, "child failed\n"); return 1; }
+            entries++;
+        }
     } else if (!strcmp(argv[1], "miss")) {
         int n = argc > 3 ? atoi(argv[3]) : 10000;
         struct stat st;
@@ -66,6 +114,8 @@ int main(int argc, char **argv) {
     } else {
         return 2;
     }
+    long long t1 = now_ns();
     printf("entries=%lld bytes=%lld\n", entries, bytes);
+    printf("elapsed_ns=%lld\n", t1 - t0);
     return 0;
 }

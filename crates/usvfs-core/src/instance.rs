@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -192,6 +192,39 @@ impl Instance {
             .map_err(|e| Error::io("registering process", &entry, e))
     }
 
+    /// Cheap registration for hooked processes (two system calls at start):
+    /// an empty entry; `live_pids` tells a reused pid apart by whether the
+    /// process maps this instance's index.
+    pub fn register_quick(&self, pid: i32) {
+        let mut p = self
+            .dir
+            .join("procs")
+            .join(pid.to_string())
+            .into_os_string()
+            .into_vec();
+        p.push(0);
+        // SAFETY: NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                p.as_ptr().cast(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: our descriptor.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    fn maps_index(&self, pid: i32) -> bool {
+        let index = self.index_path();
+        let needle = index.as_os_str().as_bytes();
+        fs::read(format!("/proc/{pid}/maps"))
+            .map(|m| m.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+    }
+
     /// Forgets `pid`; when no live process remains, removes the instance.
     /// Returns true when the instance was removed.
     pub fn leave(&self, pid: i32) -> Result<bool> {
@@ -233,7 +266,8 @@ impl Instance {
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(0);
             match start_time(pid) {
-                Some(t) if recorded == 0 || t == recorded => out.push(pid),
+                Some(_) if recorded == 0 && self.maps_index(pid) => out.push(pid),
+                Some(t) if recorded != 0 && t == recorded => out.push(pid),
                 _ => {
                     let _ = fs::remove_file(e.path());
                 }

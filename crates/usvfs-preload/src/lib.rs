@@ -95,25 +95,12 @@ fn start() -> Option<()> {
         state::real_cwd(&mut b).then(|| b.as_bytes().to_vec())
     })?;
     hooks::cwd::adopt_cwd(st, &logical);
+    // Forked children that do not exec are not registered: they keep the
+    // view, but `usvfs ps` lists processes from their last exec only (this
+    // keeps fork + exec cheap).
     // SAFETY: getpid cannot fail.
-    let _ = inst.register(unsafe { libc::getpid() });
-    // SAFETY: registering plain C callbacks.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    inst.register_quick(unsafe { libc::getpid() });
     Some(())
-}
-
-extern "C" fn after_fork_child() {
-    if state::get().is_none() {
-        return;
-    }
-    if let Some(_g) = guard::enter() {
-        let _ = std::panic::catch_unwind(|| {
-            if let Some(inst) = instance() {
-                // SAFETY: getpid cannot fail.
-                let _ = inst.register(unsafe { libc::getpid() });
-            }
-        });
-    }
 }
 
 extern "C" fn init() {
