@@ -70,20 +70,20 @@ class Usvfs(System):
 
     def start(self) -> float:
         rt = self.work / "runtime"
-        rt.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(rt, ignore_errors=True)
+        rt.mkdir(mode=0o700)
         self._env = dict(os.environ, XDG_RUNTIME_DIR=str(rt))
         mapping = [x for m in self.mods for x in ("--dir", str(m), str(self.base))]
         t = time.perf_counter()
+        # Ready when a process inside the view runs: index built and published.
         self.holder = subprocess.Popen(
-            [str(USVFS), "run", "--instance", "bench", *mapping, "--", "sleep", "86400"],
-            env=self._env, start_new_session=True,
+            [str(USVFS), "run", "--instance", "bench", *mapping, "--", "sh", "-c", "echo ready; exec sleep 86400"],
+            env=self._env, start_new_session=True, stdout=subprocess.PIPE,
         )
-        inst = rt / "usvfs" / "bench"
-        while not (inst / "index").exists():
-            if self.holder.poll() is not None:
-                raise Unavailable("usvfs run failed")
-            time.sleep(0.002)
+        if self.holder.stdout.readline().strip() != b"ready":
+            raise Unavailable("usvfs run failed")
         elapsed = time.perf_counter() - t
+        inst = rt / "usvfs" / "bench"
         self.root = self.base
         self.hooked = dict(self._env, LD_PRELOAD=str(LIB), USVFS_INSTANCE_DIR=str(inst))
         self.index_bytes = (inst / "index").stat().st_size

@@ -299,3 +299,24 @@ def test_rename_across_file_systems_moves_the_file(tmp_path: Path, usvfs: Path) 
         assert sorted(os.listdir(ow / "sub")) == ["g.txt"]
     finally:
         shutil.rmtree(ow)
+
+
+def test_renameat2_noreplace_and_exchange(scene: Scene) -> None:
+    r = scene.py(
+        "import ctypes, os, errno\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "AT = -100\n"
+        "def ren(a, b, flags):\n"
+        "    r = libc.renameat2(AT, a.encode(), AT, b.encode(), flags)\n"
+        "    return 'ok' if r == 0 else errno.errorcode[ctypes.get_errno()]\n"
+        "print(ren('mfolder1/mfile1.txt', 'mfolder2/mfile2.txt', 1))\n"  # RENAME_NOREPLACE
+        "print(ren('mfolder1/mfile1.txt', 'mfolder1/fresh.txt', 1))\n"
+        "print(ren('mfolder3/mfile3.txt', 'mfolder4/mfile4.txt', 2))\n"  # RENAME_EXCHANGE
+        "print(open('mfolder3/mfile3.txt').read(), open('mfolder4/mfile4.txt').read(), end='')\n"
+        "print(ren('mfolder3/mfile3.txt', 'mfolder3/none.txt', 2))\n"
+    )
+    assert r.stdout.decode().split() == ["EEXIST", "ok", "ok", "m4", "m3", "ENOENT"]
+    assert (scene.mods[2] / "mfolder3" / "mfile3.txt").read_text() == "m4\n"
+    assert (scene.mods[3] / "mfolder4" / "mfile4.txt").read_text() == "m3\n"
+    assert (scene.ow / "mfolder1" / "fresh.txt").read_text() == "m1\n"
+    assert not (scene.mods[0] / "mfolder1" / "mfile1.txt").exists()

@@ -103,7 +103,9 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
             )
         })?
     };
-    // The controller counts as a live process until the program ends.
+    // Forget processes of an earlier controller that were killed (no exit hook
+    // ran), then count this controller as live until the program ends.
+    let _ = inst.live_pids();
     let me = std::process::id() as i32;
     inst.register(me)?;
     let result = (|| {

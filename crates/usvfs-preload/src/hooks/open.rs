@@ -149,6 +149,20 @@ macro_rules! freopen_hook {
             if !stream.is_null() {
                 fdtable::remove(unsafe { libc::fileno(stream) });
             }
+            // A creating mode: make the file where creates go first, so the
+            // reopen below finds it in the view.
+            if let Some(flags) = fopen_flags(mode)
+                && let Some(fd) = super::write::open_create(
+                    AT_FDCWD,
+                    path,
+                    flags & !(libc::O_TRUNC | libc::O_EXCL),
+                    0o666,
+                )
+                && fd >= 0
+            {
+                fdtable::remove(fd);
+                unsafe { real::close(fd) };
+            }
             with_path(
                 AT_FDCWD,
                 path,
