@@ -76,10 +76,7 @@ fn init_logging(verbose: u8) {
 fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<Instance> {
     let built = mapping_args::build(a, m)?;
     let start = std::time::Instant::now();
-    let generation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let generation = usvfs_core::index::new_generation();
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     let inst = Instance::open_or_create(&built.instance)?;
@@ -87,21 +84,23 @@ fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<Instance> {
     Ok(inst)
 }
 
+/// The running instance named by `--instance` (or the default), for commands
+/// given no rules.
+fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
+    let name = a.instance.as_deref().unwrap_or(instance::DEFAULT_NAME);
+    Instance::open_existing(name)?.ok_or_else(|| {
+        anyhow!(
+            "no mapping given and no running instance named {name:?}: add --dir/--file/--create-target rules or --profile"
+        )
+    })
+}
+
 fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     let lib = launch::find_preload_lib()?;
     let inst = if mapping_args::has_rules(&a.mapping) {
         publish(&a.mapping, m)?
     } else {
-        let name = a
-            .mapping
-            .instance
-            .as_deref()
-            .unwrap_or(instance::DEFAULT_NAME);
-        Instance::open_existing(name)?.ok_or_else(|| {
-            anyhow!(
-                "no mapping given and no running instance named {name:?}: add --dir/--file/--create-target rules or --profile"
-            )
-        })?
+        existing_instance(&a.mapping)?
     };
     // Forget processes of an earlier controller that were killed (no exit hook
     // ran), then count this controller as live until the program ends.
@@ -150,13 +149,7 @@ fn dump_cmd(a: &DumpArgs, m: &clap::ArgMatches) -> Result<()> {
             OwnedSnapshot::new(&bytes).ok_or_else(|| anyhow!("internal error: invalid index"))?;
         dump(&owned.snapshot())
     } else {
-        let name = a
-            .mapping
-            .instance
-            .as_deref()
-            .unwrap_or(instance::DEFAULT_NAME);
-        let inst = Instance::open_existing(name)?
-            .ok_or_else(|| anyhow!("no mapping given and no running instance named {name:?}"))?;
+        let inst = existing_instance(&a.mapping)?;
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         dump(&mapped.snapshot())
     };

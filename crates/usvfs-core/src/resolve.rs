@@ -120,17 +120,7 @@ pub fn resolve_with(
                             }
                             phys.set(p).map_err(|_| libc::ENAMETOOLONG)?;
                             let target = link.read(fs, phys)?;
-                            next.clear();
-                            if target.first() != Some(&b'/') {
-                                virt.pop_component();
-                                next.push_bytes(virt.as_bytes())
-                                    .map_err(|_| libc::ENAMETOOLONG)?;
-                                next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
-                            }
-                            next.push_bytes(target).map_err(|_| libc::ENAMETOOLONG)?;
-                            next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
-                            next.push_bytes(&bytes[end..])
-                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            splice_link(target, virt, &bytes[end..], &mut next)?;
                             path::normalize_into(next.as_bytes(), b"/", &mut work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
@@ -151,17 +141,7 @@ pub fn resolve_with(
                             snap.physical_path(ch, virt.as_bytes(), phys)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             let target = link.read(fs, phys)?;
-                            next.clear();
-                            if target.first() != Some(&b'/') {
-                                virt.pop_component();
-                                next.push_bytes(virt.as_bytes())
-                                    .map_err(|_| libc::ENAMETOOLONG)?;
-                                next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
-                            }
-                            next.push_bytes(target).map_err(|_| libc::ENAMETOOLONG)?;
-                            next.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
-                            next.push_bytes(&bytes[end..])
-                                .map_err(|_| libc::ENAMETOOLONG)?;
+                            splice_link(target, virt, &bytes[end..], &mut next)?;
                             path::normalize_into(next.as_bytes(), b"/", &mut work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
@@ -254,6 +234,27 @@ pub fn resolve_with(
             from_journal: false,
         });
     }
+}
+
+/// The path to resolve after meeting a symlink at `virt` whose target is
+/// `target`, with `rest` still to walk: relative targets count from the
+/// link's directory in the view.
+fn splice_link(
+    target: &[u8],
+    virt: &mut PathBuffer,
+    rest: &[u8],
+    next: &mut PathBuffer,
+) -> Result<(), i32> {
+    let long = |_| libc::ENAMETOOLONG;
+    next.clear();
+    if target.first() != Some(&b'/') {
+        virt.pop_component();
+        next.push_bytes(virt.as_bytes()).map_err(long)?;
+        next.push_bytes(b"/").map_err(long)?;
+    }
+    next.push_bytes(target).map_err(long)?;
+    next.push_bytes(b"/").map_err(long)?;
+    next.push_bytes(rest).map_err(long)
 }
 
 /// The path lives at physical `at` (from the journal); `rest` continues below it.

@@ -103,10 +103,7 @@ fn publish(
         for r in rules {
             add_rule(&mut m, r)?;
         }
-        let generation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let generation = usvfs_core::index::new_generation();
         let bytes = build_snapshot(&m, generation)?;
         let nodes = usvfs_core::Snapshot::parse(&bytes)
             .map(|s| s.node_count())

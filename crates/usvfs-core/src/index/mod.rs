@@ -8,3 +8,11 @@ pub mod view;
 
 pub use build::build_snapshot;
 pub use view::{NodeId, NodeKind, Snapshot};
+
+/// A generation number for a new snapshot (its creation time, in ns).
+pub fn new_generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -8,22 +8,6 @@ use libc::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, c_char, c_int, size_t};
 use super::with_path;
 use crate::real;
 
-macro_rules! path_call {
-    (fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($path: *const c_char $(, $arg: $ty)*) -> c_int {
-            with_path(
-                AT_FDCWD,
-                $path,
-                $follow,
-                -1,
-                || unsafe { real::$name($path $(, $arg)*) },
-                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
-            )
-        }
-    };
-}
-
 macro_rules! at_call {
     (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags = $flags:ident)) => {
         #[unsafe(no_mangle)]

@@ -3,6 +3,25 @@
 //! view), resolves in the view otherwise, and never lets a panic reach the host:
 //! on a bug it falls back to the original call.
 
+/// Defines a hook for `fn name(path, args...) -> c_int` that calls the original
+/// with the physical path when the view redirects it.
+macro_rules! path_call {
+    ($(#[$m:meta])* fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
+        $(#[$m])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($path: *const libc::c_char $(, $arg: $ty)*) -> libc::c_int {
+            $crate::hooks::with_path(
+                libc::AT_FDCWD,
+                $path,
+                $follow,
+                -1,
+                || unsafe { $crate::real::$name($path $(, $arg)*) },
+                |_, lk| unsafe { $crate::real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
+            )
+        }
+    };
+}
+
 pub mod cwd;
 pub mod dir;
 pub mod exec;

@@ -7,23 +7,6 @@ use libc::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, c_char, c_int, c_uint};
 use super::with_path;
 use crate::real;
 
-macro_rules! path_call {
-    ($(#[$m:meta])* fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
-        $(#[$m])*
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($path: *const c_char $(, $arg: $ty)*) -> c_int {
-            with_path(
-                AT_FDCWD,
-                $path,
-                $follow,
-                -1,
-                || unsafe { real::$name($path $(, $arg)*) },
-                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
-            )
-        }
-    };
-}
-
 macro_rules! ver_path_call {
     (fn $name:ident($ver:ident, $path:ident, $buf:ident : $ty:ty) follow = $follow:expr) => {
         #[unsafe(no_mangle)]
