@@ -35,6 +35,11 @@ say "The virtual tree and where each entry comes from (usvfs dump)"
 say "A program started in the view keeps its children there, even with a scrubbed environment"
 "$USVFS" run "${MAP[@]}" -- env -i /bin/sh -c 'cd game/Data/quests && echo "pwd: $(/bin/pwd)" && cat dragon.quest'
 
-say "Meanwhile every other process sees the real disk, unchanged"
+say "Writes: a new file lands in the overwrite folder; an edited mod file changes in its mod"
+"$USVFS" run "${MAP[@]}" -- sh -c 'echo "saved game" > game/Data/quests/save.dat && echo "edited" >> game/Data/textures/sky.dds && ls game/Data/quests'
+find overwrite -type f | sort
+cat mods/BetterTextures/textures/sky.dds
+
+say "Meanwhile every other process sees the real disk: the game folder is unchanged"
 find game -type f | sort
 cat game/Data/textures/rock.dds
