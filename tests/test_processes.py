@@ -191,3 +191,33 @@ def _run_as_nobody(usvfs: Path, layout: Layout, home: Path) -> None:
         cwd=layout.base.parent, capture_output=True, env=env,
     )
     assert r.stdout == b"65534\nfrom m3\nonly in m2\n", r.stderr
+
+
+def test_running_processes_pick_up_a_new_mapping(usvfs: Path, layout: Layout) -> None:
+    m1, m2, m3 = layout.mods
+    code = (
+        "import os, sys\n"
+        "f = 'data/shared.txt'\n"
+        "os.chdir('data/only_m2') if os.path.isdir('data/only_m2') else None\n"
+        "print(open('../shared.txt' if os.getcwd().endswith('only_m2') else f).read(), end='', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "print(open('../shared.txt').read(), end='', flush=True)\n"
+        "print(sorted(os.listdir('..'))[:3], os.getcwd().endswith('only_m2'), flush=True)\n"
+    )
+    reader = subprocess.Popen(
+        [str(usvfs), "run", "--instance", "gen", "--dir", str(m2), str(layout.base), "--", sys.executable, "-c", code],
+        cwd=layout.base.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline() == "from m2\n"
+        # Another controller sets a new mapping for the same instance.
+        r = subprocess.run([str(usvfs), "run", "--instance", "gen", "--dir", str(m2), str(layout.base),
+                            "--dir", str(m1), str(layout.base), "--", "true"], capture_output=True)
+        assert r.returncode == 0, r.stderr
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline() == "from m1\n"
+        assert reader.stdout.readline().strip().endswith("True")
+    finally:
+        reader.kill()
+        reader.wait()

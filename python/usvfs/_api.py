@@ -192,6 +192,8 @@ class UserspaceVFS:
                     f"flags: {lnk.link_flags}\n" + (msgs[-1] if msgs else ""),
                     lnk.real_path,
                 )
+        # Publish now: processes already running in the view switch to it.
+        dll._conn().publish()
 
     def clear_mapping(self) -> None:
         """Removes every link."""

@@ -161,6 +161,7 @@ impl Instance {
         let generation = crate::Snapshot::parse(snapshot)
             .map(|s| s.generation())
             .unwrap_or(0);
+        let previous = crate::journal::Journal::open(&self.journal_path()).ok();
         crate::journal::Journal::create(&self.journal_path(), generation)?;
         let tmp = self.dir.join(format!("index.tmp.{}", std::process::id()));
         let mut f = fs::File::create(&tmp).map_err(|e| Error::io("writing index", &tmp, e))?;
@@ -168,7 +169,12 @@ impl Instance {
             .map_err(|e| Error::io("writing index", &tmp, e))?;
         drop(f);
         fs::rename(&tmp, self.index_path())
-            .map_err(|e| Error::io("publishing index", self.index_path(), e))
+            .map_err(|e| Error::io("publishing index", self.index_path(), e))?;
+        // Running processes of the previous mapping switch to this one.
+        if let Some(p) = previous {
+            p.set_superseded();
+        }
+        Ok(())
     }
 
     fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T> {

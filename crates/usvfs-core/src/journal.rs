@@ -57,7 +57,9 @@ struct Header {
     generation: u64,
     /// Number of records; 0 lets readers skip the journal entirely.
     count: AtomicU32,
-    _pad: u32,
+    /// Set when a new mapping was published: processes that still use this
+    /// journal switch to the new index and journal.
+    superseded: AtomicU32,
     /// Bytes used in the record area.
     used: AtomicU64,
     /// Writer lock: 0 when free, else the holder's thread id. Lives in the
@@ -181,6 +183,22 @@ impl Journal {
     fn slot(&self, i: usize) -> &AtomicU32 {
         // SAFETY: i < SLOTS; the table lies inside the mapping, 4-aligned.
         unsafe { &*(self.base.add(TABLE_OFF + (i % SLOTS) * 4) as *const AtomicU32) }
+    }
+
+    /// The generation of the index this journal belongs to.
+    pub fn generation(&self) -> u64 {
+        self.header().generation
+    }
+
+    /// A newer mapping replaced this one.
+    #[inline(always)]
+    pub fn is_superseded(&self) -> bool {
+        self.header().superseded.load(Ordering::Relaxed) != 0
+    }
+
+    /// Tells every process using this journal that a new mapping is published.
+    pub fn set_superseded(&self) {
+        self.header().superseded.store(1, Ordering::Release);
     }
 
     /// True while no change was recorded: the common, fast case.

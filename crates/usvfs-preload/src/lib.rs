@@ -19,7 +19,6 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use usvfs_core::index::view::MappedSnapshot;
 use usvfs_core::instance::{ENV_INSTANCE_DIR, Instance};
 use usvfs_core::path::PathBuffer;
 
@@ -75,20 +74,9 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
 
 fn start() -> Option<()> {
     let inst = instance()?;
-    let snap = MappedSnapshot::open_trusted(&inst.index_path())
-        .ok()?
-        .leak();
     let lib_path = own_path()?;
-    let root_mapped = snap.layer(snap.root()).is_some();
     let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
-    let journal = usvfs_core::journal::Journal::open(&inst.journal_path()).ok();
-    state::set(State {
-        snap,
-        journal,
-        instance_dir,
-        lib_path,
-        root_mapped,
-    });
+    state::set(State::load(&instance_dir, lib_path)?);
     let st = state::get()?;
     let logical = inherited_cwd(st).or_else(|| {
         let mut b = PathBuffer::new();

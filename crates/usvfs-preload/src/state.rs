@@ -1,11 +1,15 @@
 //! Process-wide state of a hooked process: the mapped index, where the
 //! instance lives, this library's own path, and the logical working directory.
 
-use std::ffi::{CStr, CString};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use usvfs_core::Snapshot;
+use usvfs_core::index::view::MappedSnapshot;
+use usvfs_core::instance::Instance;
+use usvfs_core::journal::Journal;
 use usvfs_core::path::PathBuffer;
 
 pub struct State {
@@ -16,17 +20,97 @@ pub struct State {
     pub lib_path: CString,
     /// The root node has a layer: every path may be virtual (no fast path).
     pub root_mapped: bool,
+    /// Switching to a newer mapping failed: stop trying.
+    refresh_failed: AtomicBool,
 }
 
-static STATE: OnceLock<State> = OnceLock::new();
+impl State {
+    /// Maps the instance's current index and the journal that belongs to it.
+    pub fn load(instance_dir: &CStr, lib_path: CString) -> Option<State> {
+        let inst = Instance::from_dir(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
+        // A controller publishing right now may have renamed the journal but
+        // not yet the index: retry until both belong to one generation.
+        for _ in 0..20 {
+            let snap = MappedSnapshot::open_trusted(&inst.index_path())
+                .ok()?
+                .leak();
+            let journal = Journal::open(&inst.journal_path()).ok();
+            if journal
+                .as_ref()
+                .is_some_and(|j| j.generation() != snap.generation())
+            {
+                std::thread::yield_now();
+                continue;
+            }
+            return Some(State {
+                root_mapped: snap.layer(snap.root()).is_some(),
+                snap,
+                journal,
+                instance_dir: instance_dir.to_owned(),
+                lib_path,
+                refresh_failed: AtomicBool::new(false),
+            });
+        }
+        None
+    }
+}
+
+/// Replaced when a new mapping is published, never mutated; old states are
+/// leaked on purpose (other threads may still read them).
+static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
 
 #[inline(always)]
 pub fn get() -> Option<&'static State> {
-    STATE.get()
+    let p = STATE.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: set only from leaked boxes.
+    let st = unsafe { &*p };
+    if st.journal.as_ref().is_some_and(|j| j.is_superseded())
+        && !st.refresh_failed.load(Ordering::Relaxed)
+    {
+        return Some(refresh(p, st));
+    }
+    Some(st)
 }
 
 pub fn set(s: State) {
-    let _ = STATE.set(s);
+    STATE.store(Box::into_raw(Box::new(s)), Ordering::Release);
+}
+
+/// A controller set a new mapping: switch this process to it.
+#[cold]
+#[inline(never)]
+fn refresh(old: *mut State, st: &'static State) -> &'static State {
+    let Some(_g) = crate::guard::enter() else {
+        return st;
+    };
+    let loaded = std::panic::catch_unwind(|| State::load(&st.instance_dir, st.lib_path.clone()));
+    let Ok(Some(new)) = loaded else {
+        st.refresh_failed.store(true, Ordering::Relaxed);
+        return st;
+    };
+    let newp = Box::into_raw(Box::new(new));
+    match STATE.compare_exchange(old, newp, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // SAFETY: just published, never freed.
+            let new = unsafe { &*newp };
+            // The working directory may now be (or no longer be) in the view.
+            if let Some(c) = cwd() {
+                let path = c.path.clone();
+                let _ = std::panic::catch_unwind(|| crate::hooks::cwd::adopt_cwd(new, &path));
+            }
+            new
+        }
+        Err(cur) => {
+            // Another thread switched first.
+            // SAFETY: newp came from Box::into_raw above and was not published.
+            drop(unsafe { Box::from_raw(newp) });
+            // SAFETY: cur is a published, never-freed state.
+            unsafe { &*cur }
+        }
+    }
 }
 
 /// The logical working directory. Replaced, never mutated: readers load one
