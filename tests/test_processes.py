@@ -221,3 +221,8 @@ def test_running_processes_pick_up_a_new_mapping(usvfs: Path, layout: Layout) ->
     finally:
         reader.kill()
         reader.wait()
+
+
+def test_pass_through_on_a_minimal_thread_stack(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    r = run_view(usvfs, layout, [str(cbin["tinystack"]), "/etc/hostname" if os.path.exists("/etc/hostname") else "/etc/passwd"])
+    assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr

@@ -63,6 +63,10 @@ pub(crate) fn with_path<R>(
         drop(g);
         return pass();
     };
+    if crate::lookup::certainly_outside(st, dirfd, p) {
+        drop(g);
+        return pass();
+    }
     slow_path(st, g, dirfd, p, follow, fail, pass, redirect)
 }
 
