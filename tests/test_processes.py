@@ -223,6 +223,8 @@ def test_running_processes_pick_up_a_new_mapping(usvfs: Path, layout: Layout) ->
         reader.wait()
 
 
-def test_pass_through_on_a_minimal_thread_stack(usvfs: Path, layout: Layout, cbin: dict) -> None:
-    r = run_view(usvfs, layout, [str(cbin["tinystack"]), "/etc/hostname" if os.path.exists("/etc/hostname") else "/etc/passwd"])
+def test_hooks_on_a_minimal_thread_stack(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    """A 16 KiB thread stack (PTHREAD_STACK_MIN): outside and inside the view."""
+    r = run_view(usvfs, layout, [str(cbin["tinystack"]), "/etc/passwd", "data/only_m2/readme.txt",
+                                 "data/shared.txt", f"{layout.base}/links/to_m2"], cwd=layout.base.parent)
     assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr

@@ -37,6 +37,16 @@ impl PathBuffer {
         }
     }
 
+    /// Makes the buffer at `p` a valid empty buffer without touching its 4 KiB
+    /// of storage (for buffers allocated uninitialized on the heap).
+    ///
+    /// # Safety
+    /// `p` must point to writable memory for a `PathBuffer`.
+    pub unsafe fn init_at(p: *mut PathBuffer) {
+        // SAFETY: per the contract; only the length needs a value.
+        unsafe { std::ptr::addr_of_mut!((*p).len).write(0) };
+    }
+
     /// Copies `b` into a new buffer. Moves 4 KiB: hot paths use `new` + `set`.
     pub fn from_bytes(b: &[u8]) -> Result<Self, TooLong> {
         let mut p = Self::new();

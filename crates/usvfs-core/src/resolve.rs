@@ -64,8 +64,44 @@ fn journal_step<'j>(j: Option<&'j Journal>, virt: &PathBuffer, h: u64) -> Journa
     }
 }
 
+/// The working buffers of a resolution (12 KiB). Callers that may run on
+/// small thread stacks keep one on the heap and use [`resolve_in`].
+pub struct Scratch {
+    work: PathBuffer,
+    next: PathBuffer,
+    link: LinkBuf,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    /// Makes the scratch at `p` valid without touching its buffers' storage.
+    ///
+    /// # Safety
+    /// `p` must point to writable memory for a `Scratch`.
+    pub unsafe fn init_at(p: *mut Scratch) {
+        // SAFETY: per the contract; LinkBuf needs no initialization.
+        unsafe {
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).work));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).next));
+        }
+    }
+
+    #[inline(always)]
+    pub fn new() -> Self {
+        Scratch {
+            work: PathBuffer::new(),
+            next: PathBuffer::new(),
+            link: LinkBuf::new(),
+        }
+    }
+}
+
 /// Like [`resolve`], with the instance's journal of changes on top of the index.
-#[allow(clippy::too_many_arguments)]
 pub fn resolve_with(
     snap: &Snapshot<'_>,
     journal: Option<&Journal>,
@@ -75,11 +111,25 @@ pub fn resolve_with(
     virt: &mut PathBuffer,
     phys: &mut PathBuffer,
 ) -> Result<Resolution, i32> {
+    let mut scratch = Scratch::new();
+    resolve_in(snap, journal, fs, input, follow, virt, phys, &mut scratch)
+}
+
+/// Like [`resolve_with`], using the caller's working buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_in(
+    snap: &Snapshot<'_>,
+    journal: Option<&Journal>,
+    fs: &dyn ResolveFs,
+    input: &[u8],
+    follow: bool,
+    virt: &mut PathBuffer,
+    phys: &mut PathBuffer,
+    scratch: &mut Scratch,
+) -> Result<Resolution, i32> {
     let jr = journal.filter(|j| !j.is_empty());
-    let mut work = PathBuffer::new();
+    let Scratch { work, next, link } = scratch;
     work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
-    let mut next = PathBuffer::new();
-    let mut link = LinkBuf::new();
     let mut expansions = 0u32;
     let mut alias_probes = 0u32;
     'restart: loop {
@@ -120,8 +170,8 @@ pub fn resolve_with(
                             }
                             phys.set(p).map_err(|_| libc::ENAMETOOLONG)?;
                             let target = link.read(fs, phys)?;
-                            splice_link(target, virt, &bytes[end..], &mut next)?;
-                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                            splice_link(target, virt, &bytes[end..], next)?;
+                            path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
                         }
@@ -141,8 +191,8 @@ pub fn resolve_with(
                             snap.physical_path(ch, virt.as_bytes(), phys)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             let target = link.read(fs, phys)?;
-                            splice_link(target, virt, &bytes[end..], &mut next)?;
-                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                            splice_link(target, virt, &bytes[end..], next)?;
+                            path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
                         }
@@ -202,9 +252,9 @@ pub fn resolve_with(
                         // Outside every layer: the path may still reach a destination
                         // through a symlinked prefix (Wine's dosdevices/z: -> /).
                         if let Some(()) =
-                            probe_alias(snap, fs, bytes, start, &mut alias_probes, &mut next, phys)?
+                            probe_alias(snap, fs, bytes, start, &mut alias_probes, next, phys)?
                         {
-                            path::normalize_into(next.as_bytes(), b"/", &mut work)
+                            path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
                         }

@@ -5,14 +5,18 @@ use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
 
 use usvfs_core::path::{self, PathBuffer};
-use usvfs_core::resolve::{ResolveFs, resolve_with};
+use usvfs_core::resolve::{ResolveFs, Scratch, resolve_in};
 use usvfs_core::{NodeId, NodeKind};
 
 use crate::state::{self, State};
 use crate::{fdtable, real};
 
-/// The result of a lookup that touched the view.
+/// A lookup's buffers and result. About 20 KiB: kept on the heap, one spare
+/// per thread reused from call to call, so hooked calls need little stack
+/// (small thread stacks stay safe) and allocate nothing in the steady state.
 pub struct Lookup {
+    input: PathBuffer,
+    scratch: Scratch,
     /// Normalized absolute virtual path, symlinks in layers expanded.
     pub virt: PathBuffer,
     /// Where the call must go.
@@ -22,14 +26,85 @@ pub struct Lookup {
     pub from_journal: bool,
 }
 
+thread_local! {
+    static SPARE: Spare = const { Spare(std::cell::Cell::new(std::ptr::null_mut())) };
+}
+
+struct Spare(std::cell::Cell<*mut Lookup>);
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let p = self.0.replace(std::ptr::null_mut());
+        if !p.is_null() {
+            // SAFETY: allocated by `Lookup::new` with this layout.
+            unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
+        }
+    }
+}
+
+/// An owned `Lookup` that returns to the thread's spare slot when dropped.
+pub struct LookupBox(std::ptr::NonNull<Lookup>);
+
+impl std::ops::Deref for LookupBox {
+    type Target = Lookup;
+    fn deref(&self) -> &Lookup {
+        // SAFETY: valid and exclusively owned while the box lives.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl std::ops::DerefMut for LookupBox {
+    fn deref_mut(&mut self) -> &mut Lookup {
+        // SAFETY: as above.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl Drop for LookupBox {
+    fn drop(&mut self) {
+        let p = self.0.as_ptr();
+        let kept = SPARE
+            .try_with(|s| {
+                if s.0.get().is_null() {
+                    s.0.set(p);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: allocated by `Lookup::new` with this layout.
+            unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
+        }
+    }
+}
+
 impl Lookup {
-    #[inline(always)]
-    pub fn new() -> Self {
-        Lookup {
-            virt: PathBuffer::new(),
-            phys: PathBuffer::new(),
-            node: None,
-            from_journal: false,
+    pub fn new() -> LookupBox {
+        let spare = SPARE
+            .try_with(|s| s.0.replace(std::ptr::null_mut()))
+            .unwrap_or(std::ptr::null_mut());
+        let p = if spare.is_null() {
+            // SAFETY: non-zero-sized layout.
+            let p =
+                unsafe { std::alloc::alloc(std::alloc::Layout::new::<Lookup>()) } as *mut Lookup;
+            if p.is_null() {
+                std::alloc::handle_alloc_error(std::alloc::Layout::new::<Lookup>());
+            }
+            p
+        } else {
+            spare
+        };
+        // SAFETY: p points to memory for a Lookup; only lengths and flags need values.
+        unsafe {
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).input));
+            Scratch::init_at(std::ptr::addr_of_mut!((*p).scratch));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).virt));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).phys));
+            std::ptr::addr_of_mut!((*p).node).write(None);
+            std::ptr::addr_of_mut!((*p).from_journal).write(false);
+            LookupBox(std::ptr::NonNull::new_unchecked(p))
         }
     }
 
@@ -145,13 +220,13 @@ pub fn certainly_outside(st: &State, dirfd: c_int, p: &[u8]) -> bool {
 
 /// Resolves `(dirfd, path)`. `follow`: follow a symlink in the last component.
 pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
-    let mut input = PathBuffer::new();
+    let input = &mut lk.input;
     let caller_sees_same;
     if p.first() == Some(&b'/') {
         if !may_touch_absolute(st, p) {
             return Outcome::Pass;
         }
-        if path::normalize_into(p, b"/", &mut input).is_err() {
+        if path::normalize_into(p, b"/", input).is_err() {
             return Outcome::Pass;
         }
         caller_sees_same = true;
@@ -165,7 +240,7 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
         if !cwd.on_node && !cwd.is_virtual && !dotdot && !names_anchor(st, p) {
             return Outcome::Pass;
         }
-        if path::normalize_into(p, &cwd.path, &mut input).is_err() {
+        if path::normalize_into(p, &cwd.path, input).is_err() {
             return Outcome::Pass;
         }
         caller_sees_same = !cwd.is_virtual;
@@ -173,19 +248,20 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
         let Some(e) = fdtable::get(dirfd) else {
             return Outcome::Pass;
         };
-        if path::normalize_into(p, &e.vpath, &mut input).is_err() {
+        if path::normalize_into(p, &e.vpath, input).is_err() {
             return Outcome::Pass;
         }
         caller_sees_same = false;
     }
-    match resolve_with(
+    match resolve_in(
         &st.snap,
         st.journal.as_ref(),
         &RealFs,
-        input.as_bytes(),
+        lk.input.as_bytes(),
         follow,
         &mut lk.virt,
         &mut lk.phys,
+        &mut lk.scratch,
     ) {
         Err(e) => Outcome::Fail(e),
         Ok(r) => {

@@ -55,7 +55,7 @@ fn kind_of(st: &libc::stat) -> u8 {
 
 /// A path of the view that exists.
 struct Found {
-    lk: Box<Lookup>,
+    lk: crate::lookup::LookupBox,
     st: libc::stat,
 }
 
@@ -151,7 +151,7 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
     } else {
         None
     };
-    let mut lk = Box::new(Lookup::new());
+    let mut lk = Lookup::new();
     match lookup(st, dirfd, p, follow, &mut lk) {
         Outcome::Pass if ct.is_none() && !parent_in_view(st, &virt, known) => return Probe::Pass,
         Outcome::Pass => {
@@ -182,7 +182,7 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
     let mut parent = PathBuffer::new();
     parent.set(virt.as_bytes()).ok();
     parent.pop_component();
-    let mut plk = Box::new(Lookup::new());
+    let mut plk = Lookup::new();
     let parent_phys: Vec<u8> = match lookup(st, AT_FDCWD, parent.as_bytes(), true, &mut plk) {
         Outcome::Fail(e) => return Probe::Fail(e),
         Outcome::Pass => parent.as_bytes().to_vec(),
@@ -601,7 +601,7 @@ fn rename_impl(
     guarded(|st| {
         let o = unsafe { bytes(old) }?;
         let n = unsafe { bytes(new) }?;
-        let mut olk = Box::new(Lookup::new());
+        let mut olk = Lookup::new();
         let old_in_view = match lookup(st, olddirfd, o, false, &mut olk) {
             Outcome::Fail(e) => return Some(fail(e)),
             Outcome::Pass => false,
