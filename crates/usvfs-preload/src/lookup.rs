@@ -81,6 +81,8 @@ impl Drop for LookupBox {
 }
 
 impl Lookup {
+    /// A lookup ready for use (the thread's spare, or a fresh allocation).
+    #[allow(clippy::new_ret_no_self)] // the owner type returns it to the spare slot
     pub fn new() -> LookupBox {
         let spare = SPARE
             .try_with(|s| s.0.replace(std::ptr::null_mut()))
