@@ -285,11 +285,13 @@ def analysis(res: dict) -> list[str]:
             "rules by mtime.")
     if "walk" in w and ratio("walk") > 1.3:
         notes.append(
-            f"* **Walk** ({ratio('walk'):.2f}×): `perf record` puts ~43% of the time in the kernel's `__d_lookup_rcu`: "
-            "each `lstat` in the view resolves a longer physical path into one of the layers, in a dentry cache that "
-            "holds every layer. Our own lookup (a binary search per component) is ~10%. Closing the gap: resolve "
-            "relative to a cached descriptor per layer (`fstatat(layer_fd, rest)`), so the kernel walks only the "
-            "part below the layer.")
+            f"* **Walk** ({ratio('walk'):.2f}×): almost all of it is the kernel's: `perf record` shows ~40% of both "
+            "the view's and the merged copy's walk in `__d_lookup_rcu` (a dentry cache holding every layer's tree); the "
+            "view's `lstat`s resolve longer physical paths spread over the layers' directories, and our own lookup (a "
+            "binary search per path component) is ~10–15%. Closing the gap: resolve relative to a cached descriptor "
+            "per layer (`fstatat(layer_fd, rest)`) so the kernel walks only the part below the layer — not done yet, "
+            "because a descriptor closed behind our back by a raw `close` system call could then point a write at the "
+            "wrong directory.")
     if notes:
         out += ["Where the time goes:", ""] + notes + [""]
     return out
