@@ -124,8 +124,14 @@ def test_ps_lists_live_processes_and_instance_goes_away(usvfs: Path, layout: Lay
     )
     try:
         assert p.stdout.readline() == b"up\n"
-        r = subprocess.run([str(usvfs), "ps", "--instance", "pstest"], capture_output=True, check=True)
-        lines = r.stdout.decode().splitlines()
+        # `sleep` registers when it starts, just after "up" is printed.
+        deadline = time.time() + 10
+        while True:
+            r = subprocess.run([str(usvfs), "ps", "--instance", "pstest"], capture_output=True, check=True)
+            lines = r.stdout.decode().splitlines()
+            if any(" sleep 30" in l and "sh -c" not in l for l in lines) or time.time() > deadline:
+                break
+            time.sleep(0.05)
         assert any("sh -c echo up; sleep 30" in l for l in lines), lines
         assert any(" sleep 30" in l and "sh -c" not in l for l in lines), lines
         inst = Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / "pstest"

@@ -6,9 +6,9 @@
 
 use libc::{AT_FDCWD, c_char, c_int, size_t};
 
-use super::resolve_only;
+use super::with_path;
 use crate::guard::{self, set_errno};
-use crate::lookup::{Lookup, bytes, lookup};
+use crate::lookup::{Lookup, lookup};
 use crate::state::{self, State};
 use crate::{fdtable, real};
 use usvfs_core::path::PathBuffer;
@@ -35,38 +35,29 @@ fn adopt_real_cwd(st: &State) {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
-    let pass = || unsafe { real::chdir(path) };
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(_g) = guard::enter() else {
-        return pass();
-    };
-    let Some(p) = (unsafe { bytes(path) }) else {
-        return pass();
-    };
-    let mut lk = Lookup::new();
-    match resolve_only(st, AT_FDCWD, p, true, &mut lk) {
-        None => {
-            let r = pass();
-            if r == 0 {
+    with_path(
+        AT_FDCWD,
+        path,
+        true,
+        -1,
+        || {
+            let r = unsafe { real::chdir(path) };
+            if r == 0
+                && let Some(st) = state::get()
+            {
                 adopt_real_cwd(st);
             }
             r
-        }
-        Some(Err(e)) => {
-            set_errno(e);
-            -1
-        }
-        Some(Ok(())) => {
+        },
+        |_, lk| {
             let r = unsafe { real::chdir(lk.phys.as_c_ptr()) };
             if r == 0 {
                 let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
                 state::set_cwd(lk.virt.as_bytes(), lk.node.is_some(), is_virtual);
             }
             r
-        }
-    }
+        },
+    )
 }
 
 #[unsafe(no_mangle)]

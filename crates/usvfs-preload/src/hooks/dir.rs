@@ -10,10 +10,10 @@ use libc::{
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::resolve_only;
+use super::{resolve_only, with_path};
 use crate::guard::{self, set_errno};
 use crate::listing::{self, Cursor, Listing};
-use crate::lookup::{Lookup, bytes};
+use crate::lookup::Lookup;
 use crate::state::{self, State};
 use crate::{fdtable, real};
 
@@ -85,30 +85,22 @@ fn open_backing(lk: &mut Lookup) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
-    let pass = || unsafe { real::opendir(path) };
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(_g) = guard::enter() else {
-        return pass();
-    };
-    let Some(p) = (unsafe { bytes(path) }) else {
-        return pass();
-    };
-    let mut lk = Lookup::new();
-    match resolve_only(st, AT_FDCWD, p, true, &mut lk) {
-        None => pass(),
-        Some(Err(e)) => {
-            set_errno(e);
-            std::ptr::null_mut()
-        }
-        Some(Ok(())) if lk.is_virtual_dir(st) => {
-            let fd = open_backing(&mut lk);
+    with_path(
+        AT_FDCWD,
+        path,
+        true,
+        std::ptr::null_mut(),
+        || unsafe { real::opendir(path) },
+        |st, lk| {
+            if !lk.is_virtual_dir(st) {
+                return unsafe { real::opendir(lk.phys.as_c_ptr()) };
+            }
+            let fd = open_backing(lk);
             if fd < 0 {
                 return std::ptr::null_mut();
             }
             fdtable::insert(fd, lk.virt.as_bytes());
-            match catch_unwind(AssertUnwindSafe(|| new_vdir(st, &lk, fd))) {
+            match catch_unwind(AssertUnwindSafe(|| new_vdir(st, lk, fd))) {
                 Ok(d) => d,
                 Err(_) => {
                     fdtable::remove(fd);
@@ -116,9 +108,8 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
                     unsafe { real::opendir(lk.phys.as_c_ptr()) }
                 }
             }
-        }
-        Some(Ok(())) => unsafe { real::opendir(lk.phys.as_c_ptr()) },
-    }
+        },
+    )
 }
 
 #[unsafe(no_mangle)]

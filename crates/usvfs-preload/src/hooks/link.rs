@@ -5,7 +5,7 @@
 
 use libc::{AT_FDCWD, c_char, c_int, size_t, ssize_t};
 
-use super::{resolve_only, with_path};
+use super::with_path;
 use crate::guard::{self, set_errno};
 use crate::lookup::{Lookup, bytes};
 use crate::state::{self, State};
@@ -128,25 +128,14 @@ fn virtual_realpath(st: &State, lk: &mut Lookup, out: *mut c_char) -> *mut c_cha
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realpath(path: *const c_char, out: *mut c_char) -> *mut c_char {
-    let pass = || unsafe { real::realpath(path, out) };
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(_g) = guard::enter() else {
-        return pass();
-    };
-    let Some(p) = (unsafe { bytes(path) }) else {
-        return pass();
-    };
-    let mut lk = Lookup::new();
-    match resolve_only(st, AT_FDCWD, p, true, &mut lk) {
-        None => pass(),
-        Some(Err(e)) => {
-            set_errno(e);
-            std::ptr::null_mut()
-        }
-        Some(Ok(())) => virtual_realpath(st, &mut lk, out),
-    }
+    with_path(
+        AT_FDCWD,
+        path,
+        true,
+        std::ptr::null_mut(),
+        || unsafe { real::realpath(path, out) },
+        |st, lk| virtual_realpath(st, lk, out),
+    )
 }
 
 #[unsafe(no_mangle)]
