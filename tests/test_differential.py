@@ -86,6 +86,13 @@ def test_c_walkers_match_merged_copy(usvfs: Path, layout: Layout, merged: Path, 
     assert b"data/only_m2/readme.txt" in out
 
 
+def test_getdents64_readdir_r_and_seekdir_match_merged_copy(usvfs: Path, layout: Layout, merged: Path, cbin: dict) -> None:
+    dirs = ["data", "data/textures", "data/links", "data/meshes", "data/only_m2"]
+    out = compare(usvfs, layout, merged, [str(cbin["dents"]), *dirs], sort=True)
+    assert b"getdents64 data/only_m2/readme.txt type=8" in out
+    assert out.count(b"seek ") == len(dirs)
+
+
 def test_view_shows_expected_tree(usvfs: Path, layout: Layout) -> None:
     """The exact virtual tree, independently of the oracle."""
     r = run_view(usvfs, layout, ["find", ".", "-printf", "%p\\n"], cwd=layout.base)
