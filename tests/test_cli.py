@@ -205,3 +205,13 @@ def test_run_joins_a_running_instance(usvfs: Path, layout: Layout) -> None:
         p.wait()
     r = run(usvfs, "run", "--instance", "nothing-here", "--", "true")
     assert r.returncode == 125 and b"no mapping given" in r.stderr
+
+
+def test_dump_of_a_running_instance_lists_changes(usvfs: Path, layout: Layout) -> None:
+    script = f'echo new > data/new.txt && rm data/shared.txt && "{usvfs}" dump --instance changes'
+    r = subprocess.run([str(usvfs), "run", "--instance", "changes", *layout.mapping_args(), "--", "sh", "-c", script],
+                       cwd=layout.base.parent, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode("utf-8", "surrogateescape").splitlines()  # the fixture has a latin-1 name
+    i = lines.index("# changes since the mapping was set")
+    assert lines[i + 1:] == [f"+ {layout.base}/new.txt -> {layout.overwrite}/new.txt", f"- {layout.base}/shared.txt"]

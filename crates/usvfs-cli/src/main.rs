@@ -151,7 +151,11 @@ fn dump_cmd(a: &DumpArgs, m: &clap::ArgMatches) -> Result<()> {
     } else {
         let inst = existing_instance(&a.mapping)?;
         let mapped = MappedSnapshot::open(&inst.index_path())?;
-        dump(&mapped.snapshot())
+        let mut text = dump(&mapped.snapshot());
+        if let Ok(j) = usvfs_core::journal::Journal::open(&inst.journal_path()) {
+            text.extend(usvfs_core::index::dump::dump_changes(&j));
+        }
+        text
     };
     std::io::stdout()
         .write_all(&text)

@@ -381,6 +381,33 @@ impl Journal {
         }
     }
 
+    /// Every current record (the latest per path), sorted by path.
+    pub fn records(&self) -> Vec<Record<'_>> {
+        let used = self.header().used.load(Ordering::Acquire);
+        let mut out: Vec<Record<'_>> = Vec::new();
+        let mut off = 0u64;
+        while off < used {
+            let Some((h, r)) = self.record(off) else {
+                break;
+            };
+            let plen = match r.entry {
+                Entry::Whiteout => 0,
+                Entry::Physical { phys, .. } => phys.len(),
+            };
+            let size = Self::record_size(r.vpath.len(), plen);
+            if self
+                .get(r.vpath, h)
+                .is_some_and(|cur| same_entry(cur, r.entry))
+            {
+                out.push(r);
+            }
+            off += size;
+        }
+        out.sort_by(|a, b| a.vpath.cmp(b.vpath));
+        out.dedup_by(|a, b| a.vpath == b.vpath);
+        out
+    }
+
     /// Current records whose parent directory hashes to `parent_hash`.
     pub fn children(&self, parent: &[u8]) -> Vec<Record<'_>> {
         let ph = path_hash(parent);

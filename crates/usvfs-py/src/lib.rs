@@ -170,7 +170,11 @@ fn processes(py: Python<'_>, instance: &str) -> PyResult<Vec<(i32, Py<PyBytes>)>
 fn dump<'py>(py: Python<'py>, instance: &str) -> PyResult<Bound<'py, PyBytes>> {
     let inst = open_instance(py, instance)?;
     let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
-    Ok(PyBytes::new(py, &dump_tree(&m.snapshot())))
+    let mut text = dump_tree(&m.snapshot());
+    if let Ok(j) = usvfs_core::journal::Journal::open(&inst.journal_path()) {
+        text.extend(usvfs_core::index::dump::dump_changes(&j));
+    }
+    Ok(PyBytes::new(py, &text))
 }
 
 /// Finds a program in the view like execvp and checks it can be hooked.

@@ -53,3 +53,31 @@ pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
     }
     out
 }
+
+/// The changes hooked processes made since the mapping was set, one line each:
+/// `+ virtual -> physical` for a path that now lives somewhere, `- virtual` for
+/// a deleted one. Empty when nothing changed.
+pub fn dump_changes(journal: &crate::journal::Journal) -> Vec<u8> {
+    let mut out = Vec::new();
+    let records = journal.records();
+    if records.is_empty() {
+        return out;
+    }
+    out.extend_from_slice(b"# changes since the mapping was set\n");
+    for r in records {
+        match r.entry {
+            crate::journal::Entry::Whiteout => {
+                out.extend_from_slice(b"- ");
+                out.extend_from_slice(r.vpath);
+            }
+            crate::journal::Entry::Physical { phys, .. } => {
+                out.extend_from_slice(b"+ ");
+                out.extend_from_slice(r.vpath);
+                out.extend_from_slice(b" -> ");
+                out.extend_from_slice(phys);
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
