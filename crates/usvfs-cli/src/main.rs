@@ -123,7 +123,10 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
                 let p = program::physical(&snap, d)
                     .filter(|p| p.is_dir())
                     .ok_or_else(|| {
-                        anyhow!("--cwd {}: no such directory in the view", d.display())
+                        anyhow!(
+                            "--cwd {}: no such directory in the view: give a directory that exists on disk or in a layer",
+                            d.display()
+                        )
                     })?;
                 Some((p, v))
             }

@@ -157,7 +157,7 @@ impl Journal {
         if len < Self::LEN {
             return Err(Error::Index {
                 path: path.into(),
-                message: "journal too small".into(),
+                message: "journal is truncated: set the mapping again (a new `usvfs run` with rules) to recreate it".into(),
             });
         }
         let base = map(&file, Self::LEN).map_err(|e| Error::io("mapping journal", path, e))?;
@@ -169,7 +169,9 @@ impl Journal {
         if j.header().magic != MAGIC {
             return Err(Error::Index {
                 path: path.into(),
-                message: "not a usvfs journal".into(),
+                message:
+                    "not a usvfs journal: remove the instance directory or set the mapping again"
+                        .into(),
             });
         }
         Ok(j)
@@ -381,83 +383,50 @@ impl Journal {
         }
     }
 
-    /// Every current record (the latest per path), sorted by path.
-    pub fn records(&self) -> Vec<Record<'_>> {
+    /// The current records (the latest per path), in the order they were made.
+    /// A record is current when the table still points at it, so each path
+    /// appears once.
+    fn current(&self) -> impl Iterator<Item = Record<'_>> {
         let used = self.header().used.load(Ordering::Acquire);
-        let mut out: Vec<Record<'_>> = Vec::new();
         let mut off = 0u64;
-        while off < used {
-            let Some((h, r)) = self.record(off) else {
-                break;
-            };
-            let plen = match r.entry {
-                Entry::Whiteout => 0,
-                Entry::Physical { phys, .. } => phys.len(),
-            };
-            let size = Self::record_size(r.vpath.len(), plen);
-            if self
-                .get(r.vpath, h)
-                .is_some_and(|cur| same_entry(cur, r.entry))
-            {
-                out.push(r);
+        std::iter::from_fn(move || {
+            while off < used {
+                let (h, r) = self.record(off)?;
+                let plen = match r.entry {
+                    Entry::Whiteout => 0,
+                    Entry::Physical { phys, .. } => phys.len(),
+                };
+                off += Self::record_size(r.vpath.len(), plen);
+                if self
+                    .get(r.vpath, h)
+                    .is_some_and(|cur| same_entry(cur, r.entry))
+                {
+                    return Some(r);
+                }
             }
-            off += size;
-        }
+            None
+        })
+    }
+
+    /// Every current record, sorted by path.
+    pub fn records(&self) -> Vec<Record<'_>> {
+        let mut out: Vec<Record<'_>> = self.current().collect();
         out.sort_by(|a, b| a.vpath.cmp(b.vpath));
-        out.dedup_by(|a, b| a.vpath == b.vpath);
         out
     }
 
-    /// Current records whose parent directory hashes to `parent_hash`.
+    /// Current records of the entries of directory `parent`.
     pub fn children(&self, parent: &[u8]) -> Vec<Record<'_>> {
         let ph = path_hash(parent);
-        let used = self.header().used.load(Ordering::Acquire);
-        let mut out = Vec::new();
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        let mut off = 0u64;
-        while off < used {
-            let Some((h, r)) = self.record(off) else {
-                break;
-            };
-            let size = Self::record_size(
-                r.vpath.len(),
-                match r.entry {
-                    Entry::Whiteout => 0,
-                    Entry::Physical { phys, .. } => phys.len(),
-                },
-            );
-            if r.parent_hash == ph
-                && parent_of(r.vpath) == parent
-                && self
-                    .get(r.vpath, h)
-                    .is_some_and(|cur| same_entry(cur, r.entry))
-                && seen.insert(r.vpath)
-            {
-                out.push(r);
-            }
-            off += size;
-        }
-        out
+        self.current()
+            .filter(|r| r.parent_hash == ph && parent_of(r.vpath) == parent)
+            .collect()
     }
 
     /// True if any current record lies strictly below `dir`.
     pub fn has_records_below(&self, dir: &[u8]) -> bool {
-        let used = self.header().used.load(Ordering::Acquire);
-        let mut off = 0u64;
-        while off < used {
-            let Some((_, r)) = self.record(off) else {
-                break;
-            };
-            let plen = match r.entry {
-                Entry::Whiteout => 0,
-                Entry::Physical { phys, .. } => phys.len(),
-            };
-            if crate::path::strip_prefix(r.vpath, dir).is_some_and(|rest| !rest.is_empty()) {
-                return true;
-            }
-            off += Self::record_size(r.vpath.len(), plen);
-        }
-        false
+        self.current()
+            .any(|r| crate::path::strip_prefix(r.vpath, dir).is_some_and(|rest| !rest.is_empty()))
     }
 }
 

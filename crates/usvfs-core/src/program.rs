@@ -148,8 +148,12 @@ fn elf_is_static(bytes: &[u8]) -> Option<bool> {
 /// (they never load a shared library) and set-id ones (the loader ignores
 /// `LD_PRELOAD` for them). Follows `#!` to the interpreter.
 pub fn check_hookable(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramError> {
-    let meta = std::fs::metadata(phys)
-        .map_err(|e| ProgramError::NotFound(format!("{}: {e}", shown.display())))?;
+    let meta = std::fs::metadata(phys).map_err(|e| {
+        ProgramError::NotFound(format!(
+            "{}: {e}: check the path (for a script, its #! line names the interpreter)",
+            shown.display()
+        ))
+    })?;
     // SAFETY: trivial getters.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mode = meta.mode();

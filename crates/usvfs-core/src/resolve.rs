@@ -139,19 +139,7 @@ pub fn resolve_in(
         let mut h = journal::FNV_OFFSET;
         let bytes = work.as_bytes();
         let mut pos = 0usize;
-        while pos < bytes.len() {
-            // Next component [start, end).
-            while pos < bytes.len() && bytes[pos] == b'/' {
-                pos += 1;
-            }
-            if pos >= bytes.len() {
-                break;
-            }
-            let start = pos;
-            while pos < bytes.len() && bytes[pos] != b'/' {
-                pos += 1;
-            }
-            let end = pos;
+        while let Some((start, end)) = next_component(bytes, &mut pos) {
             let comp = &bytes[start..end];
             let last = bytes[end..].iter().all(|&c| c == b'/');
             if jr.is_some() {
@@ -164,13 +152,16 @@ pub fn resolve_in(
                     JournalStep::Absent => return Err(libc::ENOENT),
                     JournalStep::At(p, kind) => {
                         if kind == crate::index::format::KIND_SYMLINK && (!last || follow) {
-                            expansions += 1;
-                            if expansions > MAX_EXPANSIONS {
-                                return Err(libc::ELOOP);
-                            }
                             phys.set(p).map_err(|_| libc::ENAMETOOLONG)?;
-                            let target = link.read(fs, phys)?;
-                            splice_link(target, virt, &bytes[end..], next)?;
+                            expand_link(
+                                fs,
+                                link,
+                                phys,
+                                virt,
+                                &bytes[end..],
+                                next,
+                                &mut expansions,
+                            )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
@@ -184,14 +175,17 @@ pub fn resolve_in(
                     virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
                     match snap.kind(ch) {
                         NodeKind::Symlink if snap.layer(ch).is_some() && (!last || follow) => {
-                            expansions += 1;
-                            if expansions > MAX_EXPANSIONS {
-                                return Err(libc::ELOOP);
-                            }
                             snap.physical_path(ch, virt.as_bytes(), phys)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            let target = link.read(fs, phys)?;
-                            splice_link(target, virt, &bytes[end..], next)?;
+                            expand_link(
+                                fs,
+                                link,
+                                phys,
+                                virt,
+                                &bytes[end..],
+                                next,
+                                &mut expansions,
+                            )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
@@ -205,44 +199,22 @@ pub fn resolve_in(
                     if jr.is_some() {
                         // Below the index: the journal may still know deeper
                         // paths (created in the create target, or deleted).
-                        let mut k = end;
-                        let mut comp_end = end;
+                        // `h` already covers `comp`.
                         let saved = virt.len();
                         virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
-                        let mut hh = h;
-                        loop {
-                            // hh already covers `comp` (hashed above).
-                            if k > end {
-                                // Next component after the first.
-                                while k < bytes.len() && bytes[k] == b'/' {
-                                    k += 1;
+                        let (mut hh, mut k) = (h, end);
+                        while let Some((s0, e0)) = next_component(bytes, &mut k) {
+                            let c = &bytes[s0..e0];
+                            virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+                            hh = journal::fnv_extend(journal::fnv_extend(hh, b"/"), c);
+                            match journal_step(jr, virt, hh) {
+                                JournalStep::Absent => return Err(libc::ENOENT),
+                                JournalStep::At(p, _) => {
+                                    return physical_below(p, &bytes[e0..], virt, phys);
                                 }
-                                if k >= bytes.len() {
-                                    break;
-                                }
-                                let s0 = k;
-                                while k < bytes.len() && bytes[k] != b'/' {
-                                    k += 1;
-                                }
-                                comp_end = k;
-                                virt.push_component(&bytes[s0..k])
-                                    .map_err(|_| libc::ENAMETOOLONG)?;
-                                hh = journal::fnv_extend(
-                                    journal::fnv_extend(hh, b"/"),
-                                    &bytes[s0..k],
-                                );
-                                match journal_step(jr, virt, hh) {
-                                    JournalStep::Absent => return Err(libc::ENOENT),
-                                    JournalStep::At(p, _) => {
-                                        return physical_below(p, &bytes[comp_end..], virt, phys);
-                                    }
-                                    JournalStep::Nothing => {}
-                                }
-                            } else {
-                                k = end + 1;
+                                JournalStep::Nothing => {}
                             }
                         }
-                        let _ = comp_end;
                         virt.truncate(saved);
                     }
                     if snap.hides_base(node) {
@@ -284,6 +256,41 @@ pub fn resolve_in(
             from_journal: false,
         });
     }
+}
+
+/// The next non-empty component of `bytes` at or after `*pos`, as `[start, end)`.
+#[inline]
+fn next_component(bytes: &[u8], pos: &mut usize) -> Option<(usize, usize)> {
+    while *pos < bytes.len() && bytes[*pos] == b'/' {
+        *pos += 1;
+    }
+    if *pos >= bytes.len() {
+        return None;
+    }
+    let start = *pos;
+    while *pos < bytes.len() && bytes[*pos] != b'/' {
+        *pos += 1;
+    }
+    Some((start, *pos))
+}
+
+/// Reads the symlink at physical `phys` (reached at `virt`) and writes the
+/// path to resolve next into `next`; counts expansions up to `ELOOP`.
+fn expand_link(
+    fs: &dyn ResolveFs,
+    link: &mut LinkBuf,
+    phys: &mut PathBuffer,
+    virt: &mut PathBuffer,
+    rest: &[u8],
+    next: &mut PathBuffer,
+    expansions: &mut u32,
+) -> Result<(), i32> {
+    *expansions += 1;
+    if *expansions > MAX_EXPANSIONS {
+        return Err(libc::ELOOP);
+    }
+    let target = link.read(fs, phys)?;
+    splice_link(target, virt, rest, next)
 }
 
 /// The path to resolve after meeting a symlink at `virt` whose target is
@@ -339,16 +346,12 @@ fn probe_alias(
     scratch: &mut PathBuffer,
 ) -> Result<Option<()>, i32> {
     let mut pos = from;
-    while pos < bytes.len() && *probes < MAX_ALIAS_PROBES {
-        while pos < bytes.len() && bytes[pos] == b'/' {
-            pos += 1;
-        }
-        let start = pos;
-        while pos < bytes.len() && bytes[pos] != b'/' {
-            pos += 1;
-        }
-        let comp = &bytes[start..pos];
-        if comp.is_empty() || !snap.anchors().any(|a| a == comp) {
+    while *probes < MAX_ALIAS_PROBES {
+        let Some((start, end)) = next_component(bytes, &mut pos) else {
+            break;
+        };
+        let comp = &bytes[start..end];
+        if !snap.anchors().any(|a| a == comp) {
             continue;
         }
         *probes += 1;

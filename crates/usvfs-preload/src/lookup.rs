@@ -153,13 +153,10 @@ impl ResolveFs for RealFs {
     }
 }
 
-fn has_component(st: &State, p: &[u8], pred: impl Fn(&[u8]) -> bool) -> bool {
-    let _ = st;
-    path::components(p).any(pred)
-}
-
+/// A component of `p` is named like a destination's last component (the path
+/// may reach a destination through a symlink).
 fn names_anchor(st: &State, p: &[u8]) -> bool {
-    has_component(st, p, |c| st.snap.anchors().any(|a| a == c))
+    path::components(p).any(|c| st.snap.anchors().any(|a| a == c))
 }
 
 /// Could this absolute path touch the view? False for almost every path
@@ -175,25 +172,25 @@ fn may_touch_absolute(st: &State, p: &[u8]) -> bool {
     }
 }
 
-/// The absolute, normalized virtual path `(dirfd, p)` names, when the view may
-/// be concerned (for creates: the caller decides with the create targets).
-pub fn virtual_path(st: &State, dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> bool {
-    let _ = st;
+/// Where `(dirfd, p)` is taken from in the view: `/` for an absolute path, the
+/// logical working directory, or the virtual path a recorded descriptor was
+/// opened on; and whether the kernel would start from that same place.
+fn start_dir(dirfd: c_int, p: &[u8]) -> Option<(&'static [u8], bool)> {
     if p.first() == Some(&b'/') {
-        path::normalize_into(p, b"/", out).is_ok()
+        Some((b"/", true))
     } else if p.is_empty() {
-        false
+        None
     } else if dirfd == AT_FDCWD {
-        match state::cwd() {
-            Some(cwd) => path::normalize_into(p, &cwd.path, out).is_ok(),
-            None => false,
-        }
+        state::cwd().map(|c| (&*c.path, !c.is_virtual))
     } else {
-        match fdtable::get(dirfd) {
-            Some(e) => path::normalize_into(p, &e.vpath, out).is_ok(),
-            None => false,
-        }
+        fdtable::get(dirfd).map(|e| (&*e.vpath, false))
     }
+}
+
+/// The absolute, normalized virtual path `(dirfd, p)` names, if it has one
+/// (for creates: the caller decides with the create targets).
+pub fn virtual_path(dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> bool {
+    start_dir(dirfd, p).is_some_and(|(base, _)| path::normalize_into(p, base, out).is_ok())
 }
 
 /// The cheap exits of [`lookup`], without its path buffers: true when the view
@@ -222,38 +219,19 @@ pub fn certainly_outside(st: &State, dirfd: c_int, p: &[u8]) -> bool {
 
 /// Resolves `(dirfd, path)`. `follow`: follow a symlink in the last component.
 pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
-    let input = &mut lk.input;
-    let caller_sees_same;
-    if p.first() == Some(&b'/') {
-        if !may_touch_absolute(st, p) {
-            return Outcome::Pass;
-        }
-        if path::normalize_into(p, b"/", input).is_err() {
-            return Outcome::Pass;
-        }
-        caller_sees_same = true;
-    } else if p.is_empty() {
+    if certainly_outside(st, dirfd, p) {
         return Outcome::Pass;
-    } else if dirfd == AT_FDCWD {
-        let Some(cwd) = state::cwd() else {
-            return Outcome::Pass;
-        };
-        let dotdot = path::components(p).any(|c| c == b"..");
-        if !cwd.on_node && !cwd.is_virtual && !dotdot && !names_anchor(st, p) {
-            return Outcome::Pass;
-        }
-        if path::normalize_into(p, &cwd.path, input).is_err() {
-            return Outcome::Pass;
-        }
-        caller_sees_same = !cwd.is_virtual;
-    } else {
-        let Some(e) = fdtable::get(dirfd) else {
-            return Outcome::Pass;
-        };
-        if path::normalize_into(p, &e.vpath, input).is_err() {
-            return Outcome::Pass;
-        }
-        caller_sees_same = false;
+    }
+    lookup_inside(st, dirfd, p, follow, lk)
+}
+
+/// [`lookup`] for a path that [`certainly_outside`] did not exclude.
+pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
+    let Some((base, caller_sees_same)) = start_dir(dirfd, p) else {
+        return Outcome::Pass;
+    };
+    if path::normalize_into(p, base, &mut lk.input).is_err() {
+        return Outcome::Pass;
     }
     match resolve_in(
         &st.snap,

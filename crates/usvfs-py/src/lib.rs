@@ -58,7 +58,7 @@ fn open_instance(py: Python<'_>, name: &str) -> PyResult<Instance> {
             raise(
                 py,
                 "InstanceError",
-                format!("no instance named {name:?} is set up"),
+                format!("no instance named {name:?} is set up: call UserspaceVFS.initialize() (or dll.CreateVFS) first"),
                 None,
             )
         })

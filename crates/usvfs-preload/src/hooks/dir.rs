@@ -124,10 +124,8 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
     let Some(_g) = guard::enter() else {
         return pass();
     };
-    let mut lk = Lookup::new();
-    let vpath = e.vpath.clone();
-    match resolve_only(st, AT_FDCWD, &vpath, true, &mut lk) {
-        Some(Ok(())) if lk.is_virtual_dir(st) => {
+    match merged_dir(st, e) {
+        Some(lk) => {
             // Same checks glibc makes: a directory, opened for reading.
             let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
             if unsafe { real::fstat(fd, s.as_mut_ptr()) } != 0 {
@@ -139,7 +137,17 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
             }
             catch_unwind(AssertUnwindSafe(|| new_vdir(st, &lk, fd))).unwrap_or_else(|_| pass())
         }
-        _ => pass(),
+        None => pass(),
+    }
+}
+
+/// The merged directory of the view a recorded descriptor was opened on, if
+/// it is one (its node is needed to list it).
+fn merged_dir(st: &'static State, e: &fdtable::FdEntry) -> Option<crate::lookup::LookupBox> {
+    let mut lk = Lookup::new();
+    match resolve_only(st, AT_FDCWD, &e.vpath, true, &mut lk) {
+        Some(Ok(())) if lk.is_virtual_dir(st) => Some(lk),
+        _ => None,
     }
 }
 
@@ -399,15 +407,11 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
         return pass();
     };
     if cur.is_none() {
-        let mut lk = Lookup::new();
-        match resolve_only(st, AT_FDCWD, &e.vpath, true, &mut lk) {
-            Some(Ok(())) if lk.is_virtual_dir(st) => {
-                let listing =
-                    listing::build(st, lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
-                *cur = Some(Cursor { listing, pos: 0 });
-            }
-            _ => return pass(),
-        }
+        let Some(lk) = merged_dir(st, e) else {
+            return pass();
+        };
+        let listing = listing::build(st, lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+        *cur = Some(Cursor { listing, pos: 0 });
     }
     let c = cur.as_mut().expect("set above");
     let out = buf as *mut u8;

@@ -3,26 +3,10 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use libc::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, c_char, c_int, size_t};
+use libc::{AT_FDCWD, c_char, c_int, size_t};
 
 use super::with_path;
 use crate::real;
-
-macro_rules! at_call {
-    (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags = $flags:ident)) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(dirfd: c_int, $path: *const c_char $(, $arg: $ty)*, $flags: c_int) -> c_int {
-            with_path(
-                dirfd,
-                $path,
-                $flags & AT_SYMLINK_NOFOLLOW == 0,
-                -1,
-                || unsafe { real::$name(dirfd, $path $(, $arg)*, $flags) },
-                |_, lk| unsafe { real::$name(AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, $flags) },
-            )
-        }
-    };
-}
 
 path_call!(fn truncate(path, len: libc::off_t) follow = true);
 path_call!(fn truncate64(path, len: libc::off64_t) follow = true);
@@ -36,9 +20,9 @@ path_call!(fn setxattr(path, name: *const c_char, value: *const libc::c_void, si
 path_call!(fn lsetxattr(path, name: *const c_char, value: *const libc::c_void, size: size_t, flags: c_int) follow = false);
 path_call!(fn removexattr(path, name: *const c_char) follow = true);
 path_call!(fn lremovexattr(path, name: *const c_char) follow = false);
-at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags = flags));
-at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags = flags));
-at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags = flags));
+at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags));
+at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags));
+at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags));
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn futimesat(

@@ -8,7 +8,7 @@ use libc::{AT_FDCWD, c_char, c_int, size_t, ssize_t};
 use super::with_path;
 use crate::guard::{self, set_errno};
 use crate::lookup::{Lookup, bytes};
-use crate::state::{self, State};
+use crate::state;
 use crate::{fdtable, real};
 
 /// For `/proc/self/fd/N`, `/proc/<our pid>/fd/N`, `/proc/thread-self/fd/N` and
@@ -112,7 +112,7 @@ unsafe fn give(path: &[u8], out: *mut c_char) -> *mut c_char {
     dst
 }
 
-fn virtual_realpath(st: &State, lk: &mut Lookup, out: *mut c_char) -> *mut c_char {
+fn virtual_realpath(lk: &mut Lookup, out: *mut c_char) -> *mut c_char {
     // Like realpath, insist that the path exists.
     let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
     if unsafe { real::stat(lk.phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
@@ -122,7 +122,6 @@ fn virtual_realpath(st: &State, lk: &mut Lookup, out: *mut c_char) -> *mut c_cha
         // Below the layers, on the real disk: the kernel's answer is the view's.
         return unsafe { real::realpath(lk.phys.as_c_ptr(), out) };
     }
-    let _ = st;
     unsafe { give(lk.virt.as_bytes(), out) }
 }
 
@@ -134,7 +133,7 @@ pub unsafe extern "C" fn realpath(path: *const c_char, out: *mut c_char) -> *mut
         true,
         std::ptr::null_mut(),
         || unsafe { real::realpath(path, out) },
-        |st, lk| virtual_realpath(st, lk, out),
+        |_, lk| virtual_realpath(lk, out),
     )
 }
 

@@ -3,13 +3,15 @@
 //! view), resolves in the view otherwise, and never lets a panic reach the host:
 //! on a bug it falls back to the original call.
 
-/// Defines a hook for `fn name(path, args...) -> c_int` that calls the original
-/// with the physical path when the view redirects it.
+/// Defines a hook for `fn name(path, args...) -> ret` (default `c_int`) that
+/// calls the original with the physical path when the view redirects it.
 macro_rules! path_call {
-    ($(#[$m:meta])* fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
-        $(#[$m])*
+    (fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) follow = $follow:expr) => {
+        path_call!(fn $name($path $(, $arg: $ty)*) -> libc::c_int, follow = $follow);
+    };
+    (fn $name:ident($path:ident $(, $arg:ident : $ty:ty)*) -> $ret:ty, follow = $follow:expr) => {
         #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name($path: *const libc::c_char $(, $arg: $ty)*) -> libc::c_int {
+        pub unsafe extern "C" fn $name($path: *const libc::c_char $(, $arg: $ty)*) -> $ret {
             $crate::hooks::with_path(
                 libc::AT_FDCWD,
                 $path,
@@ -17,6 +19,29 @@ macro_rules! path_call {
                 -1,
                 || unsafe { $crate::real::$name($path $(, $arg)*) },
                 |_, lk| unsafe { $crate::real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
+            )
+        }
+    };
+}
+
+/// Defines a hook for `fn name(dirfd, path, args..., flags) -> c_int` whose
+/// flags may hold `AT_SYMLINK_NOFOLLOW`.
+macro_rules! at_call {
+    (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dirfd: libc::c_int,
+            $path: *const libc::c_char
+            $(, $arg: $ty)*,
+            flags: libc::c_int,
+        ) -> libc::c_int {
+            $crate::hooks::with_path(
+                dirfd,
+                $path,
+                flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+                -1,
+                || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
+                |_, lk| unsafe { $crate::real::$name(libc::AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, flags) },
             )
         }
     };
@@ -38,7 +63,7 @@ use libc::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::guard::{self, errno, set_errno};
-use crate::lookup::{Lookup, Outcome, bytes, lookup};
+use crate::lookup::{Lookup, Outcome, bytes, lookup, lookup_inside};
 use crate::state::{self, State};
 
 /// Runs a path-taking call: `pass` with the caller's arguments when the view
@@ -84,7 +109,10 @@ fn slow_path<R>(
 ) -> R {
     let saved = errno();
     let mut lk = Lookup::new();
-    match catch_unwind(AssertUnwindSafe(|| lookup(st, dirfd, p, follow, &mut lk))) {
+    // `with_path` already took the cheap exits.
+    match catch_unwind(AssertUnwindSafe(|| {
+        lookup_inside(st, dirfd, p, follow, &mut lk)
+    })) {
         Ok(Outcome::Redirect) => {
             set_errno(saved);
             let r = redirect(st, &mut lk);

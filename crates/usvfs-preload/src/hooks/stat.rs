@@ -35,29 +35,9 @@ ver_path_call!(fn __xstat64(ver, path, buf: *mut libc::stat64) follow = true);
 ver_path_call!(fn __lxstat(ver, path, buf: *mut libc::stat) follow = false);
 ver_path_call!(fn __lxstat64(ver, path, buf: *mut libc::stat64) follow = false);
 
-macro_rules! at_stat {
-    ($name:ident, $ty:ty) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(
-            dirfd: c_int,
-            path: *const c_char,
-            buf: $ty,
-            flags: c_int,
-        ) -> c_int {
-            with_path(
-                dirfd,
-                path,
-                flags & AT_SYMLINK_NOFOLLOW == 0,
-                -1,
-                || unsafe { real::$name(dirfd, path, buf, flags) },
-                |_, lk| unsafe { real::$name(AT_FDCWD, lk.phys.as_c_ptr(), buf, flags) },
-            )
-        }
-    };
-}
-
-at_stat!(fstatat, *mut libc::stat);
-at_stat!(fstatat64, *mut libc::stat64);
+at_call!(fn fstatat(dirfd, path, buf: *mut libc::stat; flags));
+at_call!(fn fstatat64(dirfd, path, buf: *mut libc::stat64; flags));
+at_call!(fn faccessat(dirfd, path, mode: c_int; flags));
 
 macro_rules! ver_at_stat {
     ($name:ident, $ty:ty) => {
@@ -102,65 +82,7 @@ pub unsafe extern "C" fn statx(
     )
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn faccessat(
-    dirfd: c_int,
-    path: *const c_char,
-    mode: c_int,
-    flags: c_int,
-) -> c_int {
-    with_path(
-        dirfd,
-        path,
-        flags & AT_SYMLINK_NOFOLLOW == 0,
-        -1,
-        || unsafe { real::faccessat(dirfd, path, mode, flags) },
-        |_, lk| unsafe { real::faccessat(AT_FDCWD, lk.phys.as_c_ptr(), mode, flags) },
-    )
-}
-
-macro_rules! xattr_get {
-    ($name:ident, $follow:expr) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(
-            path: *const c_char,
-            name: *const c_char,
-            value: *mut libc::c_void,
-            size: libc::size_t,
-        ) -> libc::ssize_t {
-            with_path(
-                AT_FDCWD,
-                path,
-                $follow,
-                -1,
-                || unsafe { real::$name(path, name, value, size) },
-                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr(), name, value, size) },
-            )
-        }
-    };
-}
-
-macro_rules! xattr_list {
-    ($name:ident, $follow:expr) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(
-            path: *const c_char,
-            list: *mut c_char,
-            size: libc::size_t,
-        ) -> libc::ssize_t {
-            with_path(
-                AT_FDCWD,
-                path,
-                $follow,
-                -1,
-                || unsafe { real::$name(path, list, size) },
-                |_, lk| unsafe { real::$name(lk.phys.as_c_ptr(), list, size) },
-            )
-        }
-    };
-}
-
-xattr_get!(getxattr, true);
-xattr_get!(lgetxattr, false);
-xattr_list!(listxattr, true);
-xattr_list!(llistxattr, false);
+path_call!(fn getxattr(path, name: *const c_char, value: *mut libc::c_void, size: libc::size_t) -> libc::ssize_t, follow = true);
+path_call!(fn lgetxattr(path, name: *const c_char, value: *mut libc::c_void, size: libc::size_t) -> libc::ssize_t, follow = false);
+path_call!(fn listxattr(path, list: *mut c_char, size: libc::size_t) -> libc::ssize_t, follow = true);
+path_call!(fn llistxattr(path, list: *mut c_char, size: libc::size_t) -> libc::ssize_t, follow = false);

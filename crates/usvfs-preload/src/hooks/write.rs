@@ -16,7 +16,7 @@ use usvfs_core::journal::{Entry, path_hash};
 use usvfs_core::path::{self, PathBuffer};
 
 use crate::guard::{self, errno, set_errno};
-use crate::lookup::{Lookup, Outcome, bytes, lookup, virtual_path};
+use crate::lookup::{Lookup, LookupBox, Outcome, bytes, lookup, virtual_path};
 use crate::state::{self, State};
 use crate::{fdtable, listing, real};
 
@@ -127,34 +127,45 @@ fn make_parents(root: &[u8], dir: &[u8], made: &mut Vec<Vec<u8>>) -> Result<(), 
     Ok(())
 }
 
-/// True when the parent directory of `virt` is part of the view (its entries
-/// come from layers), so a new entry must go where the parent resolves.
-fn parent_in_view(st: &State, virt: &PathBuffer, known: bool) -> bool {
-    if !known {
-        return false;
-    }
+/// Looks up the parent directory of `virt`; on return `plk.phys` is where
+/// the parent physically is. The bool: the view changes what the parent holds
+/// (its entries come from layers or the journal).
+fn parent_lookup(st: &State, virt: &PathBuffer) -> (Outcome, LookupBox) {
     let mut parent = virt.clone();
     parent.pop_component();
     let mut plk = Lookup::new();
-    matches!(
-        lookup(st, AT_FDCWD, parent.as_bytes(), true, &mut plk),
-        Outcome::Redirect
-    ) && (plk.node.is_some_and(|n| st.snap.layer(n).is_some()) || plk.from_journal)
+    let outcome = lookup(st, AT_FDCWD, parent.as_bytes(), true, &mut plk);
+    if matches!(outcome, Outcome::Pass) {
+        plk.phys.set(parent.as_bytes()).ok();
+    }
+    (outcome, plk)
+}
+
+fn in_view(st: &State, outcome: &Outcome, lk: &Lookup) -> bool {
+    matches!(outcome, Outcome::Redirect)
+        && (lk.node.is_some_and(|n| st.snap.layer(n).is_some()) || lk.from_journal)
 }
 
 /// Looks `(dirfd, p)` up for an operation that may create it.
 fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
     let mut virt = PathBuffer::new();
-    let known = virtual_path(st, dirfd, p, &mut virt);
-    let ct = if known {
-        usvfs_core::create::create_target(&st.snap, virt.as_bytes())
-    } else {
-        None
-    };
+    if !virtual_path(dirfd, p, &mut virt) {
+        return Probe::Pass;
+    }
+    let ct = usvfs_core::create::create_target(&st.snap, virt.as_bytes());
+    let mut parent: Option<(Outcome, LookupBox)> = None;
     let mut lk = Lookup::new();
     match lookup(st, dirfd, p, follow, &mut lk) {
-        Outcome::Pass if ct.is_none() && !parent_in_view(st, &virt, known) => return Probe::Pass,
         Outcome::Pass => {
+            // Neither a create target nor a layered parent: the original call
+            // does the job (decided before any system call: the common case).
+            if ct.is_none() {
+                let (o, plk) = parent_lookup(st, &virt);
+                if !in_view(st, &o, &plk) {
+                    return Probe::Pass;
+                }
+                parent = Some((o, plk));
+            }
             // The real disk at the virtual path (the lowest layer).
             lk.phys.set(virt.as_bytes()).ok();
             lk.virt.set(virt.as_bytes()).ok();
@@ -171,26 +182,16 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
         Outcome::Fail(libc::ENOENT) => {}
         Outcome::Fail(e) => return Probe::Fail(e),
     }
-    if !known {
-        return Probe::Pass;
-    }
     // Not in the view: its parent must be a directory of the view.
     let name = path::file_name(virt.as_bytes()).to_vec();
     if name.is_empty() || name == b"." || name == b".." {
         return Probe::Fail(libc::EEXIST);
     }
-    let mut parent = PathBuffer::new();
-    parent.set(virt.as_bytes()).ok();
-    parent.pop_component();
-    let mut plk = Lookup::new();
-    let parent_phys: Vec<u8> = match lookup(st, AT_FDCWD, parent.as_bytes(), true, &mut plk) {
-        Outcome::Fail(e) => return Probe::Fail(e),
-        Outcome::Pass => parent.as_bytes().to_vec(),
-        Outcome::Redirect => plk.phys.as_bytes().to_vec(),
-    };
-    let mut pp = PathBuffer::new();
-    pp.set(&parent_phys).ok();
-    match stat_phys(&mut pp) {
+    let (outcome, mut plk) = parent.unwrap_or_else(|| parent_lookup(st, &virt));
+    if let Outcome::Fail(e) = outcome {
+        return Probe::Fail(e);
+    }
+    match stat_phys(&mut plk.phys) {
         Err(e) => return Probe::Fail(e),
         Ok(s) if !is_dir(&s) => return Probe::Fail(libc::ENOTDIR),
         Ok(_) => {}
@@ -217,7 +218,7 @@ fn probe(st: &State, dirfd: c_int, p: &[u8], follow: bool) -> Probe {
             }
         }
         None => {
-            place.loc.set(&parent_phys).ok();
+            place.loc.set(plk.phys.as_bytes()).ok();
             if place.loc.push_component(&name).is_err() {
                 return Probe::Fail(libc::ENAMETOOLONG);
             }
@@ -615,7 +616,7 @@ fn rename_impl(
             olk.phys.clone()
         } else {
             let mut v = PathBuffer::new();
-            if !virtual_path(st, olddirfd, o, &mut v) {
+            if !virtual_path(olddirfd, o, &mut v) {
                 return None;
             }
             v
@@ -628,7 +629,7 @@ fn rename_impl(
             Probe::Fail(e) => return Some(fail(e)),
             Probe::Pass => {
                 let mut v = PathBuffer::new();
-                if !virtual_path(st, newdirfd, n, &mut v) {
+                if !virtual_path(newdirfd, n, &mut v) {
                     return None;
                 }
                 (v, None)
