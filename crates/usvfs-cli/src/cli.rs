@@ -85,7 +85,7 @@ pub struct DumpArgs {
 #[derive(Args, Debug)]
 pub struct PsArgs {
     /// Instance name.
-    #[arg(long, value_name = "NAME", default_value = usvfs_core::instance::DEFAULT_NAME)]
+    #[arg(long, value_name = "NAME", default_value = usvfs_control::instance::DEFAULT_NAME)]
     pub instance: String,
     /// List the processes of every instance.
     #[arg(long, conflicts_with = "instance")]

@@ -1,14 +1,14 @@
 //! Starting the program with the preload engine attached, and waiting for it.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use usvfs_core::Instance;
-use usvfs_core::instance::ENV_INSTANCE_DIR;
+use usvfs_control::Instance;
+use usvfs_control::launch_env;
 
 pub const LIB_NAME: &str = "libusvfs_preload.so";
 
@@ -51,24 +51,34 @@ pub struct Launch<'a> {
 
 /// Runs the program and returns its exit code (128+N when killed by signal N).
 pub fn run(l: Launch<'_>) -> Result<i32> {
-    let (exe, argv) = usvfs_core::program::command_line(l.program_virt, l.program_phys, l.argv);
+    let (exe, argv) = usvfs_control::program::command_line(l.program_virt, l.program_phys, l.argv);
     let mut cmd = Command::new(&exe);
     cmd.arg0(&argv[0]).args(&argv[1..]);
-    let mut preload = l.lib.as_os_str().as_bytes().to_vec();
-    if let Some(old) = std::env::var_os("LD_PRELOAD") {
-        for o in old.as_bytes().split(|&c| c == b':' || c == b' ') {
-            if !o.is_empty() && o != l.lib.as_os_str().as_bytes() {
-                preload.push(b':');
-                preload.extend_from_slice(o);
-            }
-        }
+    // One environment builder for every launcher (the exec hooks use it too).
+    let vcwd = l.cwd.as_ref().map(|(_, v)| v.as_slice());
+    let join = launch_env::Join {
+        lib: l.lib.as_os_str().as_bytes(),
+        instance_dir: l.instance.dir.as_os_str().as_bytes(),
+        vcwd,
+    };
+    let env = launch_env::child_env(
+        std::env::vars_os().map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend(v.into_vec());
+            e
+        }),
+        join.lib,
+        Some(&join),
+        &[],
+    );
+    cmd.env_clear();
+    for e in env {
+        let i = e.iter().position(|&c| c == b'=').unwrap_or(e.len());
+        cmd.env(OsStr::from_bytes(&e[..i]), OsStr::from_bytes(&e[(i + 1).min(e.len())..]));
     }
-    cmd.env("LD_PRELOAD", OsStr::from_bytes(&preload));
-    cmd.env(ENV_INSTANCE_DIR, &l.instance.dir);
-    cmd.env_remove("USVFS_VCWD");
-    if let Some((phys, virt)) = &l.cwd {
+    if let Some((phys, _)) = &l.cwd {
         cmd.current_dir(phys);
-        cmd.env("USVFS_VCWD", OsStr::from_bytes(virt));
     }
     // Like system(3): the terminal's ^C and ^\ go to the program; we wait.
     // SAFETY: setting signal dispositions to ignore.

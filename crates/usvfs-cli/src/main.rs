@@ -10,12 +10,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
-use usvfs_core::index::dump::dump;
-use usvfs_core::index::view::{MappedSnapshot, OwnedSnapshot};
-use usvfs_core::{Instance, build_snapshot, instance};
+use usvfs_control::index::dump::dump;
+use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
+use usvfs_control::{Instance, build_snapshot, instance};
 
 use crate::cli::{Cli, Command, DumpArgs, PsArgs, RunArgs};
-use usvfs_core::program::{self, ProgramError};
+use usvfs_control::program::{self, ProgramError};
 
 /// Exit codes, as `env` and `chroot` use them.
 const EXIT_FAILURE: u8 = 125;
@@ -76,7 +76,7 @@ fn init_logging(verbose: u8) {
 fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<Instance> {
     let built = mapping_args::build(a, m)?;
     let start = std::time::Instant::now();
-    let generation = usvfs_core::index::new_generation();
+    let generation = usvfs_control::index::new_generation();
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     let inst = Instance::open_or_create(&built.instance)?;
@@ -111,12 +111,12 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let snap = mapped.snapshot();
         let (virt, phys) = program::locate(&snap, &a.program[0])?;
-        program::check_hookable(&phys, &virt, 0)?;
+        usvfs_control::engine::Engine::Preload.check_program(&phys, &virt)?;
         let cwd = match &a.cwd {
             None => None,
             Some(d) => {
                 let here = std::env::current_dir()?;
-                let v = usvfs_core::path::normalize(
+                let v = usvfs_control::path::normalize(
                     d.as_os_str().as_bytes(),
                     here.as_os_str().as_bytes(),
                 );
@@ -155,8 +155,8 @@ fn dump_cmd(a: &DumpArgs, m: &clap::ArgMatches) -> Result<()> {
         let inst = existing_instance(&a.mapping)?;
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let mut text = dump(&mapped.snapshot());
-        if let Ok(j) = usvfs_core::journal::Journal::open(&inst.journal_path()) {
-            text.extend(usvfs_core::index::dump::dump_changes(&j));
+        if let Ok(j) = usvfs_control::journal::Journal::open(&inst.journal_path()) {
+            text.extend(usvfs_control::index::dump::dump_changes(&j));
         }
         text
     };

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::ArgMatches;
-use usvfs_core::{LinkFlags, Mapping, profile};
+use usvfs_control::{LinkFlags, Mapping, profile};
 
 use crate::cli::MappingArgs;
 
@@ -83,7 +83,7 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         .instance
         .clone()
         .or(instance)
-        .unwrap_or_else(|| usvfs_core::instance::DEFAULT_NAME.to_string());
+        .unwrap_or_else(|| usvfs_control::instance::DEFAULT_NAME.to_string());
     Ok(Built { instance, mapping })
 }
 

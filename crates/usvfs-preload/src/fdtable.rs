@@ -12,7 +12,7 @@ const SLOTS: usize = 1 << 16;
 pub struct FdEntry {
     pub vpath: Box<[u8]>,
     /// Cursor of `getdents64` on a virtual directory descriptor.
-    pub dents: Mutex<Option<crate::listing::Cursor>>,
+    pub dents: Mutex<Option<usvfs_view::semantics::listing::Cursor>>,
 }
 
 static TABLE: [AtomicPtr<FdEntry>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];

@@ -10,7 +10,7 @@ mod env;
 mod fdtable;
 mod guard;
 pub mod hooks;
-mod listing;
+
 mod lookup;
 mod real;
 mod state;
@@ -19,8 +19,9 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use usvfs_core::instance::{ENV_INSTANCE_DIR, Instance};
-use usvfs_core::path::PathBuffer;
+use usvfs_view::instance_dir::InstanceDir;
+use usvfs_view::launch_env::{ENV_INSTANCE_DIR, ENV_VCWD};
+use usvfs_view::path::PathBuffer;
 
 use crate::state::State;
 
@@ -41,14 +42,14 @@ fn own_path() -> Option<CString> {
     Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
 }
 
-fn instance() -> Option<Instance> {
+fn instance() -> Option<InstanceDir> {
     let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
-    Some(Instance::from_dir(Path::new(OsStr::from_bytes(&dir))))
+    Some(InstanceDir::new(Path::new(OsStr::from_bytes(&dir))))
 }
 
 /// The working directory a parent handed down, if it still names where we are.
 fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
-    let v = env::getenv(env::ENV_VCWD.as_bytes())?;
+    let v = env::getenv(ENV_VCWD.as_bytes())?;
     let mut lk = lookup::Lookup::new();
     if !matches!(
         lookup::lookup(st, libc::AT_FDCWD, &v, true, &mut lk),

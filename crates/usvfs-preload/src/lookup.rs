@@ -4,12 +4,13 @@
 use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
 
-use usvfs_core::path::{self, PathBuffer};
-use usvfs_core::resolve::{ResolveFs, Scratch, resolve_in};
-use usvfs_core::{NodeId, NodeKind};
+use usvfs_view::path::{self, PathBuffer};
+use usvfs_view::SysFs;
+use usvfs_view::resolve::{Scratch, resolve_in};
+use usvfs_view::{NodeId, NodeKind};
 
 use crate::state::{self, State};
-use crate::{fdtable, real};
+use crate::fdtable;
 
 /// A lookup's buffers and result. About 20 KiB: kept on the heap, one spare
 /// per thread reused from call to call, so hooked calls need little stack
@@ -125,34 +126,6 @@ pub enum Outcome {
     Fail(i32),
 }
 
-/// Real readlink/realpath for the resolver (the guard is held by our caller).
-pub struct RealFs;
-
-impl ResolveFs for RealFs {
-    fn readlink(&self, p: &mut PathBuffer, out: &mut [u8]) -> Result<usize, i32> {
-        // SAFETY: NUL-terminated path, valid buffer.
-        let n = unsafe { real::readlink(p.as_c_ptr(), out.as_mut_ptr().cast(), out.len()) };
-        if n < 0 {
-            Err(crate::guard::errno())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn realpath(&self, p: &mut PathBuffer, out: &mut PathBuffer) -> Result<(), i32> {
-        let mut buf = [0u8; path::PATH_MAX + 1];
-        // SAFETY: buf holds PATH_MAX bytes.
-        let r = unsafe { real::realpath(p.as_c_ptr(), buf.as_mut_ptr().cast()) };
-        if r.is_null() {
-            return Err(crate::guard::errno());
-        }
-        // SAFETY: realpath NUL-terminates.
-        let s = unsafe { CStr::from_ptr(buf.as_ptr().cast()) };
-        out.clear();
-        out.push_bytes(s.to_bytes()).map_err(|_| libc::ENAMETOOLONG)
-    }
-}
-
 /// A component of `p` is named like a destination's last component (the path
 /// may reach a destination through a symlink).
 fn names_anchor(st: &State, p: &[u8]) -> bool {
@@ -187,10 +160,13 @@ fn start_dir(dirfd: c_int, p: &[u8]) -> Option<(&'static [u8], bool)> {
     }
 }
 
-/// The absolute, normalized virtual path `(dirfd, p)` names, if it has one
-/// (for creates: the caller decides with the create targets).
-pub fn virtual_path(dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> bool {
-    start_dir(dirfd, p).is_some_and(|(base, _)| path::normalize_into(p, base, out).is_ok())
+/// Writes the absolute, normalized virtual path `(dirfd, p)` names into
+/// `out`; returns whether the kernel would reach the same place from the
+/// caller's own arguments (`None`: no virtual path).
+pub fn virtual_target(dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> Option<bool> {
+    let (base, same) = start_dir(dirfd, p)?;
+    path::normalize_into(p, base, out).ok()?;
+    Some(same)
 }
 
 /// The cheap exits of [`lookup`], without its path buffers: true when the view
@@ -236,7 +212,7 @@ pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut 
     match resolve_in(
         &st.snap,
         st.journal.as_ref(),
-        &RealFs,
+        &SysFs,
         lk.input.as_bytes(),
         follow,
         &mut lk.virt,

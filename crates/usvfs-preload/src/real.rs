@@ -34,6 +34,11 @@ impl<T> Failure for *mut T {
 impl Failure for () {
     fn failure() -> Self {}
 }
+impl<R: Failure> Failure for Option<R> {
+    fn failure() -> Self {
+        Some(R::failure())
+    }
+}
 
 #[inline(always)]
 fn address(slot: &AtomicUsize, name: &'static [u8]) -> usize {

@@ -6,16 +6,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use usvfs_core::Snapshot;
-use usvfs_core::index::view::MappedSnapshot;
-use usvfs_core::instance::Instance;
-use usvfs_core::journal::Journal;
-use usvfs_core::path::PathBuffer;
+use usvfs_view::index::MappedSnapshot;
+use usvfs_view::instance_dir::InstanceDir;
+use usvfs_view::journal::Journal;
+use usvfs_view::path::PathBuffer;
+use usvfs_view::{Snapshot, SysFs, View};
 
 pub struct State {
     pub snap: Snapshot<'static>,
     /// Changes made by hooked processes since the snapshot (shared, live).
-    pub journal: Option<usvfs_core::journal::Journal>,
+    pub journal: Option<Journal>,
     pub instance_dir: CString,
     pub lib_path: CString,
     /// The root node has a layer: every path may be virtual (no fast path).
@@ -25,9 +25,19 @@ pub struct State {
 }
 
 impl State {
+    /// The semantics over this process's index and journal, on the real disk.
+    #[inline(always)]
+    pub fn view(&self) -> View<'_> {
+        View {
+            snap: &self.snap,
+            journal: self.journal.as_ref(),
+            fs: &SysFs,
+        }
+    }
+
     /// Maps the instance's current index and the journal that belongs to it.
     pub fn load(instance_dir: &CStr, lib_path: CString) -> Option<State> {
-        let inst = Instance::from_dir(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
+        let inst = InstanceDir::new(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
         // A controller publishing right now may have renamed the journal but
         // not yet the index: retry until both belong to one generation.
         for _ in 0..20 {
@@ -144,7 +154,7 @@ pub fn set_cwd(path: &[u8], on_node: bool, is_virtual: bool) {
 
 /// Reads the kernel's idea of the working directory.
 pub fn real_cwd(out: &mut PathBuffer) -> bool {
-    let mut buf = [0u8; usvfs_core::path::PATH_MAX];
+    let mut buf = [0u8; usvfs_view::path::PATH_MAX];
     // SAFETY: buf has the size we pass.
     let r = unsafe { crate::real::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
     if r.is_null() {

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use usvfs_core::index::dump::dump as dump_tree;
-use usvfs_core::index::view::MappedSnapshot;
-use usvfs_core::instance::{ExecRules, Instance};
-use usvfs_core::program::{self, ProgramError};
-use usvfs_core::{Error, LinkFlags, Mapping, build_snapshot};
+use usvfs_control::index::dump::dump as dump_tree;
+use usvfs_control::index::MappedSnapshot;
+use usvfs_control::instance::{ExecRules, Instance};
+use usvfs_control::program::{self, ProgramError};
+use usvfs_control::{Error, LinkFlags, Mapping, build_snapshot};
 
 /// Raises the Python exception class `usvfs._errors.<name>(message, path)`.
 fn raise(py: Python<'_>, name: &str, message: String, path: Option<PathBuf>) -> PyErr {
@@ -38,6 +38,10 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
             ("USVFSException", Some(path))
         }
         Error::Instance { .. } => ("InstanceError", None),
+        Error::View(
+            usvfs_control::view::Error::Index { path, .. }
+            | usvfs_control::view::Error::Io { path, .. },
+        ) => ("USVFSException", Some(path)),
     };
     raise(py, name, message, path)
 }
@@ -77,7 +81,7 @@ fn check_link(py: Python<'_>, rule: RuleArg) -> PyResult<()> {
 fn add_rule(
     m: &mut Mapping,
     (is_dir, src, dest, flags, skip_suffixes, skip_dirs): RuleArg,
-) -> usvfs_core::Result<()> {
+) -> usvfs_control::Result<()> {
     m.skip_suffixes = skip_suffixes;
     m.skip_dirs = skip_dirs;
     if is_dir {
@@ -97,15 +101,15 @@ fn publish(
     blacklist: Vec<OsString>,
 ) -> PyResult<(PathBuf, usize)> {
     let name = instance.to_string();
-    let r = py.allow_threads(move || -> usvfs_core::Result<(PathBuf, usize)> {
+    let r = py.allow_threads(move || -> usvfs_control::Result<(PathBuf, usize)> {
         let mut m = Mapping::new();
         m.blacklist = blacklist;
         for r in rules {
             add_rule(&mut m, r)?;
         }
-        let generation = usvfs_core::index::new_generation();
+        let generation = usvfs_control::index::new_generation();
         let bytes = build_snapshot(&m, generation)?;
-        let nodes = usvfs_core::Snapshot::parse(&bytes)
+        let nodes = usvfs_control::Snapshot::parse(&bytes)
             .map(|s| s.node_count())
             .unwrap_or(0);
         let inst = Instance::open_or_create(&name)?;
@@ -169,10 +173,10 @@ fn processes(py: Python<'_>, instance: &str) -> PyResult<Vec<(i32, Py<PyBytes>)>
 #[pyfunction]
 fn dump<'py>(py: Python<'py>, instance: &str) -> PyResult<Bound<'py, PyBytes>> {
     let inst = open_instance(py, instance)?;
-    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     let mut text = dump_tree(&m.snapshot());
-    if let Ok(j) = usvfs_core::journal::Journal::open(&inst.journal_path()) {
-        text.extend(usvfs_core::index::dump::dump_changes(&j));
+    if let Ok(j) = usvfs_control::journal::Journal::open(&inst.journal_path()) {
+        text.extend(usvfs_control::index::dump::dump_changes(&j));
     }
     Ok(PyBytes::new(py, &text))
 }
@@ -186,13 +190,13 @@ fn prepare_command(
     argv: Vec<OsString>,
 ) -> PyResult<(PathBuf, Vec<OsString>)> {
     let inst = open_instance(py, instance)?;
-    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     let snap = m.snapshot();
     let first = argv
         .first()
         .ok_or_else(|| raise(py, "ProgramNotFound", "empty command line".into(), None))?;
     let (virt, phys) = program::locate(&snap, first).map_err(|e| program_err(py, e))?;
-    program::check_hookable(&phys, &virt, 0).map_err(|e| program_err(py, e))?;
+    usvfs_control::engine::Engine::Preload.check_program(&phys, &virt).map_err(|e| program_err(py, e))?;
     Ok(program::command_line(&virt, &phys, &argv))
 }
 
@@ -200,14 +204,14 @@ fn prepare_command(
 #[pyfunction]
 fn physical_dir(py: Python<'_>, instance: &str, path: PathBuf) -> PyResult<Option<PathBuf>> {
     let inst = open_instance(py, instance)?;
-    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e))?;
+    let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     Ok(program::physical(&m.snapshot(), &path).filter(|p| Path::new(p).is_dir()))
 }
 
 /// Checks an instance name (length, characters).
 #[pyfunction]
 fn validate_instance_name(py: Python<'_>, name: &str) -> PyResult<()> {
-    usvfs_core::instance::validate_name(name).map_err(|e| core_err(py, e))
+    usvfs_control::instance::validate_name(name).map_err(|e| core_err(py, e))
 }
 
 #[pyfunction]

@@ -11,7 +11,7 @@ use crate::guard::{self, set_errno};
 use crate::lookup::{Lookup, lookup};
 use crate::state::{self, State};
 use crate::{fdtable, real};
-use usvfs_core::path::PathBuffer;
+use usvfs_view::path::PathBuffer;
 
 /// Makes `logical` (absolute, normalized) the logical working directory.
 pub fn adopt_cwd(st: &State, logical: &[u8]) {

@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{resolve_only, with_path};
 use crate::guard::{self, set_errno};
-use crate::listing::{self, Cursor, Listing};
+use usvfs_view::semantics::listing::{Cursor, Listing};
 use crate::lookup::Lookup;
 use crate::state::{self, State};
 use crate::{fdtable, real};
@@ -55,7 +55,7 @@ fn self_ino(fd: c_int) -> u64 {
 
 fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
     let node = lk.node.expect("virtual dir has a node");
-    let listing = listing::build(st, node, lk.virt.as_bytes(), self_ino(fd));
+    let listing = st.view().list(node, lk.virt.as_bytes(), self_ino(fd));
     let v = Box::new(VDir {
         tag: TAG,
         _pad: 0,
@@ -410,7 +410,7 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
         let Some(lk) = merged_dir(st, e) else {
             return pass();
         };
-        let listing = listing::build(st, lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+        let listing = st.view().list(lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
         *cur = Some(Cursor { listing, pos: 0 });
     }
     let c = cur.as_mut().expect("set above");

@@ -11,6 +11,7 @@ use crate::guard::{self, errno, set_errno};
 use crate::lookup::{Lookup, Outcome, bytes, lookup};
 use crate::state::{self, State};
 use crate::{env, real};
+use usvfs_view::semantics::exec::{self, Located};
 
 /// A NULL-terminated `char*` array and the bytes it points into.
 pub struct CArray {
@@ -58,55 +59,39 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
     out
 }
 
-/// Where an exec of `path` really goes.
-enum Program {
-    /// Outside the view or blacklisted: exec the path as given.
-    AsGiven,
-    /// In the view: exec this physical file (`virt` is its virtual path).
-    Physical { phys: Vec<u8>, virt: Vec<u8> },
-}
-
-fn locate(st: &State, path: &[u8]) -> Result<Program, i32> {
+/// Where `path` leads in the view.
+fn locate(st: &State, path: &[u8]) -> Result<Located, i32> {
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, path, true, &mut lk) {
-        Outcome::Pass => Ok(Program::AsGiven),
+        Outcome::Pass => Ok(Located::AsGiven),
         Outcome::Fail(e) => Err(e),
-        Outcome::Redirect => Ok(Program::Physical {
+        Outcome::Redirect => Ok(Located::Physical {
             phys: lk.phys.as_bytes().to_vec(),
             virt: lk.virt.as_bytes().to_vec(),
         }),
     }
 }
 
-/// The interpreter line of a script, if `phys` starts with `#!`.
-fn shebang(phys: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut p = usvfs_core::path::PathBuffer::from_bytes(phys).ok()?;
+/// The first bytes of a physical file (for `#!`).
+fn head(phys: &[u8]) -> Option<Vec<u8>> {
+    let mut p = usvfs_view::path::PathBuffer::from_bytes(phys).ok()?;
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
     let fd = unsafe { real::openat(AT_FDCWD, p.as_c_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
-    let mut buf = [0u8; 256];
+    let mut buf = vec![0u8; 256];
+    // SAFETY: reading into a buffer of the size passed, from our descriptor.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing the descriptor opened above.
     unsafe { real::close(fd) };
-    if n < 2 || &buf[..2] != b"#!" {
-        return None;
-    }
-    let line = &buf[2..n as usize];
-    let line = &line[..line.iter().position(|&c| c == b'\n')?];
-    let line = line.trim_ascii();
-    let (interp, arg) = match line.iter().position(|c| c.is_ascii_whitespace()) {
-        Some(i) => (
-            &line[..i],
-            Some(line[i..].trim_ascii().to_vec()).filter(|a| !a.is_empty()),
-        ),
-        None => (line, None),
-    };
-    (!interp.is_empty()).then(|| (interp.to_vec(), arg))
+    buf.truncate(n.max(0) as usize);
+    Some(buf)
 }
 
 /// A ready exec: program, arguments and environment, all owned.
 pub struct Prepared {
-    program: usvfs_core::path::PathBuffer,
+    program: usvfs_view::path::PathBuffer,
     argv: CArray,
     env: CArray,
 }
@@ -114,7 +99,7 @@ pub struct Prepared {
 impl Prepared {
     fn new(program: &[u8], argv: Vec<Vec<u8>>, env: CArray) -> Result<Self, i32> {
         Ok(Prepared {
-            program: usvfs_core::path::PathBuffer::from_bytes(program)
+            program: usvfs_view::path::PathBuffer::from_bytes(program)
                 .map_err(|_| libc::ENAMETOOLONG)?,
             argv: CArray::new(argv),
             env,
@@ -134,45 +119,28 @@ impl Prepared {
     }
 }
 
-/// Works out how to exec `path` with the view attached.
+/// Works out how to exec `path` with the view attached (the shared exec
+/// semantics decide; this only gathers what they need).
 fn prepare(
     st: &State,
     path: &[u8],
     argv: Vec<Vec<u8>>,
     envp: Vec<Vec<u8>>,
 ) -> Result<Prepared, i32> {
-    let program = locate(st, path)?;
-    let (target, virt) = match &program {
-        Program::AsGiven => (path.to_vec(), path.to_vec()),
-        Program::Physical { phys, virt } => (phys.clone(), virt.clone()),
-    };
+    let located = locate(st, path)?;
     let rules = env::exec_rules(st);
-    let blacklisted = st.snap.is_blacklisted(path)
-        || st.snap.is_blacklisted(&virt)
-        || rules.is_blacklisted(path)
-        || rules.is_blacklisted(&virt);
-    let extra: Vec<&[u8]> = rules.libraries_for(&virt).collect();
-    let env = CArray::new(env::for_child_with(st, envp, !blacklisted, &extra));
-    if blacklisted {
-        // Outside the view: the real disk decides what runs.
-        return Prepared::new(path, argv, env);
-    }
-    // A script in the view: run its interpreter on the virtual path, so the
-    // script sees where it lives in the view ($0, dirname "$0").
-    if matches!(program, Program::Physical { .. })
-        && let Some((interp, arg)) = shebang(&target)
-    {
-        let mut args = vec![interp.clone()];
-        args.extend(arg);
-        args.push(virt.clone());
-        args.extend(argv.into_iter().skip(1));
-        let interp_target = match locate(st, &interp) {
-            Ok(Program::Physical { phys, .. }) => phys,
-            _ => interp,
-        };
-        return Prepared::new(&interp_target, args, env);
-    }
-    Prepared::new(&target, argv, env)
+    let plan = exec::plan(
+        path,
+        located,
+        argv,
+        &rules,
+        &|p| st.snap.is_blacklisted(p),
+        &mut |p| locate(st, p),
+        &mut |p| head(p),
+    )?;
+    let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
+    let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
+    Prepared::new(&plan.program, plan.argv, env)
 }
 
 #[unsafe(no_mangle)]
@@ -220,29 +188,9 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 }
 
 /// Tries each `PATH` entry like glibc's execvp, resolving each in the view.
-fn search_path<T>(file: &[u8], mut attempt: impl FnMut(&[u8]) -> Result<T, i32>) -> Result<T, i32> {
+fn search_path<T>(file: &[u8], attempt: impl FnMut(&[u8]) -> Result<T, i32>) -> Result<T, i32> {
     let path_var = env::getenv(b"PATH").unwrap_or_else(|| b"/bin:/usr/bin".to_vec());
-    let mut saw_eacces = false;
-    for dir in path_var.split(|&c| c == b':') {
-        let mut cand = if dir.is_empty() {
-            b".".to_vec()
-        } else {
-            dir.to_vec()
-        };
-        cand.push(b'/');
-        cand.extend_from_slice(file);
-        match attempt(&cand) {
-            Ok(v) => return Ok(v),
-            Err(libc::EACCES) => saw_eacces = true,
-            Err(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(if saw_eacces {
-        libc::EACCES
-    } else {
-        libc::ENOENT
-    })
+    exec::search_path(file, &path_var, attempt)
 }
 
 #[unsafe(no_mangle)]
@@ -311,7 +259,7 @@ pub unsafe extern "C" fn fexecve(
     let Some(_g) = guard::enter() else {
         return pass();
     };
-    let env = CArray::new(env::for_child(st, unsafe { read_array(envp) }, true));
+    let env = CArray::new(env::for_child(st, unsafe { read_array(envp) }, true, &[]));
     unsafe { real::fexecve(fd, argv, env.as_ptr()) }
 }
 
@@ -325,8 +273,8 @@ fn spawn_in_view(
     envp: *const *mut c_char,
 ) -> c_int {
     let target = match locate(st, path) {
-        Ok(Program::Physical { phys, .. }) => phys,
-        Ok(Program::AsGiven) => path.to_vec(),
+        Ok(Located::Physical { phys, .. }) => phys,
+        Ok(Located::AsGiven) => path.to_vec(),
         Err(e) => return e,
     };
     let blacklisted = st.snap.is_blacklisted(path);
@@ -334,9 +282,10 @@ fn spawn_in_view(
         st,
         unsafe { read_array(envp.cast()) },
         !blacklisted,
+        &[],
     ));
     let prog = if blacklisted { path } else { &target };
-    let Ok(mut p) = usvfs_core::path::PathBuffer::from_bytes(prog) else {
+    let Ok(mut p) = usvfs_view::path::PathBuffer::from_bytes(prog) else {
         return libc::ENAMETOOLONG;
     };
     unsafe { real::posix_spawn(pid, p.as_c_ptr(), fa, attr, argv, env.as_ptr().cast()) }
@@ -393,7 +342,7 @@ pub unsafe extern "C" fn posix_spawnp(
         let mut phys = match outcome {
             Outcome::Fail(e) => return Err(e),
             Outcome::Pass => {
-                usvfs_core::path::PathBuffer::from_bytes(cand).map_err(|_| libc::ENAMETOOLONG)?
+                usvfs_view::path::PathBuffer::from_bytes(cand).map_err(|_| libc::ENAMETOOLONG)?
             }
             Outcome::Redirect => lk.phys.clone(),
         };

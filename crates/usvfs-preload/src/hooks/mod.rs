@@ -64,71 +64,148 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::guard::{self, errno, set_errno};
 use crate::lookup::{Lookup, Outcome, bytes, lookup, lookup_inside};
+use crate::real::Failure;
 use crate::state::{self, State};
+
+/// A hook body's decision (the shape of mirrord-layer's `Detour`).
+pub(crate) enum Detour<T> {
+    /// Handled: the hook returns this (after `act`).
+    Success(T),
+    /// Not ours (outside the view, or we cannot tell): call the original
+    /// with the caller's own arguments.
+    Bypass,
+    /// Fail the call with this errno.
+    Error(i32),
+}
+
+/// `Some(v)` gives `v`; `None` makes the hook bypass.
+macro_rules! or_bypass {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return $crate::hooks::Detour::Bypass,
+        }
+    };
+}
+pub(crate) use or_bypass;
+
+/// The one hook skeleton. Cheap exits first: no state yet or this thread is
+/// already inside a hook (our own calls) → `original`. Otherwise `decide`
+/// runs with panics contained (a panic bypasses to `original`: a bug in a
+/// hook never takes the host down); then `errno` is restored to the caller's
+/// value and `act` turns the decision into the result, so errno changes only
+/// where the call itself fails. `act` runs with the guard still held.
+#[inline(always)]
+pub(crate) fn hook<T, R: Failure>(
+    original: impl FnOnce() -> R,
+    decide: impl FnOnce(&'static State) -> Detour<T>,
+    act: impl FnOnce(&'static State, T) -> R,
+) -> R {
+    let Some(st) = state::get() else {
+        return original();
+    };
+    let Some(g) = guard::enter() else {
+        return original();
+    };
+    let saved = errno();
+    match catch_unwind(AssertUnwindSafe(|| decide(st))) {
+        Ok(Detour::Success(t)) => {
+            set_errno(saved);
+            let r = act(st, t);
+            drop(g);
+            r
+        }
+        Ok(Detour::Error(e)) => {
+            drop(g);
+            set_errno(e);
+            R::failure()
+        }
+        Ok(Detour::Bypass) | Err(_) => {
+            set_errno(saved);
+            drop(g);
+            original()
+        }
+    }
+}
+
+/// [`hook`] for bodies that compute the result themselves (write hooks):
+/// `Success(r)` returns `r` with the caller's errno.
+#[inline(always)]
+pub(crate) fn hook_result<R: Failure>(
+    original: impl FnOnce() -> R,
+    body: impl FnOnce(&'static State) -> Detour<R>,
+) -> R {
+    hook(original, body, |_, r| r)
+}
+
+/// [`hook`] for helpers whose caller continues when the view does not
+/// apply: `None` on bypass.
+#[inline(always)]
+pub(crate) fn hook_opt<R: Failure>(body: impl FnOnce(&'static State) -> Detour<R>) -> Option<R> {
+    hook(|| None, body, |_, r| Some(r))
+}
+
+/// The result of a real call made inside a hook body: its errno travels in
+/// `Error`, so the skeleton's errno restore cannot lose it.
+#[inline]
+pub(crate) fn sys<R: Copy + PartialOrd + Default>(r: R) -> Detour<R> {
+    if r < R::default() {
+        Detour::Error(errno())
+    } else {
+        Detour::Success(r)
+    }
+}
 
 /// Runs a path-taking call: `pass` with the caller's arguments when the view
 /// does not change it, `redirect` with the resolved physical path otherwise.
 #[inline(always)]
-pub(crate) fn with_path<R>(
+pub(crate) fn with_path<R: Failure>(
     dirfd: c_int,
     path: *const c_char,
     follow: bool,
-    fail: R,
+    _fail: R,
     pass: impl FnOnce() -> R,
     redirect: impl FnOnce(&'static State, &mut Lookup) -> R,
 ) -> R {
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(g) = guard::enter() else {
-        return pass();
-    };
-    // SAFETY: libc contract: path is NULL or a C string.
-    let Some(p) = (unsafe { bytes(path) }) else {
-        drop(g);
-        return pass();
-    };
-    if crate::lookup::certainly_outside(st, dirfd, p) {
-        drop(g);
+    // The cheapest exit, before the skeleton's bookkeeping: most paths are
+    // outside every destination.
+    if let Some(st) = state::get()
+        // SAFETY: libc contract: path is NULL or a C string.
+        && let Some(p) = unsafe { bytes(path) }
+        && crate::lookup::certainly_outside(st, dirfd, p)
+    {
         return pass();
     }
-    slow_path(st, g, dirfd, p, follow, fail, pass, redirect)
+    hook(
+        pass,
+        #[inline(never)]
+        |st| {
+            // SAFETY: as above.
+            let p = or_bypass!(unsafe { bytes(path) });
+            let mut lk = Lookup::new();
+            match lookup_inside(st, dirfd, p, follow, &mut lk) {
+                Outcome::Redirect => Detour::Success(lk),
+                Outcome::Fail(e) => Detour::Error(e),
+                Outcome::Pass => Detour::Bypass,
+            }
+        },
+        |st, mut lk| redirect(st, &mut lk),
+    )
 }
 
-#[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn slow_path<R>(
+/// Resolves a path for hooks that need the lookup itself (directories, cwd,
+/// links), inside a hook body: `Success` with the lookup filled in.
+pub(crate) fn resolve_in_view(
     st: &'static State,
-    g: guard::Guard,
     dirfd: c_int,
     p: &[u8],
     follow: bool,
-    fail: R,
-    pass: impl FnOnce() -> R,
-    redirect: impl FnOnce(&'static State, &mut Lookup) -> R,
-) -> R {
-    let saved = errno();
-    let mut lk = Lookup::new();
-    // `with_path` already took the cheap exits.
-    match catch_unwind(AssertUnwindSafe(|| {
-        lookup_inside(st, dirfd, p, follow, &mut lk)
-    })) {
-        Ok(Outcome::Redirect) => {
-            set_errno(saved);
-            let r = redirect(st, &mut lk);
-            drop(g);
-            r
-        }
-        Ok(Outcome::Fail(e)) => {
-            drop(g);
-            set_errno(e);
-            fail
-        }
-        Ok(Outcome::Pass) | Err(_) => {
-            set_errno(saved);
-            drop(g);
-            pass()
-        }
+    lk: &mut Lookup,
+) -> Detour<()> {
+    match lookup(st, dirfd, p, follow, lk) {
+        Outcome::Redirect => Detour::Success(()),
+        Outcome::Fail(e) => Detour::Error(e),
+        Outcome::Pass => Detour::Bypass,
     }
 }
 
@@ -142,10 +219,10 @@ pub(crate) fn resolve_only(
     lk: &mut Lookup,
 ) -> Option<Result<(), i32>> {
     let saved = errno();
-    let r = match catch_unwind(AssertUnwindSafe(|| lookup(st, dirfd, p, follow, lk))) {
-        Ok(Outcome::Redirect) => Some(Ok(())),
-        Ok(Outcome::Fail(e)) => Some(Err(e)),
-        Ok(Outcome::Pass) | Err(_) => None,
+    let r = match catch_unwind(AssertUnwindSafe(|| resolve_in_view(st, dirfd, p, follow, lk))) {
+        Ok(Detour::Success(())) => Some(Ok(())),
+        Ok(Detour::Error(e)) => Some(Err(e)),
+        Ok(Detour::Bypass) | Err(_) => None,
     };
     set_errno(saved);
     r

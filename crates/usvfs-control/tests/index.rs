@@ -4,10 +4,11 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use usvfs_core::index::view::OwnedSnapshot;
-use usvfs_core::path::PathBuffer;
-use usvfs_core::resolve::{LibcFs, resolve};
-use usvfs_core::{LinkFlags, Mapping, NodeKind, build_snapshot};
+use usvfs_control::index::OwnedSnapshot;
+use usvfs_control::path::PathBuffer;
+use usvfs_control::resolve::resolve;
+use usvfs_control::view::SysFs as LibcFs;
+use usvfs_control::{LinkFlags, Mapping, NodeKind, build_snapshot};
 
 fn write(p: &Path, s: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -165,7 +166,7 @@ fn children_are_sorted_and_typed() {
     let f = fixture();
     let s = f.snap.snapshot();
     let mut n = s.root();
-    for c in usvfs_core::path::components(f.root.join("base").as_os_str().as_bytes()) {
+    for c in usvfs_control::path::components(f.root.join("base").as_os_str().as_bytes()) {
         n = s.child(n, c).unwrap();
     }
     let names: Vec<&[u8]> = s.children(n).map(|c| s.name(c)).collect();
@@ -177,7 +178,7 @@ fn children_are_sorted_and_typed() {
 #[test]
 fn dump_lists_every_node_with_its_source() {
     let f = fixture();
-    let d = String::from_utf8(usvfs_core::index::dump::dump(&f.snap.snapshot())).unwrap();
+    let d = String::from_utf8(usvfs_control::index::dump::dump(&f.snap.snapshot())).unwrap();
     assert!(
         d.contains(&format!(
             "    shared.txt -> {}/m2/shared.txt\n",

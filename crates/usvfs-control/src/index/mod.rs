@@ -1,13 +1,13 @@
-//! The layer index: built once from a mapping, stored as a snapshot file that
-//! hooked processes map read-only, and queried without allocating.
+//! The layer index: built once from a mapping (here), stored as a snapshot
+//! file that hooked processes map read-only (`usvfs_view::index`).
 
 pub mod build;
 pub mod dump;
-pub mod format;
-pub mod view;
 
 pub use build::build_snapshot;
-pub use view::{NodeId, NodeKind, Snapshot};
+pub use usvfs_view::index::{
+    MappedSnapshot, NodeId, NodeKind, OwnedSnapshot, Snapshot, format, snapshot,
+};
 
 /// A generation number for a new snapshot (its creation time, in ns).
 pub fn new_generation() -> u64 {

@@ -2,7 +2,7 @@
 //! at the same relative path (usvfs's "overwrite" folder).
 
 use crate::index::Snapshot;
-use crate::mapping::LinkFlags;
+use crate::flags::LinkFlags;
 use crate::path::{self, PathBuffer, TooLong};
 
 /// The create target covering `vpath`: the one with the longest destination

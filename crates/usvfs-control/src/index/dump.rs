@@ -3,7 +3,7 @@
 //! plain directories above the destinations is collapsed into the first line.
 //! Bytes, not UTF-8: names are written as they are.
 
-use super::view::{NodeKind, Snapshot};
+use super::{NodeKind, Snapshot};
 use crate::path::PathBuffer;
 
 pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {

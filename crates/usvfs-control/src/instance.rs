@@ -10,18 +10,18 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use usvfs_view::instance_dir::InstanceDir;
 
 pub const DEFAULT_NAME: &str = "usvfs_instance";
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Environment variable naming the instance directory of a hooked process.
-pub const ENV_INSTANCE_DIR: &str = "USVFS_INSTANCE_DIR";
+pub use usvfs_view::launch_env::ENV_INSTANCE_DIR;
 
 fn inst_err(name: &str, message: impl Into<String>) -> Error {
     Error::Instance {
@@ -145,12 +145,17 @@ impl Instance {
         }
     }
 
+    /// The files hooked processes use (index, journal, exec rules, log).
+    pub fn files(&self) -> InstanceDir {
+        InstanceDir::new(&self.dir)
+    }
+
     pub fn index_path(&self) -> PathBuf {
-        self.dir.join("index")
+        self.files().index_path()
     }
 
     pub fn journal_path(&self) -> PathBuf {
-        self.dir.join("journal")
+        self.files().journal_path()
     }
 
     /// Publishes a new snapshot atomically: running processes keep the one they
@@ -198,29 +203,9 @@ impl Instance {
             .map_err(|e| Error::io("registering process", &entry, e))
     }
 
-    /// Cheap registration for hooked processes (two system calls at start):
-    /// an empty entry; `live_pids` tells a reused pid apart by whether the
-    /// process maps this instance's index.
+    /// Cheap registration, as hooked processes do it (see [`InstanceDir`]).
     pub fn register_quick(&self, pid: i32) {
-        let mut p = self
-            .dir
-            .join("procs")
-            .join(pid.to_string())
-            .into_os_string()
-            .into_vec();
-        p.push(0);
-        // SAFETY: NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                p.as_ptr().cast(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: our descriptor.
-            unsafe { libc::close(fd) };
-        }
+        self.files().register_quick(pid)
     }
 
     fn maps_index(&self, pid: i32) -> bool {
@@ -245,15 +230,9 @@ impl Instance {
         })
     }
 
-    /// Fast leave for hooked processes at exit: forget `pid`, and remove the
-    /// instance only if no entry at all is left (no lock, no /proc scan: the
-    /// controller prunes stale entries of crashed processes).
+    /// Fast leave, as hooked processes do it at exit (see [`InstanceDir`]).
     pub fn leave_quick(&self, pid: i32) {
-        let procs = self.dir.join("procs");
-        let _ = fs::remove_file(procs.join(pid.to_string()));
-        if fs::remove_dir(&procs).is_ok() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        self.files().leave_quick(pid)
     }
 
     /// Live registered pids; stale entries (dead or reused pids) are pruned.
@@ -302,76 +281,11 @@ impl Instance {
     }
 }
 
-/// Rules applied when a hooked process starts a program, changeable while the
-/// instance runs (kept beside the index, read at each exec).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecRules {
-    /// Executables (base name or full path) started outside the view.
-    pub blacklist: Vec<Vec<u8>>,
-    /// (executable base name, library) pairs: the library is preloaded too.
-    pub force_loads: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl ExecRules {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for b in &self.blacklist {
-            out.extend_from_slice(b"B\0");
-            out.extend_from_slice(b);
-            out.push(0);
-        }
-        for (p, l) in &self.force_loads {
-            out.extend_from_slice(b"F\0");
-            out.extend_from_slice(p);
-            out.push(0);
-            out.extend_from_slice(l);
-            out.push(0);
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Self {
-        let mut r = ExecRules::default();
-        let mut it = bytes.split(|&c| c == 0);
-        while let Some(tag) = it.next() {
-            match tag {
-                b"B" => {
-                    if let Some(n) = it.next() {
-                        r.blacklist.push(n.to_vec());
-                    }
-                }
-                b"F" => {
-                    if let (Some(p), Some(l)) = (it.next(), it.next()) {
-                        r.force_loads.push((p.to_vec(), l.to_vec()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        r
-    }
-
-    /// True when `exe` (a path) is blacklisted by base name or full path.
-    pub fn is_blacklisted(&self, exe: &[u8]) -> bool {
-        let base = crate::path::file_name(exe);
-        self.blacklist
-            .iter()
-            .any(|b| b.as_slice() == exe || b.as_slice() == base)
-    }
-
-    /// Libraries to preload into `exe`.
-    pub fn libraries_for(&self, exe: &[u8]) -> impl Iterator<Item = &[u8]> {
-        let base = crate::path::file_name(exe).to_vec();
-        self.force_loads
-            .iter()
-            .filter(move |(p, _)| p.as_slice() == base.as_slice())
-            .map(|(_, l)| l.as_slice())
-    }
-}
+pub use usvfs_view::semantics::exec::ExecRules;
 
 impl Instance {
     fn exec_rules_path(&self) -> PathBuf {
-        self.dir.join("exec_rules")
+        self.files().exec_rules_path()
     }
 
     /// Replaces the exec rules (atomically).
@@ -386,9 +300,7 @@ impl Instance {
 
     /// The current exec rules (none when never written).
     pub fn read_exec_rules(&self) -> ExecRules {
-        fs::read(self.exec_rules_path())
-            .map(|b| ExecRules::decode(&b))
-            .unwrap_or_default()
+        self.files().read_exec_rules()
     }
 }
 

@@ -1,6 +1,7 @@
-//! Finding the program to start (in the view), checking that the preload
-//! engine can hook it, and the command line that starts it. Shared by every
-//! controller (the CLI, the Python package).
+//! The program inspector: finding the program to start (in the view), what
+//! it is (script, static or dynamic ELF, set-id), and the command line that
+//! starts it. Shared by every controller (the CLI, the Python package); what
+//! an engine can run is decided in [`crate::engine`].
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Snapshot;
 use crate::path::{self, PathBuffer};
-use crate::resolve::{LibcFs, resolve};
+use crate::resolve::resolve;
+use usvfs_view::SysFs;
+use usvfs_view::semantics::exec;
 
 /// Why a program cannot be started (`env`'s exit codes: 127, 126, 125).
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +34,7 @@ pub fn physical(snap: &Snapshot<'_>, p: &Path) -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
     let n = path::normalize(p.as_os_str().as_bytes(), cwd.as_os_str().as_bytes());
     let (mut v, mut ph) = (PathBuffer::new(), PathBuffer::new());
-    resolve(snap, &LibcFs, &n, true, &mut v, &mut ph).ok()?;
+    resolve(snap, &SysFs, &n, true, &mut v, &mut ph).ok()?;
     Some(PathBuf::from(OsStr::from_bytes(ph.as_bytes())))
 }
 
@@ -44,18 +47,8 @@ pub fn locate(snap: &Snapshot<'_>, program: &OsStr) -> Result<(PathBuf, PathBuf)
         vec![PathBuf::from(program)]
     } else {
         let p = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-        p.as_bytes()
-            .split(|&c| c == b':')
-            .map(|d| {
-                let mut v = if d.is_empty() {
-                    b".".to_vec()
-                } else {
-                    d.to_vec()
-                };
-                v.push(b'/');
-                v.extend_from_slice(name);
-                PathBuf::from(OsString::from_vec(v))
-            })
+        exec::path_candidates(name, p.as_bytes())
+            .map(|c| PathBuf::from(OsString::from_vec(c)))
             .collect()
     };
     let mut non_exec = None;
@@ -86,20 +79,10 @@ pub fn locate(snap: &Snapshot<'_>, program: &OsStr) -> Result<(PathBuf, PathBuf)
 
 /// The interpreter (and its optional argument) of a `#!` script.
 fn shebang(head: &[u8]) -> Option<(PathBuf, Option<OsString>)> {
-    let line = head
-        .strip_prefix(b"#!")?
-        .split(|&c| c == b'\n')
-        .next()?
-        .trim_ascii();
-    let mut parts = line.splitn(2, |c| c.is_ascii_whitespace());
-    let interp = parts.next().filter(|i| !i.is_empty())?;
-    let arg = parts
-        .next()
-        .map(|a| a.trim_ascii())
-        .filter(|a| !a.is_empty());
+    let (interp, arg) = exec::shebang(head)?;
     Some((
-        PathBuf::from(OsStr::from_bytes(interp)),
-        arg.map(|a| OsString::from_vec(a.to_vec())),
+        PathBuf::from(OsString::from_vec(interp)),
+        arg.map(OsString::from_vec),
     ))
 }
 
@@ -125,6 +108,47 @@ pub fn command_line(virt: &Path, phys: &Path, argv: &[OsString]) -> (PathBuf, Ve
     (phys.to_path_buf(), argv.to_vec())
 }
 
+/// What a program file is, as far as engines care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramInfo {
+    /// Set-user-ID or set-group-ID for the caller (the loader then ignores
+    /// `LD_PRELOAD`).
+    pub set_id: bool,
+    /// The `#!` interpreter, for scripts.
+    pub interpreter: Option<PathBuf>,
+    /// `Some(true)`: a statically linked ELF; `Some(false)`: a dynamic one;
+    /// `None`: not a 64-bit little-endian ELF.
+    pub elf_static: Option<bool>,
+}
+
+/// Reads what `phys` is. Errors are (126/127-style) [`ProgramError`]s that
+/// name `shown`.
+pub fn inspect(phys: &Path, shown: &Path) -> Result<ProgramInfo, ProgramError> {
+    let meta = std::fs::metadata(phys).map_err(|e| {
+        ProgramError::NotFound(format!(
+            "{}: {e}: check the path (for a script, its #! line names the interpreter)",
+            shown.display()
+        ))
+    })?;
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mode = meta.mode();
+    let set_id =
+        (mode & 0o4000 != 0 && meta.uid() != euid) || (mode & 0o2000 != 0 && meta.gid() != egid);
+    let mut head = vec![0u8; 64 * 1024];
+    let n = std::fs::File::open(phys)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| {
+            ProgramError::NotExecutable(format!("{}: cannot read it: {e}", shown.display()))
+        })?;
+    head.truncate(n);
+    Ok(ProgramInfo {
+        set_id,
+        interpreter: shebang(&head).map(|(i, _)| i),
+        elf_static: elf_is_static(&head),
+    })
+}
+
 fn elf_is_static(bytes: &[u8]) -> Option<bool> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         return None;
@@ -144,63 +168,15 @@ fn elf_is_static(bytes: &[u8]) -> Option<bool> {
     Some(true)
 }
 
-/// Refuses programs the preload engine cannot hook: statically linked ones
-/// (they never load a shared library) and set-id ones (the loader ignores
-/// `LD_PRELOAD` for them). Follows `#!` to the interpreter.
-pub fn check_hookable(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramError> {
-    let meta = std::fs::metadata(phys).map_err(|e| {
-        ProgramError::NotFound(format!(
-            "{}: {e}: check the path (for a script, its #! line names the interpreter)",
-            shown.display()
-        ))
-    })?;
-    // SAFETY: trivial getters.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let mode = meta.mode();
-    if (mode & 0o4000 != 0 && meta.uid() != euid) || (mode & 0o2000 != 0 && meta.gid() != egid) {
-        return Err(ProgramError::Unhookable(format!(
-            "{} is set-user-ID or set-group-ID: the dynamic loader ignores LD_PRELOAD for it, so the \
-             preload engine cannot show it the view; run it outside usvfs, or with the namespace engine once available",
-            shown.display()
-        )));
-    }
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(phys)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| {
-            ProgramError::NotExecutable(format!("{}: cannot read it: {e}", shown.display()))
-        })?;
-    head.truncate(n);
-    if head.starts_with(b"#!") && depth < 4 {
-        let line = head[2..]
-            .split(|&c| c == b'\n')
-            .next()
-            .unwrap_or(b"")
-            .trim_ascii();
-        let interp = line
-            .split(|c| c.is_ascii_whitespace())
-            .next()
-            .unwrap_or(b"");
-        let interp = Path::new(OsStr::from_bytes(interp));
-        return check_hookable(interp, interp, depth + 1);
-    }
-    if elf_is_static(&head) == Some(true) {
-        return Err(ProgramError::Unhookable(format!(
-            "{} is statically linked: it makes system calls without the C library, so the preload \
-             engine cannot hook it; run it outside usvfs, or with the namespace engine once available",
-            shown.display()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_programs_are_hookable() {
-        assert!(check_hookable(Path::new("/bin/ls"), Path::new("/bin/ls"), 0).is_ok());
+    fn inspects_a_dynamic_program() {
+        let info = inspect(Path::new("/bin/ls"), Path::new("/bin/ls")).unwrap();
+        assert_eq!(info.elf_static, Some(false));
+        assert!(!info.set_id);
         let head = std::fs::read("/bin/ls").unwrap();
         assert_eq!(elf_is_static(&head), Some(false));
     }

@@ -6,6 +6,7 @@
 //! directory falls through to the real disk, which is the lowest layer. Nothing
 //! here allocates: the preload library calls it on every hooked path.
 
+use crate::fs::Fs;
 use crate::index::{NodeId, NodeKind, Snapshot};
 use crate::journal::{self, Entry, Journal};
 use crate::path::{self, PathBuffer};
@@ -14,14 +15,6 @@ use crate::path::{self, PathBuffer};
 const MAX_EXPANSIONS: u32 = 40;
 /// How many candidate prefixes to canonicalize when looking for a symlinked prefix.
 const MAX_ALIAS_PROBES: u32 = 4;
-
-/// File system access the resolver needs (real calls in the preload library).
-pub trait ResolveFs {
-    /// Reads the target of the physical symlink `path` into `out`; returns its length.
-    fn readlink(&self, path: &mut PathBuffer, out: &mut [u8]) -> Result<usize, i32>;
-    /// Canonicalizes a physical path (the real `realpath`).
-    fn realpath(&self, path: &mut PathBuffer, out: &mut PathBuffer) -> Result<(), i32>;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resolution {
@@ -34,12 +27,21 @@ pub struct Resolution {
     pub from_journal: bool,
 }
 
+impl Resolution {
+    /// Not resolved yet.
+    pub const NONE: Resolution = Resolution {
+        node: None,
+        redirected: false,
+        from_journal: false,
+    };
+}
+
 /// Resolves `input` (absolute, normalized). On success `virt` holds the virtual
 /// path after symlink expansion and `phys` the physical path to use.
 /// `follow` says whether a symlink in the last component is followed.
 pub fn resolve(
     snap: &Snapshot<'_>,
-    fs: &dyn ResolveFs,
+    fs: &dyn Fs,
     input: &[u8],
     follow: bool,
     virt: &mut PathBuffer,
@@ -105,7 +107,7 @@ impl Scratch {
 pub fn resolve_with(
     snap: &Snapshot<'_>,
     journal: Option<&Journal>,
-    fs: &dyn ResolveFs,
+    fs: &dyn Fs,
     input: &[u8],
     follow: bool,
     virt: &mut PathBuffer,
@@ -120,7 +122,7 @@ pub fn resolve_with(
 pub fn resolve_in(
     snap: &Snapshot<'_>,
     journal: Option<&Journal>,
-    fs: &dyn ResolveFs,
+    fs: &dyn Fs,
     input: &[u8],
     follow: bool,
     virt: &mut PathBuffer,
@@ -277,7 +279,7 @@ fn next_component(bytes: &[u8], pos: &mut usize) -> Option<(usize, usize)> {
 /// Reads the symlink at physical `phys` (reached at `virt`) and writes the
 /// path to resolve next into `next`; counts expansions up to `ELOOP`.
 fn expand_link(
-    fs: &dyn ResolveFs,
+    fs: &dyn Fs,
     link: &mut LinkBuf,
     phys: &mut PathBuffer,
     virt: &mut PathBuffer,
@@ -338,7 +340,7 @@ fn physical_below(
 /// canonical prefix plus the rest into `next`.
 fn probe_alias(
     snap: &Snapshot<'_>,
-    fs: &dyn ResolveFs,
+    fs: &dyn Fs,
     bytes: &[u8],
     from: usize,
     probes: &mut u32,
@@ -359,7 +361,7 @@ fn probe_alias(
         scratch
             .push_bytes(&bytes[..pos])
             .map_err(|_| libc::ENAMETOOLONG)?;
-        if fs.realpath(scratch, next).is_err() || next.as_bytes() == &bytes[..pos] {
+        if fs.realpath(scratch.as_bytes(), next).is_err() || next.as_bytes() == &bytes[..pos] {
             continue;
         }
         next.push_bytes(&bytes[pos..])
@@ -387,7 +389,7 @@ impl LinkBuf {
         }
     }
 
-    fn read(&mut self, fs: &dyn ResolveFs, p: &mut PathBuffer) -> Result<&[u8], i32> {
+    fn read(&mut self, fs: &dyn Fs, p: &mut PathBuffer) -> Result<&[u8], i32> {
         // Zero only when a link is actually read; readlink fills the prefix.
         let buf: &mut [u8] = {
             for b in self.buf.iter_mut() {
@@ -398,38 +400,8 @@ impl LinkBuf {
                 std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), self.buf.len())
             }
         };
-        let n = fs.readlink(p, buf)?;
+        let n = fs.readlink(p.as_bytes(), buf)?;
         Ok(&buf[..n.min(path::PATH_MAX)])
     }
 }
 
-/// [`ResolveFs`] over libc, for controllers and tests (not interposed there).
-pub struct LibcFs;
-
-impl ResolveFs for LibcFs {
-    fn readlink(&self, path: &mut PathBuffer, out: &mut [u8]) -> Result<usize, i32> {
-        // SAFETY: NUL-terminated path, out is a valid buffer of its length.
-        let n = unsafe { libc::readlink(path.as_c_ptr(), out.as_mut_ptr().cast(), out.len()) };
-        if n < 0 {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn realpath(&self, path: &mut PathBuffer, out: &mut PathBuffer) -> Result<(), i32> {
-        let mut buf = [0u8; libc::PATH_MAX as usize + 1];
-        // SAFETY: buf holds PATH_MAX bytes as realpath requires.
-        let r = unsafe { libc::realpath(path.as_c_ptr(), buf.as_mut_ptr().cast()) };
-        if r.is_null() {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO));
-        }
-        let len = buf.iter().position(|&c| c == 0).unwrap_or(0);
-        out.clear();
-        out.push_bytes(&buf[..len]).map_err(|_| libc::ENAMETOOLONG)
-    }
-}

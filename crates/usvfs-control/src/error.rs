@@ -1,4 +1,4 @@
-//! Typed errors of the core library. Every variant names the path it is about.
+//! Typed errors of the control library. Every variant names the path it is about.
 
 use std::io;
 use std::path::PathBuf;
@@ -35,6 +35,8 @@ pub enum Error {
     Instance { name: String, message: String },
     #[error("index {path:?}: {message}")]
     Index { path: PathBuf, message: String },
+    #[error(transparent)]
+    View(#[from] usvfs_view::Error),
     #[error("{context} {path:?}: {cause}")]
     Io {
         context: &'static str,

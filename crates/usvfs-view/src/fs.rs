@@ -1,0 +1,244 @@
+//! The physical file system as the semantics see it: a small trait with one
+//! implementation on raw system calls ([`SysFs`], through `rustix`, which never
+//! goes through the C library, so an engine's own calls never re-enter its
+//! hooks and never touch `errno`) and an in-memory fake ([`crate::fake::FakeFs`])
+//! for unit tests. Paths are absolute physical paths, as bytes.
+
+use crate::path::PathBuffer;
+
+/// An `errno` value.
+pub type Errno = i32;
+
+/// What kind of file a physical entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl FileKind {
+    /// The `d_type` a directory listing reports for this kind.
+    pub fn d_type(self) -> u8 {
+        match self {
+            FileKind::Dir => libc::DT_DIR,
+            FileKind::File => libc::DT_REG,
+            FileKind::Symlink => libc::DT_LNK,
+            FileKind::Other => libc::DT_UNKNOWN,
+        }
+    }
+
+    /// The index/journal kind code (`index::format::KIND_*`).
+    pub fn code(self) -> u8 {
+        use crate::index::format::{KIND_DIR, KIND_FILE, KIND_OTHER, KIND_SYMLINK};
+        match self {
+            FileKind::Dir => KIND_DIR,
+            FileKind::File => KIND_FILE,
+            FileKind::Symlink => KIND_SYMLINK,
+            FileKind::Other => KIND_OTHER,
+        }
+    }
+
+    fn from_mode(mode: u32) -> Self {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFLNK => FileKind::Symlink,
+            _ => FileKind::Other,
+        }
+    }
+}
+
+/// The attributes of a physical entry the semantics decide on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: FileKind,
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub ino: u64,
+    pub dev: u64,
+    /// `d_type` as a listing shows it (finer than `kind` for devices etc.).
+    pub d_type: u8,
+}
+
+impl Meta {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
+    }
+}
+
+/// Physical file-system access. Every method takes absolute physical paths.
+pub trait Fs {
+    fn lstat(&self, path: &[u8]) -> Result<Meta, Errno>;
+    fn stat(&self, path: &[u8]) -> Result<Meta, Errno>;
+    /// Reads the target of symlink `path` into `out`; returns its length.
+    fn readlink(&self, path: &[u8], out: &mut [u8]) -> Result<usize, Errno>;
+    /// Canonicalizes a physical path (symlinks followed, it must exist).
+    fn realpath(&self, path: &[u8], out: &mut PathBuffer) -> Result<(), Errno>;
+    fn mkdir(&self, path: &[u8], mode: u32) -> Result<(), Errno>;
+    fn rmdir(&self, path: &[u8]) -> Result<(), Errno>;
+    fn unlink(&self, path: &[u8]) -> Result<(), Errno>;
+    /// `renameat2` with its flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    fn rename(&self, from: &[u8], to: &[u8], flags: u32) -> Result<(), Errno>;
+    fn symlink(&self, target: &[u8], at: &[u8]) -> Result<(), Errno>;
+    /// Calls `each(name, d_type, ino)` for every entry but `.` and `..`.
+    fn read_dir(&self, path: &[u8], each: &mut dyn FnMut(&[u8], u8, u64)) -> Result<(), Errno>;
+    /// Copies a regular file's data, permissions and times to a new file `to`
+    /// (which must not exist), durably.
+    fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno>;
+}
+
+/// The real file system, on raw system calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SysFs;
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    e.raw_os_error()
+}
+
+fn meta(st: &rustix::fs::Stat) -> Meta {
+    let mode = st.st_mode;
+    let kind = FileKind::from_mode(mode);
+    let d_type = match mode & libc::S_IFMT {
+        libc::S_IFIFO => libc::DT_FIFO,
+        libc::S_IFSOCK => libc::DT_SOCK,
+        libc::S_IFCHR => libc::DT_CHR,
+        libc::S_IFBLK => libc::DT_BLK,
+        _ => kind.d_type(),
+    };
+    Meta {
+        kind,
+        mode,
+        ino: st.st_ino,
+        dev: st.st_dev,
+        d_type,
+    }
+}
+
+impl Fs for SysFs {
+    fn lstat(&self, path: &[u8]) -> Result<Meta, Errno> {
+        use rustix::fs::{AtFlags, CWD, statat};
+        statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| meta(&s))
+            .map_err(errno)
+    }
+
+    fn stat(&self, path: &[u8]) -> Result<Meta, Errno> {
+        use rustix::fs::{AtFlags, CWD, statat};
+        statat(CWD, path, AtFlags::empty())
+            .map(|s| meta(&s))
+            .map_err(errno)
+    }
+
+    fn readlink(&self, path: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        use rustix::fs::{CWD, readlinkat_raw};
+        readlinkat_raw(CWD, path, &mut *out)
+            .map(|n: usize| n)
+            .map_err(errno)
+    }
+
+    fn realpath(&self, path: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
+        // Heap buffers: engines call this on small thread stacks, and rarely.
+        let p = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
+        let mut buf = vec![0u8; crate::path::PATH_MAX + 1];
+        // SAFETY: `p` is NUL-terminated and `buf` holds PATH_MAX+1 bytes, the
+        // most realpath(3) writes.
+        let r = unsafe { libc::realpath(p.as_ptr(), buf.as_mut_ptr().cast()) };
+        if r.is_null() {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        let len = buf.iter().position(|&c| c == 0).unwrap_or(0);
+        out.set(&buf[..len]).map_err(|_| libc::ENAMETOOLONG)
+    }
+
+    fn mkdir(&self, path: &[u8], mode: u32) -> Result<(), Errno> {
+        use rustix::fs::{CWD, Mode, mkdirat};
+        mkdirat(CWD, path, Mode::from_raw_mode(mode)).map_err(errno)
+    }
+
+    fn rmdir(&self, path: &[u8]) -> Result<(), Errno> {
+        use rustix::fs::{AtFlags, CWD, unlinkat};
+        unlinkat(CWD, path, AtFlags::REMOVEDIR).map_err(errno)
+    }
+
+    fn unlink(&self, path: &[u8]) -> Result<(), Errno> {
+        use rustix::fs::{AtFlags, CWD, unlinkat};
+        unlinkat(CWD, path, AtFlags::empty()).map_err(errno)
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8], flags: u32) -> Result<(), Errno> {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        renameat_with(CWD, from, CWD, to, RenameFlags::from_bits_retain(flags)).map_err(errno)
+    }
+
+    fn symlink(&self, target: &[u8], at: &[u8]) -> Result<(), Errno> {
+        use rustix::fs::{CWD, symlinkat};
+        symlinkat(target, CWD, at).map_err(errno)
+    }
+
+    fn read_dir(&self, path: &[u8], each: &mut dyn FnMut(&[u8], u8, u64)) -> Result<(), Errno> {
+        use rustix::fs::{CWD, Mode, OFlags, RawDir, openat};
+        let fd = openat(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let mut buf: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(32 * 1024);
+        buf.resize(32 * 1024, std::mem::MaybeUninit::uninit());
+        let mut dir = RawDir::new(&fd, &mut buf);
+        while let Some(e) = dir.next() {
+            let e = e.map_err(errno)?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            // d_type is the file-type nibble of st_mode.
+            each(name, (e.file_type().as_raw_mode() >> 12) as u8, e.ino());
+        }
+        Ok(())
+    }
+
+    fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, fstat, openat};
+        let ifd = openat(CWD, from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno)?;
+        let st = fstat(&ifd).map_err(errno)?;
+        let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
+        let ofd = openat(
+            CWD,
+            to,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            perm,
+        )
+        .map_err(errno)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = rustix::io::read(&ifd, &mut buf).map_err(errno)?;
+            if n == 0 {
+                break;
+            }
+            let mut off = 0;
+            while off < n {
+                off += rustix::io::write(&ofd, &buf[off..n]).map_err(errno)?;
+            }
+        }
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        };
+        let _ = rustix::fs::utimensat(&ofd, c"", &times, AtFlags::EMPTY_PATH);
+        let _ = rustix::fs::fchmod(&ofd, perm);
+        rustix::fs::fsync(&ofd).map_err(errno)
+    }
+}

@@ -1,0 +1,221 @@
+//! The files of an instance directory as a hooked process uses them: the
+//! index snapshot, the journal, the exec rules, the log, and one registry
+//! entry per process. Creating, publishing and cleaning up instances is the
+//! controller's job (`usvfs-control`).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::semantics::exec::ExecRules;
+
+/// An instance directory (`<runtime>/<name>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceDir {
+    pub dir: PathBuf,
+}
+
+impl InstanceDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        InstanceDir { dir: dir.into() }
+    }
+
+    pub fn from_bytes(dir: &[u8]) -> Self {
+        Self::new(Path::new(OsStr::from_bytes(dir)))
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join("index")
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    pub fn exec_rules_path(&self) -> PathBuf {
+        self.dir.join("exec_rules")
+    }
+
+    /// Where hooked processes append their log lines.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// The log level hooked processes use (`off` when the file is absent).
+    pub fn log_level_path(&self) -> PathBuf {
+        self.dir.join("log_level")
+    }
+
+    /// The level hooked processes log at: `None` (off) when the file is
+    /// absent, says `off`, or holds anything but `error`, `warn`, `info`,
+    /// `debug` or `trace`. Read with raw system calls (no allocation beyond the
+    /// path, no libc file function a preload engine might hook).
+    pub fn read_log_level(&self) -> Option<tracing::Level> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        let fd = openat(
+            CWD,
+            self.log_level_path().as_os_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut buf = [0u8; 16];
+        let mut len = 0;
+        while len < buf.len() {
+            match rustix::io::read(&fd, &mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return None,
+            }
+        }
+        parse_log_level(buf[..len].trim_ascii())?
+    }
+
+    /// Sets the level hooked processes started from now on log at (`off`,
+    /// `error`, `warn`, `info`, `debug` or `trace`; `None` or `off` removes the
+    /// file). Written to a temporary name and renamed, so a starting process
+    /// reads either the old level or the new one.
+    pub fn write_log_level(&self, level: Option<&str>) -> std::io::Result<()> {
+        let path = self.log_level_path();
+        let level = match level {
+            None => None,
+            Some(l) => match parse_log_level(l.trim().as_bytes()) {
+                Some(parsed) => parsed.map(|_| l.trim().to_ascii_lowercase()),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "unknown log level {l:?}: use off, error, warn, info, debug or trace"
+                        ),
+                    ));
+                }
+            },
+        };
+        let Some(level) = level else {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        };
+        let tmp = self
+            .dir
+            .join(format!("log_level.tmp.{}", std::process::id()));
+        std::fs::write(&tmp, format!("{level}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+    }
+
+    pub fn procs_dir(&self) -> PathBuf {
+        self.dir.join("procs")
+    }
+
+    /// The current exec rules (none when never written).
+    pub fn read_exec_rules(&self) -> ExecRules {
+        std::fs::read(self.exec_rules_path())
+            .map(|b| ExecRules::decode(&b))
+            .unwrap_or_default()
+    }
+
+    /// Cheap registration for hooked processes (two system calls at start):
+    /// an empty entry. The controller tells a reused pid apart by whether the
+    /// process maps this instance's index.
+    pub fn register_quick(&self, pid: i32) {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        let p = self
+            .procs_dir()
+            .join(pid.to_string())
+            .into_os_string()
+            .into_vec();
+        // The descriptor closes when dropped; failing to register only hides
+        // the process from `usvfs ps`.
+        let _ = openat(
+            CWD,
+            p.as_slice(),
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        );
+    }
+
+    /// Fast leave for hooked processes at exit: forget `pid`, and remove the
+    /// instance only if no entry at all is left (no lock, no /proc scan: the
+    /// controller prunes stale entries of crashed processes).
+    pub fn leave_quick(&self, pid: i32) {
+        let procs = self.procs_dir();
+        let _ = std::fs::remove_file(procs.join(pid.to_string()));
+        if std::fs::remove_dir(&procs).is_ok() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Parses a log level name (ASCII case ignored): `Some(None)` for `off`,
+/// `Some(Some(level))` for a level, `None` for anything else.
+fn parse_log_level(s: &[u8]) -> Option<Option<tracing::Level>> {
+    use tracing::Level;
+    const NAMES: [(&[u8], Option<Level>); 6] = [
+        (b"off", None),
+        (b"error", Some(Level::ERROR)),
+        (b"warn", Some(Level::WARN)),
+        (b"info", Some(Level::INFO)),
+        (b"debug", Some(Level::DEBUG)),
+        (b"trace", Some(Level::TRACE)),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(s))
+        .map(|&(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let d = InstanceDir::new(t.path());
+        assert_eq!(d.read_log_level(), None, "absent file means off");
+        for (name, level) in [
+            ("error", tracing::Level::ERROR),
+            ("warn", tracing::Level::WARN),
+            ("info", tracing::Level::INFO),
+            ("debug", tracing::Level::DEBUG),
+            ("trace", tracing::Level::TRACE),
+            (" DEBUG\n", tracing::Level::DEBUG),
+        ] {
+            d.write_log_level(Some(name)).unwrap();
+            assert_eq!(d.read_log_level(), Some(level), "{name:?}");
+        }
+        // Only the level file is left: the temporary was renamed.
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [OsStr::new("log_level")]);
+        assert_eq!(
+            std::fs::read_to_string(d.log_level_path()).unwrap(),
+            "debug\n"
+        );
+
+        d.write_log_level(Some("off")).unwrap();
+        assert!(!d.log_level_path().exists());
+        assert_eq!(d.read_log_level(), None);
+        d.write_log_level(Some("info")).unwrap();
+        d.write_log_level(None).unwrap();
+        assert!(!d.log_level_path().exists());
+        d.write_log_level(None).unwrap();
+
+        let e = d.write_log_level(Some("loud")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("loud"));
+        assert!(!d.log_level_path().exists());
+
+        for junk in ["off\n", "verbose", "", "debugging"] {
+            std::fs::write(d.log_level_path(), junk).unwrap();
+            assert_eq!(d.read_log_level(), None, "{junk:?}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Where writes land (usvfs semantics): existing files change in place; new
+//! files and directories go to the innermost create target at the same
+//! relative path (parents created there), else into the parent's physical
+//! directory; deletes remove the winning physical file and leave a whiteout so
+//! no lower copy shows through; renames move the physical file to where a new
+//! file at the target would go, or onto the replaced file's own location.
+//! Every change is recorded in the journal, so all processes agree at once.
+
+use super::{Resolved, View, create};
+use crate::fs::{Errno, FileKind, Meta};
+use crate::path::{self, PathBuffer};
+
+/// The outcome of a complete operation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change<T> {
+    /// The view does not change this call: the engine does it unchanged.
+    Outside,
+    Done(T),
+    Fail(Errno),
+}
+
+/// A path of the view that exists.
+pub struct Found {
+    pub r: Box<Resolved>,
+    pub meta: Meta,
+}
+
+/// Where a new entry goes, and the directories made to hold it. The engine
+/// creates the entry at `loc`, then calls [`Place::commit`] (or
+/// [`Place::abort`] when that failed).
+pub struct Place {
+    pub virt: PathBuffer,
+    pub loc: PathBuffer,
+    made: Vec<Vec<u8>>,
+}
+
+/// What a path that may be created is.
+pub enum Probe {
+    /// Outside the view (no create target, no layered parent): the engine's
+    /// original call does the job.
+    Outside,
+    Fail(Errno),
+    Exists(Found),
+    /// Does not exist; a new entry goes to the place.
+    New(Box<Place>),
+}
+
+impl Place {
+    /// Undoes the parent directories made for it, after a failed create.
+    pub fn abort(&self, v: &View<'_>) {
+        for d in self.made.iter().rev() {
+            let _ = v.fs.rmdir(d);
+        }
+    }
+
+    /// Publishes the new entry (of `kind`) to every process of the instance.
+    pub fn commit(&self, v: &View<'_>, kind: FileKind) {
+        v.record(self.virt.as_bytes(), self.loc.as_bytes(), kind.code());
+    }
+}
+
+/// Creates the missing directories between `root` (exists) and `dir`.
+fn make_parents(
+    v: &View<'_>,
+    root: &[u8],
+    dir: &[u8],
+    made: &mut Vec<Vec<u8>>,
+) -> Result<(), Errno> {
+    let rest = path::strip_prefix(dir, root).ok_or(libc::EXDEV)?;
+    let mut cur = PathBuffer::new();
+    cur.set(root).map_err(|_| libc::ENAMETOOLONG)?;
+    for c in path::components(rest) {
+        cur.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+        match v.fs.lstat(cur.as_bytes()) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(libc::ENOTDIR),
+            Err(_) => match v.fs.mkdir(cur.as_bytes(), 0o777) {
+                Ok(()) => made.push(cur.as_bytes().to_vec()),
+                Err(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+fn parent_of(virt: &[u8]) -> PathBuffer {
+    let mut p = PathBuffer::from_bytes(virt).unwrap_or_default();
+    p.pop_component();
+    p
+}
+
+impl<'a> View<'a> {
+    /// Resolves the parent directory of `virt`; `None` when it failed.
+    fn parent(&self, virt: &[u8]) -> Result<Box<Resolved>, Errno> {
+        let parent = parent_of(virt);
+        self.resolve_boxed(parent.as_bytes(), true)
+    }
+
+    /// Looks `virt` up for an operation that may create it.
+    pub fn probe(&self, virt_in: &[u8], follow: bool) -> Probe {
+        let ct = create::create_target(self.snap, virt_in);
+        let mut virt = match PathBuffer::from_bytes(virt_in) {
+            Ok(v) => v,
+            Err(_) => return Probe::Fail(libc::ENAMETOOLONG),
+        };
+        let mut parent: Option<Box<Resolved>> = None;
+        let mut r = Resolved::boxed();
+        match self.resolve(virt_in, follow, &mut r) {
+            Ok(()) if !r.res.in_view() => {
+                // Neither a create target nor a layered parent: the engine's
+                // original call does the job (decided before any system call).
+                if ct.is_none() {
+                    match self.parent(virt_in) {
+                        Ok(p) if p.res.in_view() => parent = Some(p),
+                        _ => return Probe::Outside,
+                    }
+                }
+                if let Ok(meta) = self.fs.lstat(r.phys.as_bytes()) {
+                    return Probe::Exists(Found { r, meta });
+                }
+            }
+            Ok(()) => {
+                if let Ok(meta) = self.fs.lstat(r.phys.as_bytes()) {
+                    return Probe::Exists(Found { r, meta });
+                }
+                // A dangling link in a layer: create what it names.
+                virt = r.virt.clone();
+            }
+            Err(libc::ENOENT) => {}
+            Err(e) => return Probe::Fail(e),
+        }
+        // Not in the view: its parent must be a directory of the view.
+        let name = path::file_name(virt.as_bytes()).to_vec();
+        if name.is_empty() || name == b"." || name == b".." {
+            return Probe::Fail(libc::EEXIST);
+        }
+        let parent = match parent {
+            Some(p) => p,
+            None => match self.parent(virt.as_bytes()) {
+                Ok(p) => p,
+                Err(e) => return Probe::Fail(e),
+            },
+        };
+        match self.fs.stat(parent.phys.as_bytes()) {
+            Err(e) => return Probe::Fail(e),
+            Ok(m) if !m.is_dir() => return Probe::Fail(libc::ENOTDIR),
+            Ok(_) => {}
+        }
+        let mut place = Box::new(Place {
+            virt,
+            loc: PathBuffer::new(),
+            made: Vec::new(),
+        });
+        match ct {
+            Some(layer) => {
+                if create::location(self.snap, layer, place.virt.as_bytes(), &mut place.loc)
+                    .is_err()
+                {
+                    return Probe::Fail(libc::ENAMETOOLONG);
+                }
+                let mut dir = place.loc.clone();
+                dir.pop_component();
+                if let Err(e) = make_parents(
+                    self,
+                    self.snap.layer_source(layer),
+                    dir.as_bytes(),
+                    &mut place.made,
+                ) {
+                    place.abort(self);
+                    return Probe::Fail(e);
+                }
+            }
+            None => {
+                place.loc = parent.phys.clone();
+                if place.loc.push_component(&name).is_err() {
+                    return Probe::Fail(libc::ENAMETOOLONG);
+                }
+            }
+        }
+        Probe::New(place)
+    }
+
+    /// The physical directory where an unnamed new file (`O_TMPFILE`) in
+    /// virtual directory `dir_virt` (resolved to `dir_phys`) goes: where a new
+    /// file there would be created, so a later link can name it in place.
+    pub fn new_entry_dir(&self, dir_virt: &[u8], dir_phys: &[u8]) -> Result<PathBuffer, Errno> {
+        let mut probe = PathBuffer::from_bytes(dir_virt).map_err(|_| libc::ENAMETOOLONG)?;
+        probe
+            .push_component(b".usvfs-tmpfile")
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        let Some(layer) = create::create_target(self.snap, probe.as_bytes()) else {
+            return PathBuffer::from_bytes(dir_phys).map_err(|_| libc::ENAMETOOLONG);
+        };
+        let mut loc = PathBuffer::new();
+        create::location(self.snap, layer, probe.as_bytes(), &mut loc)
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        loc.pop_component();
+        make_parents(self, self.snap.layer_source(layer), loc.as_bytes(), &mut Vec::new())?;
+        Ok(loc)
+    }
+
+    /// Deletes `virt` (`remove_dir`: `Some(true)` rmdir, `Some(false)`
+    /// unlink, `None` either, as `remove(3)`): removes the winning physical
+    /// entry and records a whiteout when a lower copy could show through.
+    pub fn delete(&self, virt: &[u8], remove_dir: Option<bool>) -> Change<()> {
+        let r = match self.resolve_boxed(virt, false) {
+            Ok(r) if !r.res.in_view() => return Change::Outside,
+            Ok(r) => r,
+            Err(e) => return Change::Fail(e),
+        };
+        let meta = match self.fs.lstat(r.phys.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => return Change::Fail(e),
+        };
+        let dir = meta.is_dir();
+        let want_dir = remove_dir.unwrap_or(dir);
+        if want_dir && !dir {
+            return Change::Fail(libc::ENOTDIR);
+        }
+        if !want_dir && dir {
+            return Change::Fail(libc::EISDIR);
+        }
+        if want_dir {
+            if !self.dir_is_empty(r.res.node, r.virt.as_bytes(), r.phys.as_bytes()) {
+                return Change::Fail(libc::ENOTEMPTY);
+            }
+            if let Err(e) = self.fs.rmdir(r.phys.as_bytes()) {
+                // An index directory whose view is empty may still hold
+                // files that whiteouts hide: keep them, nothing is lost.
+                if r.res.node.is_none() || (e != libc::ENOTEMPTY && e != libc::EEXIST) {
+                    return Change::Fail(e);
+                }
+            }
+        } else if let Err(e) = self.fs.unlink(r.phys.as_bytes()) {
+            return Change::Fail(e);
+        }
+        if self.needs_whiteout(r.res.node, r.virt.as_bytes()) {
+            self.record_whiteout(r.virt.as_bytes());
+        }
+        Change::Done(())
+    }
+
+    /// Renames `old` to `new` (`renameat2` flags). The result lives where a
+    /// new file at `new` would be created, or at the replaced file's own
+    /// location; `old` is then absent, as after a delete.
+    pub fn rename(&self, old: &[u8], new: &[u8], flags: u32) -> Change<()> {
+        let olk = match self.resolve_boxed(old, false) {
+            Ok(r) => r,
+            Err(e) => return Change::Fail(e),
+        };
+        let old_in_view = olk.res.in_view();
+        let target = self.probe(new, false);
+        if !old_in_view && matches!(target, Probe::Outside) {
+            return Change::Outside;
+        }
+        let ophys = olk.phys.clone();
+        let ost = match self.fs.lstat(ophys.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => return Change::Fail(e),
+        };
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let (dest, place) = match target {
+            Probe::Fail(e) => return Change::Fail(e),
+            Probe::Outside => (PathBuffer::from_bytes(new).unwrap_or_default(), None),
+            Probe::Exists(f) => {
+                if flags & libc::RENAME_NOREPLACE != 0 {
+                    return Change::Fail(libc::EEXIST);
+                }
+                if olk.virt.as_bytes() == f.r.virt.as_bytes() {
+                    return Change::Done(());
+                }
+                if !exchange {
+                    if ost.is_dir() && !f.meta.is_dir() {
+                        return Change::Fail(libc::ENOTDIR);
+                    }
+                    if !ost.is_dir() && f.meta.is_dir() {
+                        return Change::Fail(libc::EISDIR);
+                    }
+                    if f.meta.is_dir()
+                        && !self.dir_is_empty(f.r.res.node, f.r.virt.as_bytes(), f.r.phys.as_bytes())
+                    {
+                        return Change::Fail(libc::ENOTEMPTY);
+                    }
+                }
+                // Replacing keeps the result at the replaced file's location.
+                let place = Box::new(Place {
+                    virt: f.r.virt.clone(),
+                    loc: f.r.phys.clone(),
+                    made: Vec::new(),
+                });
+                (f.r.phys.clone(), Some(place))
+            }
+            Probe::New(place) => {
+                if exchange {
+                    place.abort(self);
+                    return Change::Fail(libc::ENOENT);
+                }
+                (place.loc.clone(), Some(place))
+            }
+        };
+        let abort = |place: &Option<Box<Place>>| {
+            if let Some(p) = place {
+                p.abort(self);
+            }
+        };
+        // A directory merged from layers cannot move as one physical directory.
+        if old_in_view
+            && ost.is_dir()
+            && !exchange
+            && (olk.res.node.is_some()
+                || self
+                    .journal
+                    .is_some_and(|j| j.has_records_below(olk.virt.as_bytes())))
+        {
+            abort(&place);
+            return Change::Fail(libc::EXDEV);
+        }
+        let mut r = self.fs.rename(ophys.as_bytes(), dest.as_bytes(), flags);
+        if r == Err(libc::EXDEV) && !exchange && !ost.is_dir() {
+            // The layers sit on different file systems, which a merged
+            // directory would hide: move the file by copy, atomically at the
+            // destination, then remove the source.
+            r = self.move_across(ophys.as_bytes(), dest.as_bytes(), &ost);
+        }
+        if let Err(e) = r {
+            abort(&place);
+            return Change::Fail(e);
+        }
+        if exchange {
+            return Change::Done(());
+        }
+        if old_in_view && self.needs_whiteout(olk.res.node, olk.virt.as_bytes()) {
+            self.record_whiteout(olk.virt.as_bytes());
+        }
+        if let Some(p) = &place {
+            p.commit(self, ost.kind);
+        }
+        Change::Done(())
+    }
+
+    /// Moves a file or symlink between file systems: copy into a temporary
+    /// name beside the destination, rename it over the destination (atomic),
+    /// remove the source. On failure nothing changes but a removed temporary.
+    fn move_across(&self, src: &[u8], dest: &[u8], st: &Meta) -> Result<(), Errno> {
+        let mut tmp = PathBuffer::from_bytes(dest).map_err(|_| libc::ENAMETOOLONG)?;
+        tmp.push_bytes(format!(".usvfs-move.{}", std::process::id()).as_bytes())
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        let result = (|| -> Result<(), Errno> {
+            if st.kind == FileKind::Symlink {
+                let mut buf = vec![0u8; path::PATH_MAX];
+                let n = self.fs.readlink(src, &mut buf)?;
+                self.fs.symlink(&buf[..n], tmp.as_bytes())?;
+            } else {
+                self.fs.copy_file(src, tmp.as_bytes())?;
+            }
+            self.fs.rename(tmp.as_bytes(), dest, 0)
+        })();
+        if let Err(e) = result {
+            let _ = self.fs.unlink(tmp.as_bytes());
+            return Err(e);
+        }
+        self.fs.unlink(src)
+    }
+}

@@ -1,0 +1,159 @@
+//! The semantics every engine enforces: what a path of the view is, what a
+//! merged directory lists, where a create lands, what a delete or rename does
+//! and records, which errno each case returns, and how a program is started.
+//! Engines translate intercepted calls into calls of [`View`]; nothing here
+//! knows about `LD_PRELOAD` or FUSE.
+//!
+//! All paths given to [`View`] are absolute, normalized virtual paths (the
+//! engine turns `(dirfd, path)` into one); physical effects go through the
+//! [`Fs`] trait.
+
+pub mod change;
+pub mod create;
+pub mod exec;
+pub mod listing;
+
+use crate::fs::{Errno, Fs, Meta};
+use crate::index::{NodeId, NodeKind, Snapshot};
+use crate::journal::{Entry, Journal, path_hash};
+use crate::path::PathBuffer;
+use crate::resolve::{Resolution, Scratch, resolve_in};
+
+pub use change::{Change, Found, Place, Probe};
+pub use listing::Listing;
+
+/// One instance's view: its index snapshot, its journal of changes, and the
+/// physical file system. Three pointers: engines build one per call.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub snap: &'a Snapshot<'a>,
+    pub journal: Option<&'a Journal>,
+    pub fs: &'a dyn Fs,
+}
+
+/// The buffers and result of resolving one path (about 20 KiB: engines keep
+/// them on the heap so hooked calls need little stack).
+pub struct Resolved {
+    pub scratch: Scratch,
+    /// Normalized absolute virtual path, symlinks in layers expanded.
+    pub virt: PathBuffer,
+    /// Where the call must go.
+    pub phys: PathBuffer,
+    pub res: Resolution,
+}
+
+impl Resolved {
+    /// Heap-allocated, ready for use.
+    pub fn boxed() -> Box<Resolved> {
+        Box::new(Resolved {
+            scratch: Scratch::new(),
+            virt: PathBuffer::new(),
+            phys: PathBuffer::new(),
+            res: Resolution::NONE,
+        })
+    }
+
+    /// Makes the `Resolved` at `p` valid without touching its buffers.
+    ///
+    /// # Safety
+    /// `p` must point to writable memory for a `Resolved`.
+    pub unsafe fn init_at(p: *mut Resolved) {
+        // SAFETY: per the contract; the buffers only need their lengths set
+        // and the result a value.
+        unsafe {
+            Scratch::init_at(std::ptr::addr_of_mut!((*p).scratch));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).virt));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).phys));
+            std::ptr::addr_of_mut!((*p).res).write(Resolution::NONE);
+        }
+    }
+}
+
+impl Resolution {
+    /// The view changes this path: it names an index entry, is placed by
+    /// the journal, or goes to another physical path.
+    pub fn in_view(&self) -> bool {
+        self.redirected || self.node.is_some() || self.from_journal
+    }
+}
+
+impl<'a> View<'a> {
+    /// Resolves `virt` (absolute, normalized). `follow`: follow a symlink in
+    /// the last component.
+    #[inline]
+    pub fn resolve(&self, virt: &[u8], follow: bool, out: &mut Resolved) -> Result<(), Errno> {
+        let Resolved {
+            scratch,
+            virt: v,
+            phys,
+            res,
+        } = out;
+        *res = resolve_in(self.snap, self.journal, self.fs, virt, follow, v, phys, scratch)?;
+        Ok(())
+    }
+
+    /// Like [`View::resolve`] into a new heap buffer.
+    pub fn resolve_boxed(&self, virt: &[u8], follow: bool) -> Result<Box<Resolved>, Errno> {
+        let mut r = Resolved::boxed();
+        self.resolve(virt, follow, &mut r)?;
+        Ok(r)
+    }
+
+    /// The node is a directory of the index (its listing is merged).
+    pub fn is_merged_dir(&self, node: Option<NodeId>) -> bool {
+        node.is_some_and(|n| self.snap.kind(n) == NodeKind::Dir)
+    }
+
+    /// True when a directory of the view lists nothing but `.` and `..`.
+    pub fn dir_is_empty(&self, node: Option<NodeId>, vpath: &[u8], phys: &[u8]) -> bool {
+        match node {
+            Some(n) => self.list(n, vpath, 0).entries.len() <= 2,
+            None => {
+                let mut any = false;
+                let _ = self.fs.read_dir(phys, &mut |_, _, _| any = true);
+                !any
+            }
+        }
+    }
+
+    /// Physical attributes of a resolved path.
+    pub fn lstat(&self, phys: &[u8]) -> Result<Meta, Errno> {
+        self.fs.lstat(phys)
+    }
+
+    /// Records that `virt` now lives at `phys`. A failure to record is
+    /// logged: the disk already changed and must not be undone blindly.
+    pub fn record(&self, virt: &[u8], phys: &[u8], kind: u8) {
+        if let Some(j) = self.journal
+            && let Err(e) = j.put(virt, Entry::Physical { phys, kind })
+        {
+            tracing::error!(
+                path = %String::from_utf8_lossy(virt),
+                error = %e,
+                "journal: cannot record a created path; other processes may not see it"
+            );
+        }
+    }
+
+    /// Records that `virt` is gone (no lower layer shows through).
+    pub fn record_whiteout(&self, virt: &[u8]) {
+        if let Some(j) = self.journal
+            && let Err(e) = j.put(virt, Entry::Whiteout)
+        {
+            tracing::error!(
+                path = %String::from_utf8_lossy(virt),
+                error = %e,
+                "journal: cannot record a delete; a lower layer's copy may show through"
+            );
+        }
+    }
+
+    /// A deleted path needs a whiteout when something else could show
+    /// through: a lower layer in the index, or a journal record.
+    pub fn needs_whiteout(&self, node: Option<NodeId>, virt: &[u8]) -> bool {
+        node.is_some()
+            || self
+                .journal
+                .is_some_and(|j| j.get(virt, path_hash(virt)).is_some())
+    }
+}
