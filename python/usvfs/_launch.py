@@ -14,15 +14,18 @@ from ._paths import preload_library
 StrPath = Union[str, "os.PathLike[str]"]
 
 
-def child_env(instance_dir: str, base: Optional[Mapping[str, str]]) -> dict:
-    """`base` (default: our environment) plus what a hooked child needs."""
-    env = dict(os.environ if base is None else base)
-    lib = str(preload_library())
-    others = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p and p != lib]
-    env["LD_PRELOAD"] = ":".join([lib, *others])
-    env["USVFS_INSTANCE_DIR"] = instance_dir
-    env.pop("USVFS_VCWD", None)
-    return env
+def child_env(instance_dir: str, base: Optional[Mapping[str, str]], virtual_cwd: Optional[str] = None) -> dict:
+    """`base` (default: our environment) plus what a hooked child needs, from
+    the launcher the CLI and the preload engine share."""
+    env = os.environ if base is None else base
+    entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    out = _native.child_env(
+        entries,
+        os.fsencode(str(preload_library())),
+        os.fsencode(instance_dir),
+        None if virtual_cwd is None else os.fsencode(virtual_cwd),
+    )
+    return dict(os.fsdecode(e).split("=", 1) for e in out)
 
 
 def prepare(
@@ -53,7 +56,6 @@ def prepare(
     new_argv = [os.fsdecode(a) for a in new_argv]
     if new_argv and new_argv[0] == program and program != argv[0]:
         new_argv[0] = argv[0]
-    child = child_env(instance_dir, env)
-    if os.fspath(physical_cwd) != virtual_cwd:
-        child["USVFS_VCWD"] = virtual_cwd
+    vcwd = virtual_cwd if os.fspath(physical_cwd) != virtual_cwd else None
+    child = child_env(instance_dir, env, vcwd)
     return os.fspath(exe), new_argv, os.fspath(physical_cwd), child

@@ -59,6 +59,7 @@ macro_rules! originals {
                 pub static ADDR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             }
             #[inline(always)]
+            #[allow(dead_code)] // the table lists every hooked function, used or not
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 let a = address(&$name::ADDR, concat!(stringify!($name), "\0").as_bytes());
                 if a == 0 {
@@ -75,6 +76,12 @@ macro_rules! originals {
         /// calls into the dynamic linker later (not fork- or signal-safe).
         pub fn resolve_all() {
             $( address(&$name::ADDR, concat!(stringify!($name), "\0").as_bytes()); )*
+        }
+
+        /// Each original by name, and whether it resolved (for tests).
+        #[cfg(test)]
+        pub fn resolved() -> Vec<(&'static str, bool)> {
+            vec![$( (stringify!($name), $name::ADDR.load(Ordering::Relaxed) != 0) ),*]
         }
     };
 }
@@ -166,4 +173,20 @@ originals! {
     listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE;
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every original in the table exists in the C library: a hook whose
+    /// original is missing would fail every call with ENOSYS.
+    #[test]
+    fn every_original_resolves() {
+        super::resolve_all();
+        let missing: Vec<&str> = super::resolved()
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(missing.is_empty(), "originals not found: {missing:?}");
+    }
 }

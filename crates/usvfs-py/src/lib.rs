@@ -219,6 +219,24 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// The environment of a hooked child (`KEY=VALUE` byte strings), built by
+/// the launcher every front end and the preload engine share.
+#[pyfunction]
+#[pyo3(signature = (envp, lib, instance_dir, vcwd=None))]
+fn child_env(
+    envp: Vec<Vec<u8>>,
+    lib: Vec<u8>,
+    instance_dir: Vec<u8>,
+    vcwd: Option<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let join = usvfs_control::launch_env::Join {
+        lib: &lib,
+        instance_dir: &instance_dir,
+        vcwd: vcwd.as_deref(),
+    };
+    usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_link, m)?)?;
@@ -232,5 +250,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(physical_dir, m)?)?;
     m.add_function(wrap_pyfunction!(validate_instance_name, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(child_env, m)?)?;
     Ok(())
 }

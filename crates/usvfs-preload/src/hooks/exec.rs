@@ -272,23 +272,24 @@ fn spawn_in_view(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let target = match locate(st, path) {
-        Ok(Located::Physical { phys, .. }) => phys,
-        Ok(Located::AsGiven) => path.to_vec(),
-        Err(e) => return e,
-    };
-    let blacklisted = st.snap.is_blacklisted(path);
-    let env = CArray::new(env::for_child(
-        st,
-        unsafe { read_array(envp.cast()) },
-        !blacklisted,
-        &[],
-    ));
-    let prog = if blacklisted { path } else { &target };
-    let Ok(mut p) = usvfs_view::path::PathBuffer::from_bytes(prog) else {
-        return libc::ENAMETOOLONG;
-    };
-    unsafe { real::posix_spawn(pid, p.as_c_ptr(), fa, attr, argv, env.as_ptr().cast()) }
+    // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
+    let (a, e) = unsafe { (read_array(argv.cast()), read_array(envp.cast())) };
+    // The same exec semantics as execve: scripts, blacklist, forced libraries.
+    match prepare(st, path, a, e) {
+        // SAFETY: the prepared program, arguments and environment are
+        // NUL-terminated and live until the call returns.
+        Ok(mut p) => unsafe {
+            real::posix_spawn(
+                pid,
+                p.program.as_c_ptr(),
+                fa,
+                attr,
+                p.argv.as_ptr().cast(),
+                p.env.as_ptr().cast(),
+            )
+        },
+        Err(e) => e,
+    }
 }
 
 #[unsafe(no_mangle)]
