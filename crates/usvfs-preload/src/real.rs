@@ -69,6 +69,7 @@ macro_rules! originals {
                 }
                 // SAFETY: the symbol has this C signature in every glibc we support.
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(a) };
+                // SAFETY: the symbol has this C signature; the arguments are the hook's, forwarded.
                 unsafe { f($($arg),*) }
             }
         )*

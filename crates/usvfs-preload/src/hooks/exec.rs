@@ -49,10 +49,12 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
     }
     let mut i = 0;
     loop {
+        // SAFETY: i is below the array's NULL terminator, which the loop stops at.
         let s = unsafe { *p.add(i) };
         if s.is_null() {
             break;
         }
+        // SAFETY: s is a non-NULL element of a NULL-terminated string array.
         out.push(unsafe { CStr::from_ptr(s) }.to_bytes().to_vec());
         i += 1;
     }
@@ -109,6 +111,7 @@ impl Prepared {
     /// Execs. Called without the re-entrancy guard: after `vfork` the child
     /// shares our memory (thread-local guard included) with the parent.
     fn exec(mut self) -> c_int {
+        // SAFETY: program, argv and env are NUL-terminated and owned by self until execve returns.
         unsafe {
             real::execve(
                 self.program.as_c_ptr(),
@@ -149,10 +152,12 @@ pub unsafe extern "C" fn usvfs_execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     let pass = || unsafe { real::execve(path, argv, envp) };
     let Some(st) = state::get() else {
         return pass();
     };
+    // SAFETY: execve's contract: path is NULL or a C string.
     let Some(p) = (unsafe { bytes(path) }) else {
         return pass();
     };
@@ -160,6 +165,7 @@ pub unsafe extern "C" fn usvfs_execve(
         let Some(_g) = guard::enter() else {
             return pass();
         };
+        // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
         let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
         std::panic::catch_unwind(|| prepare(st, p, a, e))
     };
@@ -179,11 +185,13 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { usvfs_execve(path, argv, envp) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: environ is the process's NULL-terminated environment; the rest is forwarded.
     unsafe { usvfs_execve(path, argv, env::environ()) }
 }
 
@@ -199,6 +207,7 @@ pub unsafe extern "C" fn usvfs_execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: execvpe's contract: file is NULL or a C string.
     let Some(f) = (unsafe { bytes(file) }) else {
         set_errno(libc::EFAULT);
         return -1;
@@ -208,18 +217,22 @@ pub unsafe extern "C" fn usvfs_execvpe(
         return -1;
     }
     if f.contains(&b'/') {
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { usvfs_execve(file, argv, envp) };
     }
     let r = search_path(f, |cand| {
         let mut c = cand.to_vec();
         c.push(0);
+        // SAFETY: c is a NUL-terminated candidate path; argv and envp are the caller's.
         unsafe { usvfs_execve(c.as_ptr().cast(), argv, envp) };
         match errno() {
             libc::ENOEXEC => {
                 // Like glibc: a file without a magic number is a shell script.
                 let mut args = vec![b"/bin/sh".to_vec(), cand.to_vec()];
+                // SAFETY: execvpe's contract: argv is a NULL-terminated string array.
                 args.extend(unsafe { read_array(argv) }.into_iter().skip(1));
                 let a = CArray::new(args);
+                // SAFETY: a NUL-terminated literal and an owned NULL-terminated argument array.
                 unsafe { usvfs_execve(c"/bin/sh".as_ptr(), a.as_ptr(), envp) };
                 Err::<(), i32>(errno())
             }
@@ -238,11 +251,13 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { usvfs_execvpe(file, argv, envp) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: environ is the process's NULL-terminated environment; the rest is forwarded.
     unsafe { usvfs_execvpe(file, argv, env::environ()) }
 }
 
@@ -252,6 +267,7 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     let pass = || unsafe { real::fexecve(fd, argv, envp) };
     let Some(st) = state::get() else {
         return pass();
@@ -259,7 +275,9 @@ pub unsafe extern "C" fn fexecve(
     let Some(_g) = guard::enter() else {
         return pass();
     };
+    // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
     let env = CArray::new(env::for_child(st, unsafe { read_array(envp) }, true, &[]));
+    // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
     unsafe { real::fexecve(fd, argv, env.as_ptr()) }
 }
 
@@ -301,6 +319,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     let pass = || unsafe { real::posix_spawn(pid, path, fa, attr, argv, envp) };
     let Some(st) = state::get() else {
         return pass();
@@ -308,6 +327,7 @@ pub unsafe extern "C" fn posix_spawn(
     let Some(_g) = guard::enter() else {
         return pass();
     };
+    // SAFETY: posix_spawn's contract: path is NULL or a C string.
     let Some(p) = (unsafe { bytes(path) }) else {
         return pass();
     };
@@ -324,16 +344,20 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: posix_spawnp's contract: file is NULL or a C string.
     let Some(f) = (unsafe { bytes(file) }) else {
         return libc::EFAULT;
     };
     if f.contains(&b'/') {
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { posix_spawn(pid, file, fa, attr, argv, envp) };
     }
     let Some(st) = state::get() else {
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
     let Some(_g) = guard::enter() else {
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
     // Find the first PATH entry that is an executable file in the view.
@@ -348,12 +372,15 @@ pub unsafe extern "C" fn posix_spawnp(
             Outcome::Redirect => lk.phys.clone(),
         };
         let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a NUL-terminated path and a stat buffer of the right type.
         if unsafe { real::stat(phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
             return Err(errno());
         }
+        // SAFETY: stat succeeded, so it filled the buffer.
         if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(libc::EACCES);
         }
+        // SAFETY: a NUL-terminated path.
         if unsafe { real::access(phys.as_c_ptr(), libc::X_OK) } != 0 {
             return Err(errno());
         }
@@ -375,6 +402,7 @@ pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
     {
         env::ensure_own_environ(st);
     }
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { real::system(cmd) }
 }
 
@@ -385,5 +413,6 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
     {
         env::ensure_own_environ(st);
     }
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { real::popen(cmd, mode) }
 }

@@ -17,7 +17,10 @@ macro_rules! path_call {
                 $path,
                 $follow,
                 -1,
+                // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name($path $(, $arg)*) },
+                // SAFETY: the resolved physical path is NUL-terminated; the
+                // other arguments are the caller's.
                 |_, lk| unsafe { $crate::real::$name(lk.phys.as_c_ptr() $(, $arg)*) },
             )
         }
@@ -40,7 +43,10 @@ macro_rules! at_call {
                 $path,
                 flags & libc::AT_SYMLINK_NOFOLLOW == 0,
                 -1,
+                // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
+                // SAFETY: the resolved physical path is NUL-terminated and
+                // absolute (dirfd unused); the other arguments are the caller's.
                 |_, lk| unsafe { $crate::real::$name(libc::AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, flags) },
             )
         }

@@ -123,10 +123,17 @@ fn alloc_ent(name: &[u8], path: &[u8], parent: *mut FtsEnt, level: i16) -> *mut 
     }
 }
 
+/// Frees an entry made by [`alloc_ent`] with its path and stat buffers.
+///
+/// # Safety
+/// `e` must be null or an entry from `alloc_ent` that is not freed yet; it must
+/// not be used afterwards (nor reached through any list still in use).
 unsafe fn free_ent(e: *mut FtsEnt) {
     if e.is_null() {
         return;
     }
+    // SAFETY: e is a live alloc_ent entry (caller contract); statp, path and
+    // the entry itself are its own malloc/calloc blocks, each freed once here.
     unsafe {
         libc::free((*e).statp.cast());
         libc::free((*e).path.cast());
@@ -134,51 +141,87 @@ unsafe fn free_ent(e: *mut FtsEnt) {
     }
 }
 
+/// Frees a `fts_link` chain of entries.
+///
+/// # Safety
+/// `e` must be null or the head of a chain of live [`alloc_ent`] entries that
+/// this chain alone owns; none of them may be used afterwards.
 unsafe fn free_list(mut e: *mut FtsEnt) {
     while !e.is_null() {
+        // SAFETY: e is a live entry of the chain (caller contract); its link is
+        // read before it is freed.
         let next = unsafe { (*e).link };
+        // SAFETY: e is live, owned by the chain, and not touched again.
         unsafe { free_ent(e) };
         e = next;
     }
 }
 
+/// The entry's `fts_path` as bytes.
+///
+/// # Safety
+/// `e` must be a live [`alloc_ent`] entry, and the slice must not be used after
+/// the entry is freed.
 unsafe fn ent_path<'a>(e: *const FtsEnt) -> &'a [u8] {
+    // SAFETY: e is live (caller contract) and alloc_ent NUL-terminated its path.
     unsafe { CStr::from_ptr((*e).path) }.to_bytes()
 }
 
+/// The entry's `fts_name` as bytes.
+///
+/// # Safety
+/// `e` must be a live [`alloc_ent`] entry, and the slice must not be used after
+/// the entry is freed.
 unsafe fn ent_name<'a>(e: *const FtsEnt) -> &'a [u8] {
+    // SAFETY: e is live (caller contract) and alloc_ent wrote a NUL-terminated
+    // name into the space allocated after the header.
     unsafe { CStr::from_ptr((*e).name.as_ptr()) }.to_bytes()
 }
 
 /// Fills in the stat data and `fts_info` of an entry.
+///
+/// # Safety
+/// `e` must be a live [`alloc_ent`] entry whose `fts_parent` chain consists of
+/// live entries and ends in null or an entry of level < 0 (the root parent).
 unsafe fn fts_stat(sp: &Fts, e: *mut FtsEnt, follow: bool) -> c_ushort {
     let opts = sp.head.options;
+    // SAFETY: e is live (caller contract); statp is its own calloc'd stat,
+    // borrowed nowhere else.
     let st = unsafe { &mut *(*e).statp };
+    // SAFETY: e is live.
     let path = unsafe { (*e).path };
     let follow = follow || opts & FTS_LOGICAL != 0;
+    // SAFETY: e is live.
     unsafe { (*e).errno = 0 };
     let ok = if follow {
+        // SAFETY: path is e's NUL-terminated path; st is a writable stat.
         if unsafe { libc::stat(path, st) } == 0 {
             true
         } else {
             let err = crate::guard::errno();
+            // SAFETY: as for stat above.
             if err == libc::ENOENT && unsafe { libc::lstat(path, st) } == 0 {
                 crate::guard::set_errno(0);
                 return FTS_SLNONE;
             }
+            // SAFETY: e is live.
             unsafe { (*e).errno = err };
             false
         }
+    // SAFETY: path is e's NUL-terminated path; st is a writable stat.
     } else if unsafe { libc::lstat(path, st) } == 0 {
         true
     } else {
+        // SAFETY: e is live.
         unsafe { (*e).errno = crate::guard::errno() };
         false
     };
     if !ok {
+        // SAFETY: libc::stat is plain integers; all-zero is a valid value.
         *st = unsafe { std::mem::zeroed() };
         return FTS_NS;
     }
+    // SAFETY: e is live.
     unsafe {
         (*e).dev = st.st_dev;
         (*e).ino = st.st_ino;
@@ -186,17 +229,25 @@ unsafe fn fts_stat(sp: &Fts, e: *mut FtsEnt, follow: bool) -> c_ushort {
     }
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
+            // SAFETY: e is live; name is used only within this call.
             let name = unsafe { ent_name(e) };
+            // SAFETY: e is live.
             if (name == b"." || name == b"..") && unsafe { (*e).level } > 0 {
                 return FTS_DOT;
             }
             // A directory that is its own ancestor: a cycle.
+            // SAFETY: e is live.
             let mut a = unsafe { (*e).parent };
+            // SAFETY: a is non-null, so a live ancestor (caller contract:
+            // parents are freed only after their children).
             while !a.is_null() && unsafe { (*a).level } >= 0 {
+                // SAFETY: a is a live ancestor, as above.
                 if unsafe { (*a).dev == st.st_dev && (*a).ino == st.st_ino } {
+                    // SAFETY: e is live.
                     unsafe { (*e).cycle = a };
                     return FTS_DC;
                 }
+                // SAFETY: a is a live ancestor, as above.
                 a = unsafe { (*a).parent };
             }
             FTS_D
@@ -207,6 +258,13 @@ unsafe fn fts_stat(sp: &Fts, e: *mut FtsEnt, follow: bool) -> c_ushort {
     }
 }
 
+/// Sorts a chain with the stream's comparator, if it has one; returns the new
+/// head.
+///
+/// # Safety
+/// `head` must be null or a chain of live [`alloc_ent`] entries, and the
+/// stream's comparator (the caller's `fts_open` argument) must be safe to call
+/// on pointers to those entries' pointers.
 unsafe fn sort_list(sp: &Fts, head: *mut FtsEnt) -> *mut FtsEnt {
     let Some(cmp) = sp.head.compar else {
         return head;
@@ -215,6 +273,7 @@ unsafe fn sort_list(sp: &Fts, head: *mut FtsEnt) -> *mut FtsEnt {
     let mut e = head;
     while !e.is_null() {
         v.push(e);
+        // SAFETY: e is a non-null entry of the chain, live (caller contract).
         e = unsafe { (*e).link };
     }
     if v.len() < 2 {
@@ -233,16 +292,25 @@ unsafe fn sort_list(sp: &Fts, head: *mut FtsEnt) -> *mut FtsEnt {
         )
     };
     for w in v.windows(2) {
+        // SAFETY: every element of v is a live entry of the chain.
         unsafe { (*w[0]).link = w[1] };
     }
+    // SAFETY: v has at least two elements, all live entries of the chain.
     unsafe { (**v.last().unwrap()).link = std::ptr::null_mut() };
     v[0]
 }
 
 /// Reads the children of directory `dir` into a linked list.
+///
+/// # Safety
+/// `dir` must be a live [`alloc_ent`] entry meeting [`fts_stat`]'s contract
+/// (it becomes the children's parent), and the stream's comparator must meet
+/// [`sort_list`]'s.
 unsafe fn build(sp: &Fts, dir: *mut FtsEnt, nameonly: bool) -> Result<*mut FtsEnt, c_int> {
+    // SAFETY: dir is live (caller contract); the path is copied out at once.
     let mut dpath = unsafe { ent_path(dir) }.to_vec();
     dpath.push(0);
+    // SAFETY: dpath was just NUL-terminated.
     let d = unsafe { super::dir::opendir(dpath.as_ptr().cast()) };
     dpath.pop();
     if d.is_null() {
@@ -253,14 +321,18 @@ unsafe fn build(sp: &Fts, dir: *mut FtsEnt, nameonly: bool) -> Result<*mut FtsEn
     } else {
         dpath.len()
     };
+    // SAFETY: dir is live.
     let level = unsafe { (*dir).level } + 1;
     let (mut head, mut tail): (*mut FtsEnt, *mut FtsEnt) =
         (std::ptr::null_mut(), std::ptr::null_mut());
     loop {
+        // SAFETY: d is the non-null stream opened above, closed after the loop.
         let de = unsafe { super::dir::readdir64(d) };
         if de.is_null() {
             break;
         }
+        // SAFETY: de is non-null and valid until the next readdir64/closedir on
+        // d; d_name is NUL-terminated. The name is copied before either.
         let name = unsafe { CStr::from_ptr((*de).d_name.as_ptr()) }.to_bytes();
         if (name == b"." || name == b"..") && sp.head.options & FTS_SEEDOT == 0 {
             continue;
@@ -272,33 +344,50 @@ unsafe fn build(sp: &Fts, dir: *mut FtsEnt, nameonly: bool) -> Result<*mut FtsEn
         if e.is_null() {
             break;
         }
+        // SAFETY: de is still the valid entry read above.
         let no_stat = sp.head.options & FTS_NOSTAT != 0 && unsafe { (*de).d_type } != libc::DT_DIR;
         let info = if nameonly || no_stat {
             FTS_NSOK
         } else {
+            // SAFETY: e is a fresh non-null entry whose parent is dir (live,
+            // with a live parent chain per our contract).
             unsafe { fts_stat(sp, e, false) }
         };
+        // SAFETY: e is a fresh non-null entry.
         unsafe { (*e).info = info };
         if head.is_null() {
             head = e;
         } else {
+            // SAFETY: head is non-null, so tail is the live entry added last.
             unsafe { (*tail).link = e };
         }
         tail = e;
     }
+    // SAFETY: d is the stream opened above and is not used again.
     unsafe { super::dir::closedir(d) };
+    // SAFETY: head is null or the chain of fresh entries built above; the
+    // comparator meets sort_list's contract per ours.
     Ok(unsafe { sort_list(sp, head) })
 }
 
+/// Builds our stream: a calloc'd [`Fts`] whose head is handed out as `FTS *`.
+///
+/// # Safety
+/// As `fts_open(3)`: `argv` must be null or a NULL-terminated array of
+/// NUL-terminated paths, and `compar`, if set, must be safe to call on two
+/// pointers to `FTSENT *`.
 unsafe fn open_impl(argv: *const *mut c_char, options: c_int, compar: Compar) -> *mut FtsHead {
     if options & !FTS_OPTIONMASK != 0 || argv.is_null() {
         crate::guard::set_errno(libc::EINVAL);
         return std::ptr::null_mut();
     }
+    // SAFETY: calloc has no preconditions; a null result is checked below.
     let sp = unsafe { libc::calloc(1, std::mem::size_of::<Fts>()) } as *mut Fts;
     if sp.is_null() {
         return std::ptr::null_mut();
     }
+    // SAFETY: sp is non-null, sized and aligned for an Fts (calloc), and
+    // all-zero is a valid Fts (null pointers, false, None, zeros).
     let spr = unsafe { &mut *sp };
     spr.head.options = options;
     spr.head.compar = compar;
@@ -309,16 +398,24 @@ unsafe fn open_impl(argv: *const *mut c_char, options: c_int, compar: Compar) ->
         (std::ptr::null_mut(), std::ptr::null_mut());
     let mut i = 0;
     loop {
+        // SAFETY: argv is NULL-terminated (caller contract) and we stop at the
+        // first null, so argv.add(i) stays in the array.
         let a = unsafe { *argv.add(i) };
         if a.is_null() {
             break;
         }
         i += 1;
+        // SAFETY: each non-null argv element is a NUL-terminated path.
         let path = unsafe { CStr::from_ptr(a) }.to_bytes();
         if path.is_empty() {
-            unsafe { free_list(head) };
-            unsafe { free_ent(spr.root_parent) };
-            unsafe { libc::free(sp.cast()) };
+            // SAFETY: head is the chain built so far, root_parent is null or
+            // our entry, sp is the calloc'd stream; nothing is handed out yet
+            // and none of them is used again.
+            unsafe {
+                free_list(head);
+                free_ent(spr.root_parent);
+                libc::free(sp.cast());
+            }
             crate::guard::set_errno(libc::ENOENT);
             return std::ptr::null_mut();
         }
@@ -326,14 +423,19 @@ unsafe fn open_impl(argv: *const *mut c_char, options: c_int, compar: Compar) ->
         if e.is_null() {
             break;
         }
+        // SAFETY: e is a fresh non-null entry; its parent is null or the
+        // root parent (level -1), where fts_stat's ancestor walk stops.
         unsafe { (*e).info = fts_stat(spr, e, options & FTS_COMFOLLOW != 0) };
         if head.is_null() {
             head = e;
         } else {
+            // SAFETY: head is non-null, so tail is the live entry added last.
             unsafe { (*tail).link = e };
         }
         tail = e;
     }
+    // SAFETY: head is null or the chain of fresh roots built above; compar
+    // meets sort_list's contract per ours.
     spr.roots = unsafe { sort_list(spr, head) };
     spr.head.cur = std::ptr::null_mut();
     sp.cast()

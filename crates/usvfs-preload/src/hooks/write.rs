@@ -495,6 +495,7 @@ unsafe fn make_temp(
     suffix: c_int,
     mut create: impl FnMut(*const c_char) -> c_int,
 ) -> c_int {
+    // SAFETY: the caller passes a NUL-terminated, writable template.
     let Some(t) = (unsafe { bytes(template) }) else {
         set_errno(libc::EINVAL);
         return -1;
@@ -508,8 +509,10 @@ unsafe fn make_temp(
     let start = len - 6 - suffix;
     for _ in 0..1000 {
         let mut rnd = [0u8; 6];
+        // SAFETY: rnd has the 6 bytes we ask for.
         unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), 6, 0) };
         for (i, r) in rnd.iter().enumerate() {
+            // SAFETY: start + i lies inside the template's XXXXXX run (checked above).
             unsafe { *template.add(start + i) = LETTERS[*r as usize % LETTERS.len()] as c_char };
         }
         let r = create(template);
@@ -524,6 +527,7 @@ unsafe fn make_temp(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int {
     let flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+    // SAFETY: the template is the caller's; flags and mode are valid for openat.
     unsafe {
         make_temp(template, suffixlen, |p| {
             crate::hooks::open::usvfs_openat(AT_FDCWD, p, flags, 0o600)
@@ -533,31 +537,37 @@ pub unsafe extern "C" fn mkostemps(template: *mut c_char, suffixlen: c_int, flag
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkstemp(template: *mut c_char) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, 0, 0) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkstemp64(template: *mut c_char) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, 0, 0) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkostemp(template: *mut c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, 0, flags) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, 0, flags) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, suffixlen, 0) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, suffixlen, 0) }
 }
 
@@ -567,11 +577,13 @@ pub unsafe extern "C" fn mkostemps64(
     suffixlen: c_int,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
     unsafe { mkostemps(template, suffixlen, flags) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mkdtemp(template: *mut c_char) -> *mut c_char {
+    // SAFETY: the caller passes a NUL-terminated, writable template.
     let r = unsafe { make_temp(template, 0, |p| mkdir(p, 0o700)) };
     if r == 0 {
         template
