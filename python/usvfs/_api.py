@@ -250,6 +250,16 @@ class UserspaceVFS:
         self._connect()
         return dll.CreateVFSDump()
 
+    def get_log_messages(self) -> List[str]:
+        """Returns and forgets the log messages: this process's, then the
+        lines the processes running in the view wrote to the instance's log
+        since the last call (``"<unix time> <pid> <LEVEL> <target>: <message>
+        key=value..."``), at the level given as `log_level` (`debug_mode`
+        means DEBUG). ``usvfs log --instance NAME`` prints the same log."""
+        if self._initialized:
+            self._connect()
+        return dll.GetLogMessages()
+
     @property
     def instance_name(self) -> str:
         """The instance name (read-only)."""

@@ -11,7 +11,7 @@ import os
 import shlex
 import subprocess
 import threading
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Dict, List, Optional, Tuple
 
 from . import _launch, _native
 from ._errors import USVFSException
@@ -35,6 +35,10 @@ class LogLevel(enum.IntEnum):
 
     def to_logging(self) -> int:
         return {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}[int(self)]
+
+    def to_instance(self) -> str:
+        """The level name hooked processes log at (as `usvfs run --log-level`)."""
+        return {0: "debug", 1: "info", 2: "warn", 3: "error"}[int(self)]
 
 
 class CrashDumpsType(enum.IntEnum):
@@ -103,10 +107,32 @@ def InitLogging(toLocal: bool = False) -> None:
         log.addHandler(logging.StreamHandler())
 
 
+# How far each instance's log has been read (byte offsets), by instance name.
+_log_offsets: Dict[str, int] = {}
+
+
+def _drain_instance_log(name: str) -> None:
+    """Moves the lines hooked processes of `name` logged since the last call
+    into the message buffer."""
+    try:
+        text, _log_offsets[name] = _native.read_log(name, _log_offsets.get(name, 0))
+    except USVFSException:
+        return
+    for line in os.fsdecode(text).splitlines():
+        _buffer.messages.append(line)
+
+
 def GetLogMessages() -> List[str]:
-    """Returns and forgets the buffered log messages."""
-    out = list(_buffer.messages)
-    _buffer.messages.clear()
+    """Returns and forgets the buffered log messages: this process's (as
+    ``"level: message"``), then the lines the hooked processes of the
+    connected instance wrote to its log since the last call (as
+    ``"<unix time> <pid> <LEVEL> <target>: <message> key=value..."``; their
+    level is the instance's, see :class:`USVFSParameters`)."""
+    with _lock:
+        if _current is not None:
+            _drain_instance_log(_current.name)
+        out = list(_buffer.messages)
+        _buffer.messages.clear()
     return out
 
 
@@ -160,12 +186,19 @@ def CreateVFS(parameters: USVFSParameters) -> bool:
             _native.validate_instance_name(parameters.instanceName)
             conn = _Connection(parameters)
             conn.publish()
+            # Hooked processes started from now on log at this level to the
+            # instance's log (GetLogMessages returns their lines).
+            _native.set_log_level(conn.name, _instance_log_level(parameters))
         except USVFSException as e:
             log.error("%s", e)
             return False
         _current = conn
         log.setLevel(parameters.logLevel.to_logging() if not parameters.debugMode else logging.DEBUG)
         return True
+
+
+def _instance_log_level(parameters: USVFSParameters) -> str:
+    return "debug" if parameters.debugMode else parameters.logLevel.to_instance()
 
 
 def ConnectVFS(parameters: USVFSParameters) -> bool:
@@ -182,7 +215,11 @@ def DisconnectVFS() -> None:
     with _lock:
         if _current is not None:
             try:
-                _native.leave(_current.name, os.getpid())
+                # The instance (and its log) may go away with us: keep what
+                # its processes logged for GetLogMessages.
+                _drain_instance_log(_current.name)
+                if _native.leave(_current.name, os.getpid()):
+                    _log_offsets.pop(_current.name, None)
             finally:
                 _current = None
 

@@ -30,6 +30,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// List the live processes of an instance.
     Ps(PsArgs),
+    /// Print the log hooked processes of an instance write (see run --log-level).
+    Log(LogArgs),
 }
 
 /// Options that describe a mapping. Rules apply in command-line order: later wins.
@@ -71,6 +73,11 @@ pub struct RunArgs {
     /// Start the program in DIR (a path of the view).
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
+    /// Hooked processes log journal and hook failures at LEVEL and above to the
+    /// instance's log (read it with `usvfs log`). Default: the profile's
+    /// `log_level`; else a running instance keeps its level, a new one is off.
+    #[arg(long, value_name = "LEVEL", value_parser = clap::builder::PossibleValuesParser::new(usvfs_control::instance::LOG_LEVELS))]
+    pub log_level: Option<String>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     pub program: Vec<OsString>,
@@ -90,4 +97,18 @@ pub struct PsArgs {
     /// List the processes of every instance.
     #[arg(long, conflicts_with = "instance")]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Instance name.
+    #[arg(long, value_name = "NAME", default_value = usvfs_control::instance::DEFAULT_NAME)]
+    pub instance: String,
+    /// Keep printing lines as they are written, until interrupted (across
+    /// restarts of the instance).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Empty the log after printing it.
+    #[arg(long, conflicts_with = "follow")]
+    pub clear: bool,
 }

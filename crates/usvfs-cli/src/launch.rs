@@ -75,7 +75,10 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
     cmd.env_clear();
     for e in env {
         let i = e.iter().position(|&c| c == b'=').unwrap_or(e.len());
-        cmd.env(OsStr::from_bytes(&e[..i]), OsStr::from_bytes(&e[(i + 1).min(e.len())..]));
+        cmd.env(
+            OsStr::from_bytes(&e[..i]),
+            OsStr::from_bytes(&e[(i + 1).min(e.len())..]),
+        );
     }
     if let Some((phys, _)) = &l.cwd {
         cmd.current_dir(phys);

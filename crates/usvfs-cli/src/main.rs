@@ -14,7 +14,7 @@ use usvfs_control::index::dump::dump;
 use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
 use usvfs_control::{Instance, build_snapshot, instance};
 
-use crate::cli::{Cli, Command, DumpArgs, PsArgs, RunArgs};
+use crate::cli::{Cli, Command, DumpArgs, LogArgs, PsArgs, RunArgs};
 use usvfs_control::program::{self, ProgramError};
 
 /// Exit codes, as `env` and `chroot` use them.
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(a, &matches),
         Command::Dump(a) => dump_cmd(a, &matches).map(|()| 0),
         Command::Ps(a) => ps(a).map(|()| 0),
+        Command::Log(a) => log_cmd(a).map(|()| 0),
     };
     match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -72,8 +73,9 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Builds the mapping's index and publishes it in the instance.
-fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<Instance> {
+/// Builds the mapping's index and publishes it in the instance. Returns the
+/// instance and the log level the profile asks for.
+fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<(Instance, Option<String>)> {
     let built = mapping_args::build(a, m)?;
     let start = std::time::Instant::now();
     let generation = usvfs_control::index::new_generation();
@@ -81,7 +83,7 @@ fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<Instance> {
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     let inst = Instance::open_or_create(&built.instance)?;
     inst.publish(&bytes)?;
-    Ok(inst)
+    Ok((inst, built.log_level))
 }
 
 /// The running instance named by `--instance` (or the default), for commands
@@ -97,14 +99,22 @@ fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
 
 fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     let lib = launch::find_preload_lib()?;
-    let inst = if mapping_args::has_rules(&a.mapping) {
+    let (inst, profile_level) = if mapping_args::has_rules(&a.mapping) {
         publish(&a.mapping, m)?
     } else {
-        existing_instance(&a.mapping)?
+        (existing_instance(&a.mapping)?, None)
     };
     // Forget processes of an earlier controller that were killed (no exit hook
     // ran), then count this controller as live until the program ends.
-    let _ = inst.live_pids();
+    let others = inst.live_pids();
+    // Hooked processes read the level when they start. Without one given, a
+    // running instance keeps its level and a new one (or the leftover of a
+    // crashed one) logs nothing.
+    match a.log_level.as_deref().or(profile_level.as_deref()) {
+        Some(level) => inst.set_log_level(Some(level))?,
+        None if others.is_empty() => inst.set_log_level(None)?,
+        None => {}
+    }
     let me = std::process::id() as i32;
     inst.register(me)?;
     let result = (|| {
@@ -182,4 +192,78 @@ fn ps(a: &PsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `usvfs log`: prints the instance's log; with `--follow`, keeps printing new
+/// lines until interrupted.
+fn log_cmd(a: &LogArgs) -> Result<()> {
+    let inst = Instance::open_existing(&a.instance)?.ok_or_else(|| {
+        anyhow!(
+            "no running instance named {:?}: an instance's log lives only while its programs run; \
+             start them with `usvfs run --instance {} --log-level LEVEL ...` and read the log meanwhile",
+            a.instance,
+            a.instance
+        )
+    })?;
+    let (text, mut offset) = inst.read_log(0)?;
+    if text.is_empty() && inst.log_level().is_none() && !inst.log_path().exists() {
+        eprintln!(
+            "usvfs: instance {:?} has no log: its log level is off (start programs with `usvfs run --log-level LEVEL`)",
+            a.instance
+        );
+    }
+    if !print_log(&text)? {
+        return Ok(());
+    }
+    if a.clear {
+        inst.clear_log()?;
+    }
+    if !a.follow {
+        return Ok(());
+    }
+    let identity = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(inst.log_path())
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let mut file = identity();
+    let mut running = true;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let alive = inst.index_path().exists();
+        if alive != running {
+            running = alive;
+            if !alive {
+                eprintln!(
+                    "usvfs: instance {:?} ended; waiting for it to start again (Ctrl-C to stop)",
+                    a.instance
+                );
+            }
+        }
+        let now = identity();
+        if now != file {
+            // A new instance of the same name: its log starts over.
+            file = now;
+            offset = 0;
+        }
+        let (text, next) = inst.read_log(offset)?;
+        offset = next;
+        if !print_log(&text)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes log lines to stdout; false when the reader went away (`| head`).
+fn print_log(text: &[u8]) -> Result<bool> {
+    if text.is_empty() {
+        return Ok(true);
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("writing the log")),
+    }
 }

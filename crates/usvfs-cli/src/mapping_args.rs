@@ -11,6 +11,8 @@ use crate::cli::MappingArgs;
 pub struct Built {
     pub instance: String,
     pub mapping: Mapping,
+    /// The profile's log level, if it gives one.
+    pub log_level: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -53,9 +55,11 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
     let m = sub_matches(matches);
     let mut mapping = Mapping::new();
     let mut instance = None;
+    let mut log_level = None;
     if let Some(p) = &args.profile {
         let prof = profile::load(p)?;
         instance = prof.instance;
+        log_level = prof.log_level;
         mapping = prof.mapping;
     }
     mapping.blacklist.extend(args.blacklist.iter().cloned());
@@ -84,7 +88,11 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         .clone()
         .or(instance)
         .unwrap_or_else(|| usvfs_control::instance::DEFAULT_NAME.to_string());
-    Ok(Built { instance, mapping })
+    Ok(Built {
+        instance,
+        mapping,
+        log_level,
+    })
 }
 
 pub fn has_rules(args: &MappingArgs) -> bool {

@@ -6,6 +6,8 @@
 //! * `index`    — the current snapshot (written to a temporary name, renamed);
 //! * `lock`     — `flock`ed while registering, leaving and cleaning up;
 //! * `procs/N`  — one file per live process (pid N), holding its start time.
+//! * `log_level` — the level hooked processes log at (absent: off);
+//! * `log`      — the lines they log, appended one `write` each.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -304,6 +306,88 @@ impl Instance {
     }
 }
 
+/// The log levels of an instance, least verbose first (`off` logs nothing).
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The canonical (lowercase) name of a log level, `None` if `s` names none.
+pub fn parse_log_level(s: &str) -> Option<String> {
+    let s = s.trim();
+    LOG_LEVELS
+        .iter()
+        .find(|l| l.eq_ignore_ascii_case(s))
+        .map(|l| l.to_string())
+}
+
+impl Instance {
+    /// Where hooked processes append their log lines.
+    pub fn log_path(&self) -> PathBuf {
+        self.files().log_path()
+    }
+
+    /// The level hooked processes log at (`None`: off).
+    pub fn log_level(&self) -> Option<tracing::Level> {
+        self.files().read_log_level()
+    }
+
+    /// Sets the level processes started from now on log at (one of
+    /// [`LOG_LEVELS`]; `None` or `off` turns logging off).
+    pub fn set_log_level(&self, level: Option<&str>) -> Result<()> {
+        let level = match level {
+            None => None,
+            Some(l) => Some(parse_log_level(l).ok_or_else(|| {
+                inst_err(
+                    &self.name,
+                    format!(
+                        "{l:?} is not a log level: use one of {}",
+                        LOG_LEVELS.join(", ")
+                    ),
+                )
+            })?),
+        };
+        self.files()
+            .write_log_level(level.as_deref())
+            .map_err(|e| Error::io("writing the log level", self.files().log_level_path(), e))
+    }
+
+    /// The complete lines of the log from byte `offset` on, and the offset
+    /// after them (where the next call starts). A log emptied since (shorter
+    /// than `offset`) is read from its start; no log yet reads as empty.
+    pub fn read_log(&self, offset: u64) -> Result<(Vec<u8>, u64)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.log_path();
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(Error::io("reading the log", path, e)),
+        };
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io("reading the log", &path, e))?
+            .len();
+        let start = if len < offset { 0 } else { offset };
+        let mut out = Vec::new();
+        f.seek(SeekFrom::Start(start))
+            .and_then(|_| f.read_to_end(&mut out))
+            .map_err(|e| Error::io("reading the log", &path, e))?;
+        // A line still being written stays for the next call.
+        let keep = out.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        out.truncate(keep);
+        Ok((out, start + keep as u64))
+    }
+
+    /// Empties the log (processes keep appending to the same file).
+    pub fn clear_log(&self) -> Result<()> {
+        let path = self.log_path();
+        match fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f
+                .set_len(0)
+                .map_err(|e| Error::io("clearing the log", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("clearing the log", &path, e)),
+        }
+    }
+}
+
 /// Every instance directory of this user.
 pub fn list_instances() -> Result<Vec<Instance>> {
     let root = runtime_root()?;
@@ -353,6 +437,34 @@ mod tests {
             r.libraries_for(b"/g/game").collect::<Vec<_>>(),
             [b"/lib/fix.so"]
         );
+    }
+
+    #[test]
+    fn log_level_and_log_reading() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = Instance::from_dir(t.path());
+        assert_eq!(inst.log_level(), None);
+        inst.set_log_level(Some("DEBUG")).unwrap();
+        assert_eq!(inst.log_level(), Some(tracing::Level::DEBUG));
+        let e = inst.set_log_level(Some("chatty")).unwrap_err().to_string();
+        assert!(e.contains("chatty") && e.contains("trace"), "{e}");
+        assert_eq!(inst.log_level(), Some(tracing::Level::DEBUG));
+        inst.set_log_level(None).unwrap();
+        assert_eq!(inst.log_level(), None);
+
+        assert_eq!(inst.read_log(0).unwrap(), (Vec::new(), 0));
+        fs::write(inst.log_path(), "one\ntwo\npart").unwrap();
+        let (text, off) = inst.read_log(0).unwrap();
+        assert_eq!((text.as_slice(), off), (&b"one\ntwo\n"[..], 8));
+        fs::write(inst.log_path(), "one\ntwo\npartial\n").unwrap();
+        assert_eq!(inst.read_log(off).unwrap(), (b"partial\n".to_vec(), 16));
+        assert_eq!(inst.read_log(16).unwrap(), (Vec::new(), 16));
+        inst.clear_log().unwrap();
+        assert_eq!(fs::metadata(inst.log_path()).unwrap().len(), 0);
+        fs::write(inst.log_path(), "new\n").unwrap();
+        assert_eq!(inst.read_log(16).unwrap(), (b"new\n".to_vec(), 4));
+        assert_eq!(parse_log_level(" Warn ").as_deref(), Some("warn"));
+        assert_eq!(parse_log_level("warning"), None);
     }
 
     #[test]

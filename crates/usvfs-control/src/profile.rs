@@ -6,6 +6,7 @@
 //! skip_suffixes = [".bak"]       # optional
 //! skip_dirs = [".git"]           # optional
 //! blacklist = ["crashreporter"]  # optional
+//! log_level = "warn"             # optional: off, error, warn, info, debug, trace
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
@@ -34,6 +35,7 @@ struct ProfileFile {
     skip_dirs: Vec<String>,
     #[serde(default)]
     blacklist: Vec<String>,
+    log_level: Option<String>,
     #[serde(default)]
     link: Vec<LinkEntry>,
 }
@@ -56,10 +58,13 @@ fn yes() -> bool {
     true
 }
 
-/// A parsed profile: the mapping plus the instance name it asks for.
+/// A parsed profile: the mapping plus the instance name and log level it
+/// asks for.
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub instance: Option<String>,
+    /// One of [`crate::instance::LOG_LEVELS`], lowercase.
+    pub log_level: Option<String>,
     pub mapping: Mapping,
 }
 
@@ -80,6 +85,15 @@ pub fn load(file: &Path) -> Result<Profile> {
     if parsed.link.is_empty() {
         return Err(err("no [[link]] tables: add at least one rule".into()));
     }
+    let log_level = match parsed.log_level {
+        None => None,
+        Some(l) => Some(crate::instance::parse_log_level(&l).ok_or_else(|| {
+            err(format!(
+                "log_level {l:?} is not a log level: use one of {}",
+                crate::instance::LOG_LEVELS.join(", ")
+            ))
+        })?),
+    };
     let base = file.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
@@ -128,6 +142,7 @@ pub fn load(file: &Path) -> Result<Profile> {
     }
     Ok(Profile {
         instance: parsed.instance,
+        log_level,
         mapping,
     })
 }

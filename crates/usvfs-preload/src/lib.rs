@@ -10,6 +10,7 @@ mod env;
 mod fdtable;
 mod guard;
 pub mod hooks;
+mod log;
 
 mod lookup;
 mod real;
@@ -75,6 +76,7 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
 
 fn start() -> Option<()> {
     let inst = instance()?;
+    log::init(&inst);
     let lib_path = own_path()?;
     let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
     state::set(State::load(&instance_dir, lib_path)?);

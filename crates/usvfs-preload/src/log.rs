@@ -6,7 +6,7 @@
 //! py-usvfs's log level) no subscriber is installed, no file is opened, and
 //! `tracing`'s macros stay a check of a static level. With a level, a minimal
 //! subscriber (no `tracing-subscriber`, to keep this library small) writes one
-//! line per enabled event:
+//! line per enabled event, opening the log at the first one:
 //!
 //! ```text
 //! <unix time, ms> <pid> <LEVEL> <target>: <message> key=value...
@@ -19,14 +19,15 @@
 //! (no hooked libc function is re-entered), kept above the low numbers
 //! programs expect to own, and checked before each write: a program that
 //! closed it or `dup2`ed over it gets its file left alone, and the log is
-//! opened again.
+//! opened again (so is a log that was deleted). No lock is taken, so a
+//! process that forks while another thread logs cannot deadlock.
 
 use std::ffi::CString;
 use std::fmt::{self, Write as _};
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{CWD, Mode, OFlags};
 use tracing::level_filters::LevelFilter;
@@ -43,13 +44,19 @@ const LINE_MAX: usize = 4096;
 
 /// Starts logging for this process if the instance asks for it. Call once,
 /// from the library constructor, inside the re-entrancy guard. Does nothing
-/// (not even opening a file) when the instance's level is off.
+/// when the instance's level is off; with a level, the log file is opened
+/// only when the first line is written.
 pub fn init(dir: &InstanceDir) {
     let Some(level) = dir.read_log_level() else {
         return;
     };
-    let Some(log) = FileLog::open(dir, LevelFilter::from_level(level)) else {
+    let Ok(path) = CString::new(dir.log_path().into_os_string().into_vec()) else {
         return;
+    };
+    let log = FileLog {
+        max: LevelFilter::from_level(level),
+        path,
+        file: AtomicU64::new(NOT_OPEN),
     };
     if tracing::subscriber::set_global_default(log).is_err() {
         return;
@@ -66,31 +73,48 @@ pub fn init(dir: &InstanceDir) {
 struct FileLog {
     max: LevelFilter,
     path: CString,
-    /// The descriptor and the identity (device, inode) of the file it was
-    /// opened on, to tell whether the program reused the number.
-    fd: AtomicI32,
-    dev: AtomicU64,
-    ino: AtomicU64,
+    /// The open descriptor (high 32 bits) and a digest of the identity
+    /// (device, inode) of the file it was opened on (low 32 bits), swapped as
+    /// one value; [`NOT_OPEN`] before the first line.
+    file: AtomicU64,
+}
+
+const NOT_OPEN: u64 = u64::MAX;
+
+/// The identity digest of an open file, and whether it still has a name.
+fn identity(fd: BorrowedFd<'_>) -> Option<(u32, bool)> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    // Field widths differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let (dev, ino, links) = (st.st_dev as u64, st.st_ino as u64, st.st_nlink as u64);
+    let h = (ino ^ dev.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Some(((h >> 32) as u32, links > 0))
+}
+
+fn unpack(v: u64) -> (i32, u32) {
+    ((v >> 32) as u32 as i32, v as u32)
 }
 
 impl FileLog {
-    fn open(dir: &InstanceDir, max: LevelFilter) -> Option<Self> {
-        let path = CString::new(dir.log_path().into_os_string().as_bytes()).ok()?;
-        let log = FileLog {
-            max,
-            path,
-            fd: AtomicI32::new(-1),
-            dev: AtomicU64::new(0),
-            ino: AtomicU64::new(0),
-        };
-        log.reopen()?;
-        Some(log)
+    /// The descriptor to write to: the current one if it still refers to the
+    /// log file (and the file was not deleted), else a newly opened one.
+    fn current_fd(&self) -> Option<i32> {
+        let v = self.file.load(Ordering::Acquire);
+        if v != NOT_OPEN {
+            let (fd, id) = unpack(v);
+            // SAFETY: only used for fstat; a closed or reused number is what
+            // the check is for.
+            if identity(unsafe { BorrowedFd::borrow_raw(fd) }) == Some((id, true)) {
+                return Some(fd);
+            }
+        }
+        self.reopen(v)
     }
 
-    /// Opens the log file (creating it) and makes it the current descriptor.
-    /// The previous descriptor is not closed: its number may belong to the
-    /// program by now.
-    fn reopen(&self) -> Option<i32> {
+    /// Opens the log file (creating it) and makes it the current descriptor
+    /// unless another thread did first. The replaced descriptor is not
+    /// closed: its number may belong to the program by now.
+    fn reopen(&self, seen: u64) -> Option<i32> {
         let fd = rustix::fs::openat(
             CWD,
             self.path.as_c_str(),
@@ -101,33 +125,21 @@ impl FileLog {
         // Out of the way of programs that expect the lowest free numbers
         // (a process started with stdin closed must not get the log as fd 0).
         let fd = rustix::io::fcntl_dupfd_cloexec(&fd, FD_MIN).unwrap_or(fd);
-        let st = rustix::fs::fstat(&fd).ok()?;
-        let (dev, ino, _) = identity(&st);
-        self.dev.store(dev, Ordering::Relaxed);
-        self.ino.store(ino, Ordering::Relaxed);
-        let raw = fd.into_raw_fd();
-        self.fd.store(raw, Ordering::Release);
-        Some(raw)
-    }
-
-    /// The descriptor to write to: the current one if it still refers to the
-    /// log file (and the file was not deleted), else a new one.
-    fn current_fd(&self) -> Option<i32> {
-        let fd = self.fd.load(Ordering::Acquire);
-        if fd >= 0 {
-            // SAFETY: only used for the fstat below; a closed or reused
-            // number is what the check is for.
-            let b = unsafe { BorrowedFd::borrow_raw(fd) };
-            if let Ok(st) = rustix::fs::fstat(b)
-                && let (dev, ino, links) = identity(&st)
-                && dev == self.dev.load(Ordering::Relaxed)
-                && ino == self.ino.load(Ordering::Relaxed)
-                && links > 0
-            {
-                return Some(fd);
+        let (id, _) = identity(fd.as_fd())?;
+        let raw = fd.as_raw_fd();
+        let v = ((raw as u32 as u64) << 32) | id as u64;
+        match self
+            .file
+            .compare_exchange(seen, v, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                let _ = fd.into_raw_fd();
+                Some(raw)
             }
+            // Another thread opened it meanwhile: use that one (ours closes).
+            Err(now) if now != NOT_OPEN => Some(unpack(now).0),
+            Err(_) => None,
         }
-        self.reopen()
     }
 
     fn write_event(&self, event: &Event<'_>) {
@@ -154,23 +166,6 @@ impl FileLog {
         // A short write to a regular file means the disk is full: nothing
         // more to do without interleaving.
         while let Err(rustix::io::Errno::INTR) = rustix::io::write(fd, bytes) {}
-    }
-}
-
-/// Device, inode and link count (their widths differ between architectures).
-#[allow(clippy::unnecessary_cast)]
-fn identity(st: &rustix::fs::Stat) -> (u64, u64, u64) {
-    (st.st_dev as u64, st.st_ino as u64, st.st_nlink as u64)
-}
-
-impl Drop for FileLog {
-    fn drop(&mut self) {
-        let fd = *self.fd.get_mut();
-        if fd >= 0 {
-            // SAFETY: a subscriber that is dropped was never installed, so
-            // the descriptor is still the one it opened.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
     }
 }
 
@@ -326,6 +321,8 @@ mod tests {
         let inst = InstanceDir::new(&dir);
         inst.write_log_level(Some("info")).unwrap();
         init(&inst);
+        // The "joined" line is at debug: nothing written, nothing opened.
+        assert!(!inst.log_path().exists());
         // SAFETY: a valid thread-local pointer.
         unsafe { *libc::__errno_location() = libc::EXDEV };
         tracing::warn!(path = %"/a b", n = 3, "two\nlines");
@@ -345,6 +342,38 @@ mod tests {
         assert_eq!(f[4], "two\\nlines path=/a b n=3");
         assert!(lines[1].contains(" ERROR ") && lines[1].ends_with("..."));
         assert!(lines[1].len() < LINE_MAX);
+
+        // The program takes the descriptor's number over: its file is left
+        // alone and the log is opened again.
+        let ours = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                (target == inst.log_path()).then(|| e.file_name().into_string().ok())?
+            })
+            .map(|n| n.parse::<i32>().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(ours.len(), 1);
+        assert!(ours[0] >= FD_MIN);
+        let other = std::fs::File::create(dir.join("other")).unwrap();
+        // SAFETY: both descriptors are valid and owned by this test.
+        let r = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&other), ours[0]) };
+        assert_eq!(r, ours[0]);
+        tracing::info!("after dup2");
+        assert_eq!(std::fs::read(dir.join("other")).unwrap(), b"");
+        let text = std::fs::read_to_string(inst.log_path()).unwrap();
+        assert!(
+            text.lines().nth(2).unwrap().ends_with(": after dup2"),
+            "{text}"
+        );
+
+        // A deleted log is created again.
+        std::fs::remove_file(inst.log_path()).unwrap();
+        tracing::info!("after delete");
+        let text = std::fs::read_to_string(inst.log_path()).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with(": after delete\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

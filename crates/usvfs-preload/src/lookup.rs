@@ -4,13 +4,13 @@
 use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
 
-use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::SysFs;
+use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::resolve::{Scratch, resolve_in};
 use usvfs_view::{NodeId, NodeKind};
 
-use crate::state::{self, State};
 use crate::fdtable;
+use crate::state::{self, State};
 
 /// A lookup's buffers and result. About 20 KiB: kept on the heap, one spare
 /// per thread reused from call to call, so hooked calls need little stack

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use usvfs_control::index::dump::dump as dump_tree;
 use usvfs_control::index::MappedSnapshot;
+use usvfs_control::index::dump::dump as dump_tree;
 use usvfs_control::instance::{ExecRules, Instance};
 use usvfs_control::program::{self, ProgramError};
 use usvfs_control::{Error, LinkFlags, Mapping, build_snapshot};
@@ -196,7 +196,9 @@ fn prepare_command(
         .first()
         .ok_or_else(|| raise(py, "ProgramNotFound", "empty command line".into(), None))?;
     let (virt, phys) = program::locate(&snap, first).map_err(|e| program_err(py, e))?;
-    usvfs_control::engine::Engine::Preload.check_program(&phys, &virt).map_err(|e| program_err(py, e))?;
+    usvfs_control::engine::Engine::Preload
+        .check_program(&phys, &virt)
+        .map_err(|e| program_err(py, e))?;
     Ok(program::command_line(&virt, &phys, &argv))
 }
 
@@ -206,6 +208,33 @@ fn physical_dir(py: Python<'_>, instance: &str, path: PathBuf) -> PyResult<Optio
     let inst = open_instance(py, instance)?;
     let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     Ok(program::physical(&m.snapshot(), &path).filter(|p| Path::new(p).is_dir()))
+}
+
+/// Sets the level the instance's hooked processes log at (off, error, warn,
+/// info, debug or trace; None turns logging off). Processes read it when they
+/// start.
+#[pyfunction]
+#[pyo3(signature = (instance, level))]
+fn set_log_level(py: Python<'_>, instance: &str, level: Option<&str>) -> PyResult<()> {
+    open_instance(py, instance)?
+        .set_log_level(level)
+        .map_err(|e| core_err(py, e))
+}
+
+/// The complete lines hooked processes appended to the instance's log from
+/// byte `offset` on, and the offset to read from next time. An instance that
+/// is gone, or has no log yet, reads as empty.
+#[pyfunction]
+fn read_log<'py>(
+    py: Python<'py>,
+    instance: &str,
+    offset: u64,
+) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+    let Some(inst) = Instance::open_existing(instance).map_err(|e| core_err(py, e))? else {
+        return Ok((PyBytes::new(py, b""), 0));
+    };
+    let (text, next) = inst.read_log(offset).map_err(|e| core_err(py, e))?;
+    Ok((PyBytes::new(py, &text), next))
 }
 
 /// Checks an instance name (length, characters).
@@ -248,6 +277,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dump, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_command, m)?)?;
     m.add_function(wrap_pyfunction!(physical_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(read_log, m)?)?;
     m.add_function(wrap_pyfunction!(validate_instance_name, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(child_env, m)?)?;

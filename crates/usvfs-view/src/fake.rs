@@ -23,13 +23,21 @@ struct Entry {
     mode: u32,
 }
 
+#[derive(Debug)]
+struct Fault {
+    call: Option<&'static str>,
+    path: Vec<u8>,
+    errno: Errno,
+}
+
 /// The fake: a map from absolute path to entry. `/` always exists.
 #[derive(Debug)]
 pub struct FakeFs {
     entries: RefCell<BTreeMap<Vec<u8>, Entry>>,
     next_ino: RefCell<u64>,
-    /// Errno forced on the next operation touching this path (fault tests).
-    fail: RefCell<Option<(Vec<u8>, Errno)>>,
+    /// Errno forced on the next call (of this `Fs` method, or any) naming
+    /// this path as an argument (fault tests).
+    fail: RefCell<Option<Fault>>,
 }
 
 impl Default for FakeFs {
@@ -105,15 +113,34 @@ impl FakeFs {
         self.put(p.as_bytes(), Node::Symlink(target.as_bytes().to_vec()));
     }
 
-    /// Makes the next operation on `p` fail with `e` (once).
+    /// Makes the next call (any `Fs` method) naming `p` as an argument fail
+    /// with `e` (once). Lookups the fake makes internally (the parents of a
+    /// path) do not count: only the call's own arguments do.
     pub fn fail_next(&self, p: &str, e: Errno) {
-        *self.fail.borrow_mut() = Some((p.as_bytes().to_vec(), e));
+        *self.fail.borrow_mut() = Some(Fault {
+            call: None,
+            path: p.as_bytes().to_vec(),
+            errno: e,
+        });
     }
 
-    fn injected(&self, p: &[u8]) -> Result<(), Errno> {
+    /// Like [`FakeFs::fail_next`], only for the `Fs` method named `call`
+    /// (`"mkdir"`, `"rename"`, ...): a `lstat` of `p` before it succeeds.
+    pub fn fail_next_call(&self, call: &'static str, p: &str, e: Errno) {
+        *self.fail.borrow_mut() = Some(Fault {
+            call: Some(call),
+            path: p.as_bytes().to_vec(),
+            errno: e,
+        });
+    }
+
+    /// The injected failure for `call` on argument `p`, if one is armed.
+    fn injected(&self, call: &'static str, p: &[u8]) -> Result<(), Errno> {
         let mut f = self.fail.borrow_mut();
-        if f.as_ref().is_some_and(|(fp, _)| fp == p) {
-            return Err(f.take().unwrap().1);
+        if f.as_ref()
+            .is_some_and(|x| x.path == p && x.call.is_none_or(|c| c == call))
+        {
+            return Err(f.take().unwrap().errno);
         }
         Ok(())
     }
@@ -157,10 +184,8 @@ impl FakeFs {
     /// Resolves `p` (absolute) to the key of the entry it names, following
     /// symlinks in every component and in the last one when `follow`.
     fn walk(&self, p: &[u8], follow: bool) -> Result<Vec<u8>, Errno> {
-        let mut todo: Vec<Vec<u8>> = path::components(p)
-            .rev()
-            .map(|c| c.to_vec())
-            .collect();
+        let mut todo: Vec<Vec<u8>> = path::components(p).map(|c| c.to_vec()).collect();
+        todo.reverse();
         let mut cur: Vec<u8> = b"/".to_vec();
         let mut links = 0;
         let entries = self.entries.borrow();
@@ -189,9 +214,9 @@ impl FakeFs {
                     if links > 40 {
                         return Err(libc::ELOOP);
                     }
-                    for tc in path::components(t).rev() {
-                        todo.push(tc.to_vec());
-                    }
+                    let at = todo.len();
+                    todo.extend(path::components(t).map(|c| c.to_vec()));
+                    todo[at..].reverse();
                     if t.first() == Some(&b'/') {
                         cur = b"/".to_vec();
                     }
@@ -204,7 +229,6 @@ impl FakeFs {
 
     /// The existing entry `p` names, for a call that requires it.
     fn existing(&self, p: &[u8], follow: bool) -> Result<Vec<u8>, Errno> {
-        self.injected(p)?;
         let k = self.walk(p, follow)?;
         if self.entries.borrow().contains_key(&k) {
             Ok(k)
@@ -215,7 +239,6 @@ impl FakeFs {
 
     /// Where a new entry `p` goes: its parent must be an existing directory.
     fn new_slot(&self, p: &[u8]) -> Result<Vec<u8>, Errno> {
-        self.injected(p)?;
         let name = path::file_name(p);
         let parent = self.existing(parent_of(p), true)?;
         match self.entries.borrow().get(&parent).map(|e| &e.node) {
@@ -279,16 +302,19 @@ impl FakeFs {
 
 impl Fs for FakeFs {
     fn lstat(&self, p: &[u8]) -> Result<Meta, Errno> {
+        self.injected("lstat", p)?;
         let k = self.existing(p, false)?;
         Ok(self.meta_of(&k))
     }
 
     fn stat(&self, p: &[u8]) -> Result<Meta, Errno> {
+        self.injected("stat", p)?;
         let k = self.existing(p, true)?;
         Ok(self.meta_of(&k))
     }
 
     fn readlink(&self, p: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        self.injected("readlink", p)?;
         let k = self.existing(p, false)?;
         match &self.entries.borrow()[&k].node {
             Node::Symlink(t) => {
@@ -301,17 +327,20 @@ impl Fs for FakeFs {
     }
 
     fn realpath(&self, p: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
+        self.injected("realpath", p)?;
         let k = self.existing(p, true)?;
         out.set(&k).map_err(|_| libc::ENAMETOOLONG)
     }
 
     fn mkdir(&self, p: &[u8], _mode: u32) -> Result<(), Errno> {
+        self.injected("mkdir", p)?;
         let k = self.new_slot(p)?;
         self.put(&k, Node::Dir);
         Ok(())
     }
 
     fn rmdir(&self, p: &[u8]) -> Result<(), Errno> {
+        self.injected("rmdir", p)?;
         let k = self.existing(p, false)?;
         if !matches!(self.entries.borrow()[&k].node, Node::Dir) {
             return Err(libc::ENOTDIR);
@@ -324,6 +353,7 @@ impl Fs for FakeFs {
     }
 
     fn unlink(&self, p: &[u8]) -> Result<(), Errno> {
+        self.injected("unlink", p)?;
         let k = self.existing(p, false)?;
         if matches!(self.entries.borrow()[&k].node, Node::Dir) {
             return Err(libc::EISDIR);
@@ -333,6 +363,8 @@ impl Fs for FakeFs {
     }
 
     fn rename(&self, from: &[u8], to: &[u8], flags: u32) -> Result<(), Errno> {
+        self.injected("rename", from)?;
+        self.injected("rename", to)?;
         let src = self.existing(from, false)?;
         let src_dir = self.meta_of(&src).is_dir();
         let dst = match self.new_slot(to) {
@@ -375,12 +407,14 @@ impl Fs for FakeFs {
     }
 
     fn symlink(&self, target: &[u8], at: &[u8]) -> Result<(), Errno> {
+        self.injected("symlink", at)?;
         let k = self.new_slot(at)?;
         self.put(&k, Node::Symlink(target.to_vec()));
         Ok(())
     }
 
     fn read_dir(&self, p: &[u8], each: &mut dyn FnMut(&[u8], u8, u64)) -> Result<(), Errno> {
+        self.injected("read_dir", p)?;
         let k = self.existing(p, true)?;
         if !self.meta_of(&k).is_dir() {
             return Err(libc::ENOTDIR);
@@ -399,6 +433,8 @@ impl Fs for FakeFs {
     }
 
     fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+        self.injected("copy_file", from)?;
+        self.injected("copy_file", to)?;
         let src = self.existing(from, true)?;
         let data = match &self.entries.borrow()[&src].node {
             Node::File(d) => d.clone(),
@@ -427,5 +463,23 @@ mod tests {
         assert_eq!(f.mkdir(b"/nope/x", 0o755), Err(libc::ENOENT));
         assert_eq!(f.mkdir(b"/real", 0o755), Err(libc::EEXIST));
         assert_eq!(f.rmdir(b"/real"), Err(libc::ENOTEMPTY));
+    }
+
+    #[test]
+    fn injected_faults_hit_the_named_call_once() {
+        let f = FakeFs::new();
+        f.add_dir("/a");
+        f.fail_next_call("mkdir", "/a/b", libc::EACCES);
+        assert_eq!(f.lstat(b"/a/b"), Err(libc::ENOENT));
+        assert_eq!(f.mkdir(b"/a/b", 0o755), Err(libc::EACCES));
+        assert_eq!(f.mkdir(b"/a/b", 0o755), Ok(()));
+        // Only the call's own arguments count, not the parents it looks up.
+        f.fail_next("/a", libc::EIO);
+        assert_eq!(f.mkdir(b"/a/c", 0o755), Ok(()));
+        assert_eq!(f.stat(b"/a"), Err(libc::EIO));
+        assert!(f.stat(b"/a").is_ok());
+        f.fail_next("/a/c", libc::EIO);
+        assert_eq!(f.rename(b"/a/b", b"/a/c", 0), Err(libc::EIO));
+        assert!(f.exists("/a/b"));
     }
 }

@@ -16,4 +16,3 @@ impl LinkFlags {
         self.0 & flag != 0
     }
 }
-

@@ -205,8 +205,8 @@ impl Fs for SysFs {
 
     fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
         use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, fstat, openat};
-        let ifd = openat(CWD, from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno)?;
+        let ifd =
+            openat(CWD, from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
         let st = fstat(&ifd).map_err(errno)?;
         let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
         let ofd = openat(

@@ -91,8 +91,11 @@ pub struct Journal {
     _file: File,
 }
 
-// SAFETY: all shared state is accessed through atomics or immutable published records.
+// SAFETY: the mapping is owned by the Journal and unmapped only on drop; all
+// shared state in it is accessed through atomics or immutable published records.
 unsafe impl Send for Journal {}
+// SAFETY: as above: concurrent readers and the lock-serialized writer touch
+// the mapping only through atomics and records that are immutable once published.
 unsafe impl Sync for Journal {}
 
 fn map(file: &File, len: usize) -> std::io::Result<*mut u8> {

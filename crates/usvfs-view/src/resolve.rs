@@ -404,4 +404,3 @@ impl LinkBuf {
         Ok(&buf[..n.min(path::PATH_MAX)])
     }
 }
-

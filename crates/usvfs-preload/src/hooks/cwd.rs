@@ -33,14 +33,16 @@ fn adopt_real_cwd(st: &State) {
     }
 }
 
+/// # Safety
+/// As `chdir(2)`: `path` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
     with_path(
         AT_FDCWD,
         path,
         true,
-        -1,
         || {
+            // SAFETY: the caller's path, passed on unchanged (our contract).
             let r = unsafe { real::chdir(path) };
             if r == 0
                 && let Some(st) = state::get()
@@ -50,6 +52,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             r
         },
         |_, lk| {
+            // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call.
             let r = unsafe { real::chdir(lk.phys.as_c_ptr()) };
             if r == 0 {
                 let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
@@ -60,8 +63,11 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
     )
 }
 
+/// # Safety
+/// None beyond `fchdir(2)`'s: any descriptor number is accepted.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
+    // SAFETY: fchdir takes a plain descriptor number; a bad one yields EBADF.
     let r = unsafe { real::fchdir(fd) };
     if r != 0 {
         return r;
@@ -79,6 +85,9 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
 }
 
 /// Copies the logical cwd out like getcwd does (allocating when `buf` is NULL).
+///
+/// # Safety
+/// `buf` must be null or writable for `size` bytes.
 unsafe fn copy_out(path: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
     let need = path.len() + 1;
     let out = if buf.is_null() {
@@ -87,6 +96,7 @@ unsafe fn copy_out(path: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
             set_errno(libc::ERANGE);
             return std::ptr::null_mut();
         }
+        // SAFETY: malloc has no preconditions; a null result is checked below.
         let p = unsafe { libc::malloc(n) } as *mut c_char;
         if p.is_null() {
             set_errno(libc::ENOMEM);
@@ -104,6 +114,9 @@ unsafe fn copy_out(path: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
         }
         buf
     };
+    // SAFETY: out is non-null and holds at least need = path.len() + 1 bytes
+    // (a malloc of n >= need, or the caller's buf of size >= need); it cannot
+    // overlap path, which we own.
     unsafe {
         std::ptr::copy_nonoverlapping(path.as_ptr(), out.cast::<u8>(), path.len());
         *out.add(path.len()) = 0;
@@ -111,31 +124,44 @@ unsafe fn copy_out(path: &[u8], buf: *mut c_char, size: size_t) -> *mut c_char {
     out
 }
 
+/// # Safety
+/// As `getcwd(3)`: `buf` is null or writable for `size` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
     match state::cwd() {
+        // SAFETY: buf is null or writable for size bytes (our contract).
         Some(c) if c.is_virtual && state::get().is_some() => unsafe {
             copy_out(&c.path, buf, size)
         },
+        // SAFETY: the caller's arguments, passed on unchanged.
         _ => unsafe { real::getcwd(buf, size) },
     }
 }
 
+/// # Safety
+/// As [`getcwd`]; `_buflen` (the buffer's real size) is not checked.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __getcwd_chk(
     buf: *mut c_char,
     size: size_t,
     _buflen: size_t,
 ) -> *mut c_char {
+    // SAFETY: same contract as getcwd.
     unsafe { getcwd(buf, size) }
 }
 
+/// # Safety
+/// As `getwd(3)`: `buf` is writable for `PATH_MAX` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getwd(buf: *mut c_char) -> *mut c_char {
+    // SAFETY: buf holds PATH_MAX bytes (our contract).
     unsafe { getcwd(buf, libc::PATH_MAX as size_t) }
 }
 
+/// # Safety
+/// None: the result is a fresh `malloc` block (or null) the caller frees.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn get_current_dir_name() -> *mut c_char {
+    // SAFETY: a null buffer with size 0 makes getcwd allocate.
     unsafe { getcwd(std::ptr::null_mut(), 0) }
 }

@@ -12,10 +12,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{resolve_only, with_path};
 use crate::guard::{self, set_errno};
-use usvfs_view::semantics::listing::{Cursor, Listing};
 use crate::lookup::Lookup;
 use crate::state::{self, State};
 use crate::{fdtable, real};
+use usvfs_view::semantics::listing::{Cursor, Listing};
 
 const TAG: i32 = -0x5653_4653; // "VSFS", negative: never a glibc DIR's fd
 const MAGIC: u64 = 0x7573_7666_735f_6469; // "usvfs_di"
@@ -83,16 +83,20 @@ fn open_backing(lk: &mut Lookup) -> c_int {
     }
 }
 
+/// # Safety
+/// As `opendir(3)`: `path` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     with_path(
         AT_FDCWD,
         path,
         true,
-        std::ptr::null_mut(),
+        // SAFETY: the caller's path, passed on unchanged.
         || unsafe { real::opendir(path) },
         |st, lk| {
             if !lk.is_virtual_dir(st) {
+                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
+                // call.
                 return unsafe { real::opendir(lk.phys.as_c_ptr()) };
             }
             let fd = open_backing(lk);
@@ -104,7 +108,10 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
                 Ok(d) => d,
                 Err(_) => {
                     fdtable::remove(fd);
+                    // SAFETY: fd was opened above and nothing else holds it
+                    // (new_vdir panicked before taking it); closed once.
                     unsafe { real::close(fd) };
+                    // SAFETY: as_c_ptr NUL-terminates lk.phys.
                     unsafe { real::opendir(lk.phys.as_c_ptr()) }
                 }
             }
@@ -112,8 +119,11 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
     )
 }
 
+/// # Safety
+/// As `fdopendir(3)`: on success the stream owns `fd`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
+    // SAFETY: a plain descriptor number, passed on unchanged.
     let pass = || unsafe { real::fdopendir(fd) };
     let Some(st) = state::get() else {
         return pass();
@@ -128,9 +138,11 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
         Some(lk) => {
             // Same checks glibc makes: a directory, opened for reading.
             let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+            // SAFETY: s is writable for a stat.
             if unsafe { real::fstat(fd, s.as_mut_ptr()) } != 0 {
                 return std::ptr::null_mut();
             }
+            // SAFETY: fstat succeeded, so it filled s in.
             if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFDIR {
                 set_errno(libc::ENOTDIR);
                 return std::ptr::null_mut();
@@ -169,23 +181,33 @@ fn next_entry(v: &mut VDir) -> *mut dirent64 {
     &mut v.ent
 }
 
+/// # Safety
+/// As `readdir64(3)`: `d` is an open stream (from `opendir`/`fdopendir`), not
+/// used by another thread at the same time.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readdir64(d: *mut DIR) -> *mut dirent64 {
     match as_vdir(d) {
         Some(v) => next_entry(v),
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::readdir64(d) },
     }
 }
 
+/// # Safety
+/// As [`readdir64`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readdir(d: *mut DIR) -> *mut libc::dirent {
     match as_vdir(d) {
         // dirent and dirent64 share their layout on 64-bit Linux.
         Some(v) => next_entry(v).cast(),
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::readdir(d) },
     }
 }
 
+/// # Safety
+/// As `readdir64_r(3)`: `d` is an open stream, `entry` is writable for a
+/// `dirent64` of the caller's own, and `out` is writable for a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readdir64_r(
     d: *mut DIR,
@@ -195,6 +217,9 @@ pub unsafe extern "C" fn readdir64_r(
     match as_vdir(d) {
         Some(v) => {
             let e = next_entry(v);
+            // SAFETY: out and entry are writable (our contract); e, when
+            // non-null, is the stream's own v.ent, a whole dirent64 that is not
+            // the caller's entry buffer.
             unsafe {
                 if e.is_null() {
                     *out = std::ptr::null_mut();
@@ -205,10 +230,14 @@ pub unsafe extern "C" fn readdir64_r(
             }
             0
         }
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on
+        // with the caller's buffers.
         None => unsafe { real::readdir64_r(d, entry, out) },
     }
 }
 
+/// # Safety
+/// As [`readdir64_r`], with `struct dirent`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readdir_r(
     d: *mut DIR,
@@ -216,43 +245,60 @@ pub unsafe extern "C" fn readdir_r(
     out: *mut *mut libc::dirent,
 ) -> c_int {
     match as_vdir(d) {
+        // SAFETY: same contract as readdir64_r; dirent and dirent64 share
+        // their layout on 64-bit Linux.
         Some(_) => unsafe { readdir64_r(d, entry.cast(), out.cast()) },
+        // SAFETY: the caller's glibc stream and buffers, passed on.
         None => unsafe { real::readdir_r(d, entry, out) },
     }
 }
 
+/// # Safety
+/// As `rewinddir(3)`: `d` is an open stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
     match as_vdir(d) {
         Some(v) => v.pos = 0,
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::rewinddir(d) },
     }
 }
 
+/// # Safety
+/// As `seekdir(3)`: `d` is an open stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn seekdir(d: *mut DIR, pos: c_long) {
     match as_vdir(d) {
         Some(v) => v.pos = pos.max(0) as usize,
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::seekdir(d, pos) },
     }
 }
 
+/// # Safety
+/// As `telldir(3)`: `d` is an open stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn telldir(d: *mut DIR) -> c_long {
     match as_vdir(d) {
         Some(v) => v.pos as c_long,
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::telldir(d) },
     }
 }
 
+/// # Safety
+/// As `dirfd(3)`: `d` is an open stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dirfd(d: *mut DIR) -> c_int {
     match as_vdir(d) {
         Some(v) => v.fd,
+        // SAFETY: not one of ours, so the caller's glibc stream, passed on.
         None => unsafe { real::dirfd(d) },
     }
 }
 
+/// # Safety
+/// As `closedir(3)`: `d` is an open stream, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
     match as_vdir(d) {
@@ -261,12 +307,17 @@ pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
             fdtable::remove(fd);
             // SAFETY: allocated by new_vdir; the caller gives up the stream.
             drop(unsafe { Box::from_raw(v as *mut VDir) });
+            // SAFETY: fd was the stream's backing descriptor, owned by it and
+            // closed only here.
             unsafe { real::close(fd) }
         }
         None => {
             if !d.is_null() {
+                // SAFETY: d is non-null and, not being ours, the caller's
+                // open glibc stream.
                 fdtable::remove(unsafe { real::dirfd(d) });
             }
+            // SAFETY: the caller's glibc stream (or null), passed on.
             unsafe { real::closedir(d) }
         }
     }
@@ -277,6 +328,11 @@ type Compar = Option<unsafe extern "C" fn(*const c_void, *const c_void) -> c_int
 
 /// glibc's scandir opens the directory internally, out of our reach: this one
 /// goes through the hooked stream functions instead.
+///
+/// # Safety
+/// `d` must be null or an open stream that `scan` takes over (it is closed);
+/// `namelist` must be writable for a pointer; `filter` and `compar`, if set,
+/// must be safe to call on an entry and on two pointers to entry pointers.
 unsafe fn scan(
     d: *mut DIR,
     namelist: *mut *mut *mut dirent64,
@@ -288,50 +344,72 @@ unsafe fn scan(
     }
     let mut list: Vec<*mut dirent64> = Vec::new();
     loop {
+        // SAFETY: d is a non-null open stream, ours until closed below.
         let e = unsafe { readdir64(d) };
         if e.is_null() {
             break;
         }
         if let Some(f) = filter
+            // SAFETY: the caller's filter (our contract), given the valid entry
+            // readdir64 just returned.
             && unsafe { f(e) } == 0
         {
             continue;
         }
+        // SAFETY: e is non-null and valid until the next readdir64 on d.
         let reclen = unsafe { (*e).d_reclen } as usize;
         let size = reclen.max(std::mem::size_of::<dirent64>());
+        // SAFETY: malloc has no preconditions; a null result is checked below.
         let copy = unsafe { libc::malloc(size) } as *mut dirent64;
         if copy.is_null() {
             for p in list {
+                // SAFETY: p is a malloc block made by this loop, freed once.
                 unsafe { libc::free(p.cast()) };
             }
+            // SAFETY: d is open, ours, and not used again.
             unsafe { closedir(d) };
             set_errno(libc::ENOMEM);
             return -1;
         }
+        // SAFETY: e's record is reclen bytes long (its own d_reclen: the
+        // kernel's record in glibc's buffer, or a whole dirent64 for our
+        // streams) and copy holds size >= reclen bytes of a fresh block.
         unsafe {
             std::ptr::copy_nonoverlapping(e.cast::<u8>(), copy.cast::<u8>(), reclen.min(size))
         };
         list.push(copy);
     }
+    // SAFETY: d is open, ours, and not used again.
     unsafe { closedir(d) };
     let n = list.len();
+    // SAFETY: malloc has no preconditions; a null result is checked below.
     let arr = unsafe { libc::malloc((n.max(1)) * std::mem::size_of::<*mut dirent64>()) }
         as *mut *mut dirent64;
     if arr.is_null() {
         for p in list {
+            // SAFETY: p is a malloc block made by the loop above, freed once.
             unsafe { libc::free(p.cast()) };
         }
         set_errno(libc::ENOMEM);
         return -1;
     }
+    // SAFETY: arr holds at least n pointers and is a fresh block, apart from
+    // list's buffer.
     unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), arr, n) };
     if let Some(c) = compar {
+        // SAFETY: arr holds n initialized elements of the given size; c is the
+        // caller's comparator for pointers to entry pointers (our contract).
         unsafe { libc::qsort(arr.cast(), n, std::mem::size_of::<*mut dirent64>(), Some(c)) };
     }
+    // SAFETY: namelist is writable for a pointer (our contract).
     unsafe { *namelist = arr };
     n as c_int
 }
 
+/// # Safety
+/// As `scandir(3)`: `path` is null or a NUL-terminated string, `namelist` is
+/// writable for a pointer, and `filter`/`compar`, if set, take an entry and two
+/// pointers to entry pointers.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn scandir64(
     path: *const c_char,
@@ -339,9 +417,13 @@ pub unsafe extern "C" fn scandir64(
     filter: Filter,
     compar: Compar,
 ) -> c_int {
+    // SAFETY: path per opendir's contract; scan takes the fresh stream, and
+    // its other arguments are the caller's under scan's contract.
     unsafe { scan(opendir(path), namelist, filter, compar) }
 }
 
+/// # Safety
+/// As [`scandir64`] (`struct dirent` is `struct dirent64` on 64-bit Linux).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn scandir(
     path: *const c_char,
@@ -349,18 +431,27 @@ pub unsafe extern "C" fn scandir(
     filter: Filter,
     compar: Compar,
 ) -> c_int {
+    // SAFETY: path per opendir's contract; scan takes the fresh stream, and
+    // its other arguments are the caller's under scan's contract.
     unsafe { scan(opendir(path), namelist, filter, compar) }
 }
 
+/// Opens `(dirfd, path)` as a directory stream through the hooks.
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
 unsafe fn open_dir_at(dirfd: c_int, path: *const c_char) -> *mut DIR {
+    // SAFETY: path per our contract.
     let fd = unsafe {
         crate::hooks::open::usvfs_openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
     };
     if fd < 0 {
         return std::ptr::null_mut();
     }
+    // SAFETY: fd was just opened; on success the stream owns it.
     let d = unsafe { fdopendir(fd) };
     if d.is_null() {
+        // SAFETY: fdopendir failed, so fd is still ours alone; closed once.
         unsafe { close(fd) };
     }
     d
@@ -368,6 +459,10 @@ unsafe fn open_dir_at(dirfd: c_int, path: *const c_char) -> *mut DIR {
 
 use super::fd::close;
 
+/// # Safety
+/// As `scandirat(3)`: `path` is null or a NUL-terminated string, `namelist`
+/// is writable for a pointer, and `filter`/`compar`, if set, take an entry and
+/// two pointers to entry pointers.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn scandirat(
     dirfd: c_int,
@@ -376,9 +471,13 @@ pub unsafe extern "C" fn scandirat(
     filter: Filter,
     compar: Compar,
 ) -> c_int {
+    // SAFETY: path per open_dir_at's contract; scan takes the fresh stream,
+    // and its other arguments are the caller's under scan's contract.
     unsafe { scan(open_dir_at(dirfd, path), namelist, filter, compar) }
 }
 
+/// # Safety
+/// As [`scandirat`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn scandirat64(
     dirfd: c_int,
@@ -387,12 +486,17 @@ pub unsafe extern "C" fn scandirat64(
     filter: Filter,
     compar: Compar,
 ) -> c_int {
+    // SAFETY: same contract as scandirat.
     unsafe { scandirat(dirfd, path, namelist, filter, compar) }
 }
 
 /// `getdents64` on a descriptor of a virtual directory emits the merged listing.
+///
+/// # Safety
+/// As `getdents64(2)`: `buf` is writable for `count` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments, passed on unchanged.
     let pass = || unsafe { real::getdents64(fd, buf, count) };
     let Some(st) = state::get() else {
         return pass();
@@ -410,7 +514,9 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
         let Some(lk) = merged_dir(st, e) else {
             return pass();
         };
-        let listing = st.view().list(lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+        let listing = st
+            .view()
+            .list(lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
         *cur = Some(Cursor { listing, pos: 0 });
     }
     let c = cur.as_mut().expect("set above");

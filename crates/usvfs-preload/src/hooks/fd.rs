@@ -6,14 +6,20 @@ use libc::{c_int, c_uint};
 
 use crate::{fdtable, real};
 
+/// # Safety
+/// As `close(2)`: the caller gives up `fd` (no memory is involved).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     fdtable::remove(fd);
+    // SAFETY: close takes a plain descriptor number; a bad one yields EBADF.
     unsafe { real::close(fd) }
 }
 
+/// # Safety
+/// None beyond `dup(2)`'s: any descriptor number is accepted.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: dup takes a plain descriptor number; a bad one yields EBADF.
     let r = unsafe { real::dup(fd) };
     if r >= 0 && fdtable::is_recorded(fd) {
         fdtable::copy(fd, r);
@@ -21,8 +27,11 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     r
 }
 
+/// # Safety
+/// As `dup2(2)`: the caller gives up whatever `to` referred to.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    // SAFETY: plain descriptor numbers; bad ones yield EBADF.
     let r = unsafe { real::dup2(fd, to) };
     if r >= 0 && fd != to {
         fdtable::copy(fd, to);
@@ -30,8 +39,11 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     r
 }
 
+/// # Safety
+/// As `dup3(2)`: the caller gives up whatever `to` referred to.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    // SAFETY: plain descriptor numbers and flags; bad ones yield an errno.
     let r = unsafe { real::dup3(fd, to, flags) };
     if r >= 0 {
         fdtable::copy(fd, to);
@@ -39,8 +51,11 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     r
 }
 
+/// # Safety
+/// As `close_range(2)`: the caller gives up the descriptors in `lo..=hi`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
+    // SAFETY: close_range takes three integers and touches no user memory.
     let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags) } as c_int;
     if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         fdtable::remove_range(lo, hi);
@@ -48,16 +63,24 @@ pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_
     r
 }
 
+/// # Safety
+/// As `closefrom(3)`: the caller gives up every descriptor from `lo` up.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn closefrom(lo: c_int) {
     fdtable::remove_range(lo.max(0) as u32, u32::MAX);
+    // SAFETY: close_range takes three integers and touches no user memory.
     unsafe { libc::syscall(libc::SYS_close_range, lo.max(0) as c_uint, c_uint::MAX, 0) };
 }
 
 /// `fcntl` and `fcntl64` (variadic entry points in variadic.c): duplicates
 /// made with F_DUPFD name the same virtual path.
+///
+/// # Safety
+/// As `fcntl(2)`: `arg` is what `cmd` expects (an integer or a pointer to the
+/// matching structure), as variadic.c passes it on.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn usvfs_fcntl(fd: c_int, cmd: c_int, arg: *mut libc::c_void) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged (our contract).
     let r = unsafe { real::fcntl64(fd, cmd, arg) };
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fdtable::is_recorded(fd)
     {

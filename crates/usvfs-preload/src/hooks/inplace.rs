@@ -24,6 +24,9 @@ at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags));
 at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags));
 at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags));
 
+/// # Safety
+/// As `futimesat(2)`: `path` is null or a NUL-terminated string and `times`
+/// is null or points to two `struct timeval`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn futimesat(
     dirfd: c_int,
@@ -34,8 +37,10 @@ pub unsafe extern "C" fn futimesat(
         dirfd,
         path,
         true,
-        -1,
+        // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::futimesat(dirfd, path, times) },
+        // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
+        // (absolute, so AT_FDCWD is right); times is the caller's.
         |_, lk| unsafe { real::futimesat(AT_FDCWD, lk.phys.as_c_ptr(), times) },
     )
 }

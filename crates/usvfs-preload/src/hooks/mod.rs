@@ -16,7 +16,6 @@ macro_rules! path_call {
                 libc::AT_FDCWD,
                 $path,
                 $follow,
-                -1,
                 // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name($path $(, $arg)*) },
                 // SAFETY: the resolved physical path is NUL-terminated; the
@@ -42,7 +41,6 @@ macro_rules! at_call {
                 dirfd,
                 $path,
                 flags & libc::AT_SYMLINK_NOFOLLOW == 0,
-                -1,
                 // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
                 // SAFETY: the resolved physical path is NUL-terminated and
@@ -169,7 +167,6 @@ pub(crate) fn with_path<R: Failure>(
     dirfd: c_int,
     path: *const c_char,
     follow: bool,
-    _fail: R,
     pass: impl FnOnce() -> R,
     redirect: impl FnOnce(&'static State, &mut Lookup) -> R,
 ) -> R {
@@ -225,7 +222,9 @@ pub(crate) fn resolve_only(
     lk: &mut Lookup,
 ) -> Option<Result<(), i32>> {
     let saved = errno();
-    let r = match catch_unwind(AssertUnwindSafe(|| resolve_in_view(st, dirfd, p, follow, lk))) {
+    let r = match catch_unwind(AssertUnwindSafe(|| {
+        resolve_in_view(st, dirfd, p, follow, lk)
+    })) {
         Ok(Detour::Success(())) => Some(Ok(())),
         Ok(Detour::Error(e)) => Some(Err(e)),
         Ok(Detour::Bypass) | Err(_) => None,

@@ -13,12 +13,19 @@ fn follows(flags: c_int) -> bool {
 }
 
 /// `open` and `open64` (the variadic entry points live in variadic.c).
+///
+/// # Safety
+/// As `open(2)`: `path` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn usvfs_open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+    // SAFETY: same contract as usvfs_openat.
     unsafe { usvfs_openat(AT_FDCWD, path, flags, mode) }
 }
 
 /// `openat` and `openat64`.
+///
+/// # Safety
+/// As `openat(2)`: `path` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn usvfs_openat(
     dirfd: c_int,
@@ -39,9 +46,11 @@ pub unsafe extern "C" fn usvfs_openat(
         dirfd,
         path,
         follows(flags),
-        -1,
+        // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::openat(dirfd, path, flags, mode) },
         |_, lk| {
+            // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
+            // (absolute, so AT_FDCWD is right).
             let fd = unsafe { real::openat(AT_FDCWD, lk.phys.as_c_ptr(), flags, mode) };
             if fd >= 0 {
                 fdtable::insert(fd, lk.virt.as_bytes());
@@ -51,8 +60,11 @@ pub unsafe extern "C" fn usvfs_openat(
     )
 }
 
+/// # Safety
+/// As `creat(2)`: `path` is null or a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn creat(path: *const c_char, mode: mode_t) -> c_int {
+    // SAFETY: same contract as usvfs_openat.
     unsafe {
         usvfs_openat(
             AT_FDCWD,
@@ -63,8 +75,11 @@ pub unsafe extern "C" fn creat(path: *const c_char, mode: mode_t) -> c_int {
     }
 }
 
+/// # Safety
+/// As [`creat`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn creat64(path: *const c_char, mode: mode_t) -> c_int {
+    // SAFETY: same contract as creat.
     unsafe { creat(path, mode) }
 }
 
@@ -100,10 +115,13 @@ fn fopen_create(path: *const c_char, mode: *const c_char) -> Option<*mut FILE> {
     if fd < 0 {
         return Some(std::ptr::null_mut());
     }
+    // SAFETY: fd was just opened; mode is a non-null C string (fopen_flags
+    // read it, and fopen's contract makes it NUL-terminated).
     let f = unsafe { libc::fdopen(fd, mode) };
     if f.is_null() {
         let e = crate::guard::errno();
         fdtable::remove(fd);
+        // SAFETY: fdopen failed, so fd is still ours alone; closed once.
         unsafe { real::close(fd) };
         crate::guard::set_errno(e);
     }
@@ -112,6 +130,8 @@ fn fopen_create(path: *const c_char, mode: *const c_char) -> Option<*mut FILE> {
 
 macro_rules! fopen_hook {
     ($name:ident) => {
+        /// # Safety
+        /// As `fopen(3)`: `path` and `mode` are null or NUL-terminated strings.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut FILE {
             if let Some(f) = fopen_create(path, mode) {
@@ -121,11 +141,14 @@ macro_rules! fopen_hook {
                 AT_FDCWD,
                 path,
                 mode_follows(mode),
-                std::ptr::null_mut(),
+                // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name(path, mode) },
                 |_, lk| {
+                    // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives
+                    // the call; mode is the caller's.
                     let f = unsafe { real::$name(lk.phys.as_c_ptr(), mode) };
                     if !f.is_null() {
+                        // SAFETY: f is the open stream fopen just returned.
                         fdtable::insert(unsafe { libc::fileno(f) }, lk.virt.as_bytes());
                     }
                     f
@@ -140,6 +163,9 @@ fopen_hook!(fopen64);
 
 macro_rules! freopen_hook {
     ($name:ident) => {
+        /// # Safety
+        /// As `freopen(3)`: `path` and `mode` are null or NUL-terminated
+        /// strings, and `stream` is an open stream.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(
             path: *const c_char,
@@ -147,6 +173,7 @@ macro_rules! freopen_hook {
             stream: *mut FILE,
         ) -> *mut FILE {
             if !stream.is_null() {
+                // SAFETY: stream is non-null and open (our contract).
                 fdtable::remove(unsafe { libc::fileno(stream) });
             }
             // A creating mode: make the file where creates go first, so the
@@ -161,17 +188,21 @@ macro_rules! freopen_hook {
                 && fd >= 0
             {
                 fdtable::remove(fd);
+                // SAFETY: fd was just opened by open_create and is ours alone.
                 unsafe { real::close(fd) };
             }
             with_path(
                 AT_FDCWD,
                 path,
                 mode_follows(mode),
-                std::ptr::null_mut(),
+                // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name(path, mode, stream) },
                 |_, lk| {
+                    // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives
+                    // the call; mode and stream are the caller's.
                     let f = unsafe { real::$name(lk.phys.as_c_ptr(), mode, stream) };
                     if !f.is_null() {
+                        // SAFETY: f is the open stream freopen just returned.
                         fdtable::insert(unsafe { libc::fileno(f) }, lk.virt.as_bytes());
                     }
                     f
@@ -184,13 +215,17 @@ macro_rules! freopen_hook {
 freopen_hook!(freopen);
 freopen_hook!(freopen64);
 
+/// # Safety
+/// As `fclose(3)`: `stream` is an open stream, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fclose(stream: *mut FILE) -> c_int {
     if !stream.is_null() {
+        // SAFETY: stream is non-null and open (our contract).
         let fd = unsafe { libc::fileno(stream) };
         if fdtable::is_recorded(fd) {
             fdtable::remove(fd);
         }
     }
+    // SAFETY: the caller's stream, passed on unchanged.
     unsafe { real::fclose(stream) }
 }

@@ -9,14 +9,20 @@ use crate::real;
 
 macro_rules! ver_path_call {
     (fn $name:ident($ver:ident, $path:ident, $buf:ident : $ty:ty) follow = $follow:expr) => {
+        /// # Safety
+        /// As glibc's versioned stat entry point: the path is null or a
+        /// NUL-terminated string and the buffer is writable for the stat
+        /// structure of that version.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($ver: c_int, $path: *const c_char, $buf: $ty) -> c_int {
             with_path(
                 AT_FDCWD,
                 $path,
                 $follow,
-                -1,
+                // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name($ver, $path, $buf) },
+                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
+                // call; the buffer is the caller's (our contract).
                 |_, lk| unsafe { real::$name($ver, lk.phys.as_c_ptr(), $buf) },
             )
         }
@@ -41,6 +47,9 @@ at_call!(fn faccessat(dirfd, path, mode: c_int; flags));
 
 macro_rules! ver_at_stat {
     ($name:ident, $ty:ty) => {
+        /// # Safety
+        /// As glibc's `__fxstatat`: the path is null or a NUL-terminated string
+        /// and `buf` is writable for the stat structure of that version.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(
             ver: c_int,
@@ -53,8 +62,10 @@ macro_rules! ver_at_stat {
                 dirfd,
                 path,
                 flags & AT_SYMLINK_NOFOLLOW == 0,
-                -1,
+                // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name(ver, dirfd, path, buf, flags) },
+                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
+                // call (absolute, so AT_FDCWD is right); buf is the caller's.
                 |_, lk| unsafe { real::$name(ver, AT_FDCWD, lk.phys.as_c_ptr(), buf, flags) },
             )
         }
@@ -64,6 +75,9 @@ macro_rules! ver_at_stat {
 ver_at_stat!(__fxstatat, *mut libc::stat);
 ver_at_stat!(__fxstatat64, *mut libc::stat64);
 
+/// # Safety
+/// As `statx(2)`: `path` is null or a NUL-terminated string and `buf` is
+/// writable for a `struct statx`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn statx(
     dirfd: c_int,
@@ -76,8 +90,10 @@ pub unsafe extern "C" fn statx(
         dirfd,
         path,
         flags & AT_SYMLINK_NOFOLLOW == 0,
-        -1,
+        // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::statx(dirfd, path, flags, mask, buf) },
+        // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
+        // (absolute, so AT_FDCWD is right); buf is the caller's.
         |_, lk| unsafe { real::statx(AT_FDCWD, lk.phys.as_c_ptr(), flags, mask, buf) },
     )
 }

@@ -441,12 +441,19 @@ unsafe fn open_impl(argv: *const *mut c_char, options: c_int, compar: Compar) ->
     sp.cast()
 }
 
+/// One step of the walk (see `fts_read`); returns the entry to report.
+///
+/// # Safety
+/// `sp` must be a stream built by [`open_impl`] and not closed: its current
+/// entry, roots, pending child list and every entry reachable from them are
+/// live, as this module's functions keep them.
 unsafe fn read_impl(sp: &mut Fts) -> *mut FtsEnt {
     let p = sp.head.cur;
     if !sp.started {
         sp.started = true;
         sp.head.cur = sp.roots;
         if !sp.roots.is_null() {
+            // SAFETY: roots is non-null, a live entry of the stream.
             sp.head.dev = unsafe { (*sp.roots).dev };
         }
         return sp.roots;
@@ -454,34 +461,48 @@ unsafe fn read_impl(sp: &mut Fts) -> *mut FtsEnt {
     if p.is_null() {
         return std::ptr::null_mut();
     }
+    // SAFETY: p is the stream's non-null current entry, live (our contract).
     let instr = unsafe { (*p).instr };
+    // SAFETY: p is live, as above.
     unsafe { (*p).instr = FTS_NOINSTR };
     if instr == FTS_AGAIN {
+        // SAFETY: p is live, with the live parent chain fts_stat needs.
         unsafe { (*p).info = fts_stat(sp, p, false) };
         return p;
     }
+    // SAFETY: p is live.
     if instr == FTS_FOLLOW && matches!(unsafe { (*p).info }, FTS_SL | FTS_SLNONE) {
+        // SAFETY: p is live, with the live parent chain fts_stat needs.
         unsafe { (*p).info = fts_stat(sp, p, true) };
+        // SAFETY: p is live.
         if unsafe { (*p).info } == FTS_D {
             return p;
         }
     }
     // A directory in pre-order: descend, unless skipped or on another device.
+    // SAFETY: p is live.
     if unsafe { (*p).info } == FTS_D {
+        // SAFETY: p is live.
         let skip = instr == FTS_SKIP
             || (sp.head.options & FTS_XDEV != 0 && unsafe { (*p).dev } != sp.head.dev);
         if skip {
+            // SAFETY: the pending child list is owned by the stream alone and
+            // is dropped from it just below.
             unsafe { free_list(sp.head.child) };
             sp.head.child = std::ptr::null_mut();
+            // SAFETY: p is live.
             unsafe { (*p).info = FTS_DP };
             return p;
         }
         let children = if !sp.head.child.is_null() {
             std::mem::replace(&mut sp.head.child, std::ptr::null_mut())
         } else {
+            // SAFETY: p is a live directory entry with a live parent chain;
+            // the comparator is the caller's fts_open argument.
             match unsafe { build(sp, p, false) } {
                 Ok(c) => c,
                 Err(e) => {
+                    // SAFETY: p is live.
                     unsafe {
                         (*p).errno = e;
                         (*p).info = FTS_DNR;
@@ -491,24 +512,33 @@ unsafe fn read_impl(sp: &mut Fts) -> *mut FtsEnt {
             }
         };
         if children.is_null() {
+            // SAFETY: p is live.
             unsafe { (*p).info = FTS_DP };
             return p;
         }
         // Remember the list on the directory so the post-order visit frees it.
+        // SAFETY: p is a live FTS_D entry and children a fresh list that
+        // nothing else owns (built, or taken out of sp.head.child, above).
         unsafe { (*p).pointer_children_set(children) };
         sp.head.cur = children;
         return children;
     }
     // Next sibling, or the parent in post-order.
+    // SAFETY: p is live.
     let next = unsafe { (*p).link };
     if !next.is_null() {
         sp.head.cur = next;
+        // SAFETY: next is a non-null sibling of p in a live list.
         if unsafe { (*next).level } == 0 {
+            // SAFETY: next is live, as above.
             sp.head.dev = unsafe { (*next).dev };
         }
         return next;
     }
+    // SAFETY: p is live.
     let parent = unsafe { (*p).parent };
+    // SAFETY: parent is non-null, so a live ancestor of p: a directory
+    // outlives its children list, which is freed after its post-order visit.
     if parent.is_null() || unsafe { (*parent).level } < 0 {
         sp.head.cur = std::ptr::null_mut();
         return std::ptr::null_mut();
@@ -516,6 +546,7 @@ unsafe fn read_impl(sp: &mut Fts) -> *mut FtsEnt {
     // Children are freed when their directory's post-order visit ends (the
     // next read): keep them until then, like BSD fts.
     sp.head.cur = parent;
+    // SAFETY: parent is live, as above.
     unsafe { (*parent).info = FTS_DP };
     parent
 }
@@ -524,11 +555,20 @@ impl FtsEnt {
     /// A directory's children list is kept in `fts_cycle`, which is unused for
     /// FTS_D/FTS_DP entries (only FTS_DC ones point at their ancestor). It is
     /// freed after the directory's post-order visit.
+    ///
+    /// # Safety
+    /// Nothing is dereferenced here, but the stream takes ownership of `c`:
+    /// `self` must be an FTS_D entry of the stream without a stored list, and
+    /// `c` null or a chain of live [`alloc_ent`] entries that nothing else owns
+    /// (`fts_read`/`fts_close` free it).
     unsafe fn pointer_children_set(&mut self, c: *mut FtsEnt) {
         self.cycle = c;
     }
 }
 
+/// # Safety
+/// As `fts_open(3)`: `argv` is a NULL-terminated array of NUL-terminated
+/// paths; `compar`, if set, compares two `const FTSENT **`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts_open(
     argv: *const *mut c_char,
@@ -536,57 +576,89 @@ pub unsafe extern "C" fn fts_open(
     compar: Compar,
 ) -> *mut FtsHead {
     if state::get().is_none() {
+        // SAFETY: the caller's arguments, passed on unchanged under the same
+        // contract.
         return unsafe { crate::real::fts_open(argv, options, compar) };
     }
+    // SAFETY: our contract is open_impl's.
     unsafe { open_impl(argv, options, compar) }
 }
 
+/// # Safety
+/// As `fts_read(3)`: `sp` is a stream from `fts_open`, not closed, and not
+/// used by another thread at the same time.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts_read(sp: *mut FtsHead) -> *mut FtsEnt {
     if state::get().is_none() {
+        // SAFETY: the caller's stream, passed on unchanged.
         return unsafe { crate::real::fts_read(sp) };
     }
+    // SAFETY: with the view active (the state is set once, in our constructor,
+    // and never cleared), fts_open returned an Fts from open_impl whose head
+    // is its first field; the caller gives us exclusive use for the call.
     let sp = unsafe { &mut *(sp as *mut Fts) };
     // Free the children of a directory whose post-order visit just ended.
     let prev = sp.head.cur;
+    // SAFETY: prev is the stream's non-null current entry, live.
     let prev_was_dp = !prev.is_null() && unsafe { (*prev).info } == FTS_DP;
+    // SAFETY: sp is a stream built by open_impl and not closed.
     let r = unsafe { read_impl(sp) };
     if prev_was_dp && !prev.is_null() && prev != r {
+        // SAFETY: read_impl never frees the entry it starts from, so prev is
+        // still live.
         let kids = unsafe { (*prev).cycle };
         if !kids.is_null() {
-            unsafe { (*prev).cycle = std::ptr::null_mut() };
-            unsafe { free_list(kids) };
+            // SAFETY: prev is live and FTS_DP, so its cycle field holds the
+            // children list read_impl stored there, which only it owns; the
+            // walk has moved past them, and the list is unlinked before being
+            // freed.
+            unsafe {
+                (*prev).cycle = std::ptr::null_mut();
+                free_list(kids);
+            }
         }
     }
     r
 }
 
+/// # Safety
+/// As `fts_children(3)`: `sp` is a stream from `fts_open`, not closed, and not
+/// used by another thread at the same time.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts_children(sp: *mut FtsHead, options: c_int) -> *mut FtsEnt {
     if state::get().is_none() {
+        // SAFETY: the caller's stream, passed on unchanged.
         return unsafe { crate::real::fts_children(sp, options) };
     }
     if options != 0 && options != FTS_NAMEONLY {
         crate::guard::set_errno(libc::EINVAL);
         return std::ptr::null_mut();
     }
+    // SAFETY: as in fts_read: an Fts from open_impl, ours for the call.
     let sp = unsafe { &mut *(sp as *mut Fts) };
     crate::guard::set_errno(0);
     if !sp.started {
         return sp.roots;
     }
     let p = sp.head.cur;
+    // SAFETY: p is the stream's non-null current entry, live.
     if p.is_null() || unsafe { (*p).info } != FTS_D {
         return std::ptr::null_mut();
     }
+    // SAFETY: the pending child list (from an earlier fts_children) is owned
+    // by the stream alone and is dropped from it just below.
     unsafe { free_list(sp.head.child) };
     sp.head.child = std::ptr::null_mut();
+    // SAFETY: p is a live FTS_D entry with a live parent chain; the
+    // comparator is the caller's fts_open argument.
     match unsafe { build(sp, p, options == FTS_NAMEONLY) } {
         Ok(c) => {
             if options != FTS_NAMEONLY {
                 sp.head.child = c;
             } else {
                 // Name-only lists are the caller's to look at, not to descend.
+                // SAFETY: sp.head.child was set to null above, so this frees
+                // nothing.
                 unsafe { free_list(sp.head.child) };
                 sp.head.child = c;
             }
@@ -596,43 +668,70 @@ pub unsafe extern "C" fn fts_children(sp: *mut FtsHead, options: c_int) -> *mut 
     }
 }
 
+/// # Safety
+/// As `fts_set(3)`: `e` is null or an entry this stream returned and has not
+/// freed yet.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts_set(sp: *mut FtsHead, e: *mut FtsEnt, instr: c_int) -> c_int {
     if state::get().is_none() {
+        // SAFETY: the caller's arguments, passed on unchanged.
         return unsafe { crate::real::fts_set(sp, e, instr) };
     }
     if !(0..=4).contains(&instr) || e.is_null() {
         crate::guard::set_errno(libc::EINVAL);
         return 1;
     }
+    // SAFETY: e is non-null and a live entry of the stream (caller contract).
     unsafe { (*e).instr = instr as c_ushort };
     0
 }
 
+/// Frees a chain of entries and, recursively, the children lists their
+/// directories keep.
+///
+/// # Safety
+/// `e` must be null or a chain of live [`alloc_ent`] entries that the caller
+/// alone owns, whose FTS_D/FTS_DP entries have a `cycle` field that is null or
+/// their own children list; nothing may be used afterwards.
 unsafe fn free_tree(e: *mut FtsEnt) {
     let mut e = e;
     while !e.is_null() {
+        // SAFETY: e is a live entry of the chain (caller contract).
         let next = unsafe { (*e).link };
-        if unsafe { (*e).info } == FTS_D || unsafe { (*e).info } == FTS_DP {
+        // SAFETY: e is live.
+        if unsafe { (*e).info == FTS_D || (*e).info == FTS_DP } {
+            // SAFETY: e is live.
             let kids = unsafe { (*e).cycle };
             if !kids.is_null() {
+                // SAFETY: a directory's cycle field holds its own children
+                // list (caller contract), owned by it alone.
                 unsafe { free_tree(kids) };
             }
         }
+        // SAFETY: e is live, owned by the chain, and not touched again.
         unsafe { free_ent(e) };
         e = next;
     }
 }
 
+/// # Safety
+/// As `fts_close(3)`: `sp` is null or a stream from `fts_open`, not closed;
+/// neither it nor its entries are used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts_close(sp: *mut FtsHead) -> c_int {
     if state::get().is_none() {
+        // SAFETY: the caller's stream, passed on unchanged.
         return unsafe { crate::real::fts_close(sp) };
     }
     if sp.is_null() {
         return 0;
     }
+    // SAFETY: as in fts_read: a non-null Fts from open_impl, ours for the call.
     let s = unsafe { &mut *(sp as *mut Fts) };
+    // SAFETY: the stream alone owns its pending child list, its roots (with
+    // the children lists their directories keep) and its root parent; sp is
+    // the calloc'd Fts. The caller gives all of them up, and s is not used
+    // after sp is freed.
     unsafe {
         free_list(s.head.child);
         free_tree(s.roots);
@@ -642,27 +741,42 @@ pub unsafe extern "C" fn fts_close(sp: *mut FtsHead) -> c_int {
     0
 }
 
+/// # Safety
+/// As [`fts_open`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts64_open(
     argv: *const *mut c_char,
     options: c_int,
     compar: Compar,
 ) -> *mut FtsHead {
+    // SAFETY: same contract as fts_open.
     unsafe { fts_open(argv, options, compar) }
 }
+/// # Safety
+/// As [`fts_read`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts64_read(sp: *mut FtsHead) -> *mut FtsEnt {
+    // SAFETY: same contract as fts_read.
     unsafe { fts_read(sp) }
 }
+/// # Safety
+/// As [`fts_children`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts64_children(sp: *mut FtsHead, options: c_int) -> *mut FtsEnt {
+    // SAFETY: same contract as fts_children.
     unsafe { fts_children(sp, options) }
 }
+/// # Safety
+/// As [`fts_set`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts64_set(sp: *mut FtsHead, e: *mut FtsEnt, instr: c_int) -> c_int {
+    // SAFETY: same contract as fts_set.
     unsafe { fts_set(sp, e, instr) }
 }
+/// # Safety
+/// As [`fts_close`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fts64_close(sp: *mut FtsHead) -> c_int {
+    // SAFETY: same contract as fts_close.
     unsafe { fts_close(sp) }
 }

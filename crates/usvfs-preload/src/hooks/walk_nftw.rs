@@ -281,6 +281,9 @@ fn walk(
     }
 }
 
+/// # Safety
+/// As `nftw(3)`: `dir` is null or a NUL-terminated path, and `f` is safe to
+/// call with a path, a `struct stat`, a type flag and a `struct FTW`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nftw(
     dir: *const c_char,
@@ -293,14 +296,20 @@ pub unsafe extern "C" fn nftw(
         return -1;
     };
     if state::get().is_none() {
+        // SAFETY: the caller's arguments, passed on unchanged under the same
+        // contract.
         return unsafe { crate::real::nftw(dir, Some(f), _nopenfd, flags) };
     }
+    // SAFETY: f is the caller's callback (our contract); walk passes it a
+    // NUL-terminated path, a stat and the walk's Ftw, valid for the call.
     let mut call = |p: *const c_char, st: *const libc::stat, flag: c_int, ftw: *mut Ftw| unsafe {
         f(p, st, flag, ftw)
     };
     walk(dir, flags, &mut call)
 }
 
+/// # Safety
+/// As [`nftw`] (`struct stat64` is `struct stat` on 64-bit Linux).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nftw64(
     dir: *const c_char,
@@ -308,9 +317,13 @@ pub unsafe extern "C" fn nftw64(
     nopenfd: c_int,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: same contract as nftw.
     unsafe { nftw(dir, f, nopenfd, flags) }
 }
 
+/// # Safety
+/// As `ftw(3)`: `dir` is null or a NUL-terminated path, and `f` is safe to
+/// call with a path, a `struct stat` and a type flag.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ftw(dir: *const c_char, f: Option<FtwFn>, nopenfd: c_int) -> c_int {
     let Some(f) = f else {
@@ -318,15 +331,23 @@ pub unsafe extern "C" fn ftw(dir: *const c_char, f: Option<FtwFn>, nopenfd: c_in
         return -1;
     };
     if state::get().is_none() {
+        // SAFETY: the caller's arguments, passed on unchanged under the same
+        // contract.
         return unsafe { crate::real::ftw(dir, Some(f), nopenfd) };
     }
+    // SAFETY: f is the caller's callback (our contract); walk passes it a
+    // NUL-terminated path and a stat valid for the call, and flag is always
+    // one of FTW_F..=FTW_SLN, in FTW_MAP's bounds.
     let mut call = |p: *const c_char, st: *const libc::stat, flag: c_int, _: *mut Ftw| unsafe {
         f(p, st, FTW_MAP[flag as usize])
     };
     walk(dir, 0, &mut call)
 }
 
+/// # Safety
+/// As [`ftw`] (`struct stat64` is `struct stat` on 64-bit Linux).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ftw64(dir: *const c_char, f: Option<FtwFn>, nopenfd: c_int) -> c_int {
+    // SAFETY: same contract as ftw.
     unsafe { ftw(dir, f, nopenfd) }
 }

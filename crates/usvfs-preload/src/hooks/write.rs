@@ -77,7 +77,9 @@ pub(crate) fn open_create(
         match v.probe(t.virt.as_bytes(), !excl && flags & libc::O_NOFOLLOW == 0) {
             Probe::Outside => {
                 // SAFETY: a NUL-terminated path; flags and mode are the caller's.
-                outside(&mut t, |p| unsafe { real::openat(AT_FDCWD, p, flags, mode) })
+                outside(&mut t, |p| unsafe {
+                    real::openat(AT_FDCWD, p, flags, mode)
+                })
             }
             Probe::Fail(e) => Detour::Error(e),
             Probe::Exists(_) if excl => Detour::Error(libc::EEXIST),
@@ -122,7 +124,10 @@ pub(crate) fn open_tmpfile(
             Detour::Error(e) => return Detour::Error(e),
             Detour::Bypass => return Detour::Bypass,
         }
-        let mut dir = match st.view().new_entry_dir(lk.virt.as_bytes(), lk.phys.as_bytes()) {
+        let mut dir = match st
+            .view()
+            .new_entry_dir(lk.virt.as_bytes(), lk.phys.as_bytes())
+        {
             Ok(d) => d,
             Err(e) => return Detour::Error(e),
         };
@@ -445,11 +450,13 @@ pub unsafe extern "C" fn renameat2(
                     Some(Target { virt, same })
                 })
             };
-            let (Some(mut ot), Some(mut nt)) = (abs(ot, olddirfd, o), abs(nt, newdirfd, n))
-            else {
+            let (Some(mut ot), Some(mut nt)) = (abs(ot, olddirfd, o), abs(nt, newdirfd, n)) else {
                 return Detour::Bypass;
             };
-            match st.view().rename(ot.virt.as_bytes(), nt.virt.as_bytes(), flags) {
+            match st
+                .view()
+                .rename(ot.virt.as_bytes(), nt.virt.as_bytes(), flags)
+            {
                 Change::Outside if ot.same && nt.same => Detour::Bypass,
                 Change::Outside => sys(unsafe {
                     // SAFETY: both paths NUL-terminated.

@@ -196,7 +196,12 @@ impl<'a> View<'a> {
         create::location(self.snap, layer, probe.as_bytes(), &mut loc)
             .map_err(|_| libc::ENAMETOOLONG)?;
         loc.pop_component();
-        make_parents(self, self.snap.layer_source(layer), loc.as_bytes(), &mut Vec::new())?;
+        make_parents(
+            self,
+            self.snap.layer_source(layer),
+            loc.as_bytes(),
+            &mut Vec::new(),
+        )?;
         Ok(loc)
     }
 
@@ -278,7 +283,11 @@ impl<'a> View<'a> {
                         return Change::Fail(libc::EISDIR);
                     }
                     if f.meta.is_dir()
-                        && !self.dir_is_empty(f.r.res.node, f.r.virt.as_bytes(), f.r.phys.as_bytes())
+                        && !self.dir_is_empty(
+                            f.r.res.node,
+                            f.r.virt.as_bytes(),
+                            f.r.phys.as_bytes(),
+                        )
                     {
                         return Change::Fail(libc::ENOTEMPTY);
                     }

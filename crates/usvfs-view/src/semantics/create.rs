@@ -1,8 +1,8 @@
 //! Where new files go: below the innermost create target that covers the path,
 //! at the same relative path (usvfs's "overwrite" folder).
 
-use crate::index::Snapshot;
 use crate::flags::LinkFlags;
+use crate::index::Snapshot;
 use crate::path::{self, PathBuffer, TooLong};
 
 /// The create target covering `vpath`: the one with the longest destination

@@ -76,7 +76,9 @@ impl View<'_> {
             let pos = l.entries.iter().position(|e| l.name(e) == name);
             let present = match r.entry {
                 journal::Entry::Whiteout => None,
-                journal::Entry::Physical { phys, .. } => self.fs.lstat(phys).ok().map(|m| (m.d_type, m.ino)),
+                journal::Entry::Physical { phys, .. } => {
+                    self.fs.lstat(phys).ok().map(|m| (m.d_type, m.ino))
+                }
             };
             match (pos, present) {
                 (Some(i), None) => {

@@ -88,7 +88,16 @@ impl<'a> View<'a> {
             phys,
             res,
         } = out;
-        *res = resolve_in(self.snap, self.journal, self.fs, virt, follow, v, phys, scratch)?;
+        *res = resolve_in(
+            self.snap,
+            self.journal,
+            self.fs,
+            virt,
+            follow,
+            v,
+            phys,
+            scratch,
+        )?;
         Ok(())
     }
 
