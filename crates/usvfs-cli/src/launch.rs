@@ -57,7 +57,6 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
     // One environment builder for every launcher (the exec hooks use it too).
     let vcwd = l.cwd.as_ref().map(|(_, v)| v.as_slice());
     let join = launch_env::Join {
-        lib: l.lib.as_os_str().as_bytes(),
         instance_dir: l.instance.dir.as_os_str().as_bytes(),
         vcwd,
     };
@@ -68,7 +67,7 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
             e.extend(v.into_vec());
             e
         }),
-        join.lib,
+        l.lib.as_os_str().as_bytes(),
         Some(&join),
         &[],
     );

@@ -33,26 +33,16 @@ pub enum Error {
     Profile { path: PathBuf, message: String },
     #[error("instance {name:?}: {message}")]
     Instance { name: String, message: String },
-    #[error("index {path:?}: {message}")]
-    Index { path: PathBuf, message: String },
+    /// An I/O failure, or a bad index or journal (the view library's
+    /// errors, which name the path).
     #[error(transparent)]
     View(#[from] usvfs_view::Error),
-    #[error("{context} {path:?}: {cause}")]
-    Io {
-        context: &'static str,
-        path: PathBuf,
-        cause: io::Error,
-    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            context,
-            path: path.into(),
-            cause: source,
-        }
+        Error::View(usvfs_view::Error::io(context, path, source))
     }
 }

@@ -11,14 +11,13 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use usvfs_view::instance_dir::InstanceDir;
+use usvfs_view::instance_dir::{InstanceDir, write_atomically};
 
 pub const DEFAULT_NAME: &str = "usvfs_instance";
 pub const MAX_NAME_LEN: usize = 64;
@@ -170,13 +169,8 @@ impl Instance {
             .unwrap_or(0);
         let previous = crate::journal::Journal::open(&self.journal_path()).ok();
         crate::journal::Journal::create(&self.journal_path(), generation)?;
-        let tmp = self.dir.join(format!("index.tmp.{}", std::process::id()));
-        let mut f = fs::File::create(&tmp).map_err(|e| Error::io("writing index", &tmp, e))?;
-        f.write_all(snapshot)
-            .map_err(|e| Error::io("writing index", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, self.index_path())
-            .map_err(|e| Error::io("publishing index", self.index_path(), e))?;
+        let index = self.index_path();
+        write_atomically(&index, snapshot).map_err(|e| Error::io("publishing index", &index, e))?;
         // Running processes of the previous mapping switch to this one.
         if let Some(p) = previous {
             p.set_superseded();
@@ -205,11 +199,6 @@ impl Instance {
             .map_err(|e| Error::io("registering process", &entry, e))
     }
 
-    /// Cheap registration, as hooked processes do it (see [`InstanceDir`]).
-    pub fn register_quick(&self, pid: i32) {
-        self.files().register_quick(pid)
-    }
-
     fn maps_index(&self, pid: i32) -> bool {
         let index = self.index_path();
         let needle = index.as_os_str().as_bytes();
@@ -230,11 +219,6 @@ impl Instance {
                 false
             }
         })
-    }
-
-    /// Fast leave, as hooked processes do it at exit (see [`InstanceDir`]).
-    pub fn leave_quick(&self, pid: i32) {
-        self.files().leave_quick(pid)
     }
 
     /// Live registered pids; stale entries (dead or reused pids) are pruned.
@@ -286,36 +270,21 @@ impl Instance {
 pub use usvfs_view::semantics::exec::ExecRules;
 
 impl Instance {
-    fn exec_rules_path(&self) -> PathBuf {
-        self.files().exec_rules_path()
-    }
-
     /// Replaces the exec rules (atomically).
     pub fn write_exec_rules(&self, rules: &ExecRules) -> Result<()> {
-        let path = self.exec_rules_path();
-        let tmp = self
-            .dir
-            .join(format!("exec_rules.tmp.{}", std::process::id()));
-        fs::write(&tmp, rules.encode()).map_err(|e| Error::io("writing exec rules", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("writing exec rules", &path, e))
-    }
-
-    /// The current exec rules (none when never written).
-    pub fn read_exec_rules(&self) -> ExecRules {
-        self.files().read_exec_rules()
+        let path = self.files().exec_rules_path();
+        write_atomically(&path, &rules.encode())
+            .map_err(|e| Error::io("writing exec rules", &path, e))
     }
 }
 
-/// The log levels of an instance, least verbose first (`off` logs nothing).
-pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+pub use usvfs_view::instance_dir::LOG_LEVELS;
 
 /// The canonical (lowercase) name of a log level, `None` if `s` names none.
 pub fn parse_log_level(s: &str) -> Option<String> {
     let s = s.trim();
-    LOG_LEVELS
-        .iter()
-        .find(|l| l.eq_ignore_ascii_case(s))
-        .map(|l| l.to_string())
+    usvfs_view::instance_dir::parse_log_level(s.as_bytes())?;
+    Some(s.to_ascii_lowercase())
 }
 
 impl Instance {

@@ -86,26 +86,47 @@ fn shebang(head: &[u8]) -> Option<(PathBuf, Option<OsString>)> {
     ))
 }
 
-/// What to execute for a program found in the view: a script whose file lives
-/// in a layer runs through its interpreter with its *virtual* path, so `$0`
-/// and paths relative to it stay in the view. Returns (executable, argv).
+/// What to execute for a program found in the view, by the exec semantics
+/// the engines use: a script whose file lives in a layer runs through its
+/// interpreter with its *virtual* path, so `$0` and paths relative to it stay
+/// in the view. Returns (executable, argv).
 pub fn command_line(virt: &Path, phys: &Path, argv: &[OsString]) -> (PathBuf, Vec<OsString>) {
-    if virt != phys {
-        let mut head = [0u8; 256];
-        let n = std::fs::File::open(phys)
-            .and_then(|mut f| f.read(&mut head))
-            .unwrap_or(0);
-        if let Some((interp, arg)) = shebang(&head[..n]) {
-            let mut args = vec![interp.clone().into_os_string()];
-            args.extend(arg);
-            let cwd = std::env::current_dir().unwrap_or_default();
-            let abs = path::normalize(virt.as_os_str().as_bytes(), cwd.as_os_str().as_bytes());
-            args.push(OsString::from_vec(abs));
-            args.extend(argv.iter().skip(1).cloned());
-            return (interp, args);
+    let located = if virt != phys {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        exec::Located::Physical {
+            phys: phys.as_os_str().as_bytes().to_vec(),
+            virt: path::normalize(virt.as_os_str().as_bytes(), cwd.as_os_str().as_bytes()),
         }
+    } else {
+        exec::Located::AsGiven
+    };
+    let mut head = |p: &[u8]| {
+        let mut buf = vec![0u8; 256];
+        let n = std::fs::File::open(OsStr::from_bytes(p))
+            .and_then(|mut f| f.read(&mut buf))
+            .ok()?;
+        buf.truncate(n);
+        Some(buf)
+    };
+    let args: Vec<Vec<u8>> = argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+    // The controller starts the program itself: no blacklist applies, and an
+    // interpreter is taken as its `#!` line names it.
+    let plan = exec::plan(
+        phys.as_os_str().as_bytes(),
+        located,
+        args,
+        &exec::ExecRules::default(),
+        &|_| false,
+        &mut |_| Ok(exec::Located::AsGiven),
+        &mut head,
+    );
+    match plan {
+        Ok(p) => (
+            PathBuf::from(OsString::from_vec(p.program)),
+            p.argv.into_iter().map(OsString::from_vec).collect(),
+        ),
+        Err(_) => (phys.to_path_buf(), argv.to_vec()),
     }
-    (phys.to_path_buf(), argv.to_vec())
 }
 
 /// What a program file is, as far as engines care.

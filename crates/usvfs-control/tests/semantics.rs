@@ -368,6 +368,19 @@ impl Scene {
     }
 }
 
+/// Mod m1's physical tree is as the scene laid it out.
+fn assert_m1_untouched(sc: &Scene) {
+    assert_eq!(
+        sc.tree("m1"),
+        s(&[
+            "hidden.skip",
+            "mfile.txt",
+            "mfolder1/",
+            "mfolder1/mfile1.txt"
+        ])
+    );
+}
+
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
@@ -470,15 +483,7 @@ fn s02_create_in_a_mod_only_directory_lands_in_overwrite() {
     );
     assert_eq!(sc.names(&sc.b("mfolder1/newfolder1")), s(&["newfile1.txt"]));
     // Nothing else changed.
-    assert_eq!(
-        sc.tree("m1"),
-        s(&[
-            "hidden.skip",
-            "mfile.txt",
-            "mfolder1/",
-            "mfolder1/mfile1.txt"
-        ])
-    );
+    assert_m1_untouched(&sc);
 }
 
 #[test]
@@ -1034,15 +1039,7 @@ fn symlinked_prefix_creates_in_the_create_target() {
         sc.create_at(&virt, "n"),
         Ok("overwrite/mfolder1/new.txt".into())
     );
-    assert_eq!(
-        sc.tree("m1"),
-        s(&[
-            "hidden.skip",
-            "mfile.txt",
-            "mfolder1/",
-            "mfolder1/mfile1.txt"
-        ])
-    );
+    assert_m1_untouched(&sc);
 }
 
 #[test]

@@ -46,11 +46,10 @@ fn vcwd() -> Option<&'static [u8]> {
 /// removed, and `extra` libraries preloaded.
 pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) -> Vec<Vec<u8>> {
     let j = Join {
-        lib: st.lib_path.to_bytes(),
         instance_dir: st.instance_dir.to_bytes(),
         vcwd: vcwd(),
     };
-    launch_env::child_env(envp, j.lib, join.then_some(&j), extra)
+    launch_env::child_env(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
 }
 
 fn setenv(k: &[u8], v: &[u8]) {

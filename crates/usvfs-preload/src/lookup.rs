@@ -4,10 +4,8 @@
 use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
 
-use usvfs_view::SysFs;
 use usvfs_view::path::{self, PathBuffer};
-use usvfs_view::resolve::{Scratch, resolve_in};
-use usvfs_view::{NodeId, NodeKind};
+use usvfs_view::semantics::Resolved;
 
 use crate::fdtable;
 use crate::state::{self, State};
@@ -17,14 +15,22 @@ use crate::state::{self, State};
 /// (small thread stacks stay safe) and allocate nothing in the steady state.
 pub struct Lookup {
     input: PathBuffer,
-    scratch: Scratch,
-    /// Normalized absolute virtual path, symlinks in layers expanded.
-    pub virt: PathBuffer,
-    /// Where the call must go.
-    pub phys: PathBuffer,
-    pub node: Option<NodeId>,
-    /// The journal placed this path (or an ancestor) physically.
-    pub from_journal: bool,
+    /// The resolution: virtual and physical path, index node.
+    r: Resolved,
+}
+
+/// A lookup reads as its resolution (`lk.virt`, `lk.phys`, `lk.res`).
+impl std::ops::Deref for Lookup {
+    type Target = Resolved;
+    fn deref(&self) -> &Resolved {
+        &self.r
+    }
+}
+
+impl std::ops::DerefMut for Lookup {
+    fn deref_mut(&mut self) -> &mut Resolved {
+        &mut self.r
+    }
 }
 
 thread_local! {
@@ -102,18 +108,14 @@ impl Lookup {
         // SAFETY: p points to memory for a Lookup; only lengths and flags need values.
         unsafe {
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).input));
-            Scratch::init_at(std::ptr::addr_of_mut!((*p).scratch));
-            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).virt));
-            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).phys));
-            std::ptr::addr_of_mut!((*p).node).write(None);
-            std::ptr::addr_of_mut!((*p).from_journal).write(false);
+            Resolved::init_at(std::ptr::addr_of_mut!((*p).r));
             LookupBox(std::ptr::NonNull::new_unchecked(p))
         }
     }
 
     /// The node is a directory of the view (a merged listing).
     pub fn is_virtual_dir(&self, st: &State) -> bool {
-        self.node.is_some_and(|n| st.snap.kind(n) == NodeKind::Dir)
+        st.view().is_merged_dir(self.res.node)
     }
 }
 
@@ -209,26 +211,16 @@ pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut 
     if path::normalize_into(p, base, &mut lk.input).is_err() {
         return Outcome::Pass;
     }
-    match resolve_in(
-        &st.snap,
-        st.journal.as_ref(),
-        &SysFs,
-        lk.input.as_bytes(),
-        follow,
-        &mut lk.virt,
-        &mut lk.phys,
-        &mut lk.scratch,
-    ) {
+    let Lookup { input, r } = lk;
+    match st.view().resolve(input.as_bytes(), follow, r) {
         Err(e) => Outcome::Fail(e),
-        Ok(r) => {
-            lk.node = r.node;
-            lk.from_journal = r.from_journal;
-            if !r.redirected && r.node.is_none() && caller_sees_same {
+        Ok(()) => {
+            if !r.res.redirected && r.res.node.is_none() && caller_sees_same {
                 return Outcome::Pass;
             }
             // Keep a trailing slash: it makes the kernel insist on a directory.
-            if p.len() > 1 && p.ends_with(b"/") && !lk.phys.as_bytes().ends_with(b"/") {
-                let _ = lk.phys.push_bytes(b"/");
+            if p.len() > 1 && p.ends_with(b"/") && !r.phys.as_bytes().ends_with(b"/") {
+                let _ = r.phys.push_bytes(b"/");
             }
             Outcome::Redirect
         }

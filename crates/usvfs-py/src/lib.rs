@@ -34,9 +34,7 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
         Error::SourceUnreadable { path, .. } => ("LinkError", Some(path)),
         Error::DestinationInsideSource { dest, .. }
         | Error::SourceInsideDestination { dest, .. } => ("LinkError", Some(dest)),
-        Error::Profile { path, .. } | Error::Index { path, .. } | Error::Io { path, .. } => {
-            ("USVFSException", Some(path))
-        }
+        Error::Profile { path, .. } => ("USVFSException", Some(path)),
         Error::Instance { .. } => ("InstanceError", None),
         Error::View(
             usvfs_control::view::Error::Index { path, .. }
@@ -259,7 +257,6 @@ fn child_env(
     vcwd: Option<Vec<u8>>,
 ) -> Vec<Vec<u8>> {
     let join = usvfs_control::launch_env::Join {
-        lib: &lib,
         instance_dir: &instance_dir,
         vcwd: vcwd.as_deref(),
     };

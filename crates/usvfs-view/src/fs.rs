@@ -197,8 +197,13 @@ impl Fs for SysFs {
             if name == b"." || name == b".." {
                 continue;
             }
-            // d_type is the file-type nibble of st_mode.
-            each(name, (e.file_type().as_raw_mode() >> 12) as u8, e.ino());
+            // d_type is the file-type nibble of st_mode; rustix reports an
+            // unknown type as all of S_IFMT, which must stay DT_UNKNOWN.
+            let d_type = match e.file_type() {
+                rustix::fs::FileType::Unknown => libc::DT_UNKNOWN,
+                t => (t.as_raw_mode() >> 12) as u8,
+            };
+            each(name, d_type, e.ino());
         }
         Ok(())
     }
@@ -240,5 +245,45 @@ impl Fs for SysFs {
         let _ = rustix::fs::utimensat(&ofd, c"", &times, AtFlags::EMPTY_PATH);
         let _ = rustix::fs::fchmod(&ofd, perm);
         rustix::fs::fsync(&ofd).map_err(errno)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// The real file system reports the kernel's types: listing types match
+    /// `lstat`'s, and errors are the raw errno.
+    #[test]
+    fn sysfs_reports_kinds_and_errno() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::write(root.join("f"), b"data").unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+        let b = |n: &str| root.join(n).as_os_str().as_bytes().to_vec();
+        let fs = SysFs;
+        let mut seen = Vec::new();
+        fs.read_dir(&b(""), &mut |n, t, _| seen.push((n.to_vec(), t)))
+            .unwrap();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (b"d".to_vec(), libc::DT_DIR),
+                (b"f".to_vec(), libc::DT_REG),
+                (b"l".to_vec(), libc::DT_LNK)
+            ]
+        );
+        assert_eq!(fs.lstat(&b("l")).unwrap().kind, FileKind::Symlink);
+        assert_eq!(fs.stat(&b("l")).unwrap().kind, FileKind::File);
+        let mut buf = [0u8; 16];
+        assert_eq!(fs.readlink(&b("l"), &mut buf), Ok(1));
+        assert_eq!(fs.lstat(&b("missing")), Err(libc::ENOENT));
+        assert_eq!(fs.rmdir(&b("f")), Err(libc::ENOTDIR));
+        fs.copy_file(&b("f"), &b("g")).unwrap();
+        assert_eq!(std::fs::read(root.join("g")).unwrap(), b"data");
+        assert_eq!(fs.copy_file(&b("f"), &b("g")), Err(libc::EEXIST));
     }
 }

@@ -86,7 +86,8 @@ impl InstanceDir {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
                         format!(
-                            "unknown log level {l:?}: use off, error, warn, info, debug or trace"
+                            "unknown log level {l:?}: use one of {}",
+                            LOG_LEVELS.join(", ")
                         ),
                     ));
                 }
@@ -98,14 +99,7 @@ impl InstanceDir {
                 _ => Ok(()),
             };
         };
-        let tmp = self
-            .dir
-            .join(format!("log_level.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, format!("{level}\n"))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+        write_atomically(&path, format!("{level}\n").as_bytes())
     }
 
     pub fn procs_dir(&self) -> PathBuf {
@@ -151,22 +145,38 @@ impl InstanceDir {
     }
 }
 
+/// Replaces `path` with `bytes` atomically: written beside it under a
+/// temporary name, then renamed, so a reader sees the old or the new file,
+/// never a part. The temporary is removed when anything fails.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// The log levels of an instance, least verbose first (`off` logs nothing).
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 /// Parses a log level name (ASCII case ignored): `Some(None)` for `off`,
 /// `Some(Some(level))` for a level, `None` for anything else.
-fn parse_log_level(s: &[u8]) -> Option<Option<tracing::Level>> {
+pub fn parse_log_level(s: &[u8]) -> Option<Option<tracing::Level>> {
     use tracing::Level;
-    const NAMES: [(&[u8], Option<Level>); 6] = [
-        (b"off", None),
-        (b"error", Some(Level::ERROR)),
-        (b"warn", Some(Level::WARN)),
-        (b"info", Some(Level::INFO)),
-        (b"debug", Some(Level::DEBUG)),
-        (b"trace", Some(Level::TRACE)),
+    const LEVELS: [Option<Level>; 6] = [
+        None,
+        Some(Level::ERROR),
+        Some(Level::WARN),
+        Some(Level::INFO),
+        Some(Level::DEBUG),
+        Some(Level::TRACE),
     ];
-    NAMES
+    LOG_LEVELS
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(s))
-        .map(|&(_, l)| l)
+        .position(|n| n.as_bytes().eq_ignore_ascii_case(s))
+        .map(|i| LEVELS[i])
 }
 
 #[cfg(test)]

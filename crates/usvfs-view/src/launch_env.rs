@@ -9,9 +9,8 @@ pub const ENV_INSTANCE_DIR: &str = "USVFS_INSTANCE_DIR";
 /// the physical one).
 pub const ENV_VCWD: &str = "USVFS_VCWD";
 
-/// What a child joins: the engine library and the instance.
+/// The instance a child joins.
 pub struct Join<'a> {
-    pub lib: &'a [u8],
     pub instance_dir: &'a [u8],
     /// The virtual working directory to report, when it is virtual.
     pub vcwd: Option<&'a [u8]>,
@@ -47,10 +46,10 @@ pub fn preload_value(
     (!v.is_empty()).then_some(v)
 }
 
-/// The child's environment (`KEY=VALUE` entries): `envp` with our variables
-/// set when `join` is given, or removed (with the library taken out of
-/// `LD_PRELOAD`) when the child starts outside the view; `extra` libraries
-/// are preloaded either way.
+/// The child's environment (`KEY=VALUE` entries): `envp` with the engine
+/// library `lib` first in `LD_PRELOAD` and our variables set when `join` is
+/// given, or both removed when the child starts outside the view; `extra`
+/// libraries are preloaded either way.
 pub fn child_env(
     envp: impl IntoIterator<Item = Vec<u8>>,
     lib: &[u8],
@@ -95,7 +94,6 @@ mod tests {
     #[test]
     fn joins_with_library_first_once() {
         let j = Join {
-            lib: b"/l/usvfs.so",
             instance_dir: b"/run/i",
             vcwd: Some(b"/game/data"),
         };

@@ -19,7 +19,7 @@ pub fn adopt_cwd(st: &State, logical: &[u8]) {
     match lookup(st, AT_FDCWD, logical, true, &mut lk) {
         crate::lookup::Outcome::Redirect => {
             let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
-            state::set_cwd(lk.virt.as_bytes(), lk.node.is_some(), is_virtual)
+            state::set_cwd(lk.virt.as_bytes(), lk.res.node.is_some(), is_virtual)
         }
         _ => state::set_cwd(logical, false, false),
     }
@@ -56,7 +56,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             let r = unsafe { real::chdir(lk.phys.as_c_ptr()) };
             if r == 0 {
                 let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
-                state::set_cwd(lk.virt.as_bytes(), lk.node.is_some(), is_virtual);
+                state::set_cwd(lk.virt.as_bytes(), lk.res.node.is_some(), is_virtual);
             }
             r
         },

@@ -10,10 +10,10 @@ use libc::{
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::{resolve_only, with_path};
+use super::{Detour, hook_result, or_bypass, resolve_in_view, with_path};
 use crate::guard::{self, set_errno};
-use crate::lookup::Lookup;
-use crate::state::{self, State};
+use crate::lookup::{Lookup, LookupBox};
+use crate::state::State;
 use crate::{fdtable, real};
 use usvfs_view::semantics::listing::{Cursor, Listing};
 
@@ -54,7 +54,7 @@ fn self_ino(fd: c_int) -> u64 {
 }
 
 fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
-    let node = lk.node.expect("virtual dir has a node");
+    let node = lk.res.node.expect("virtual dir has a node");
     let listing = st.view().list(node, lk.virt.as_bytes(), self_ino(fd));
     let v = Box::new(VDir {
         tag: TAG,
@@ -123,44 +123,36 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
 /// As `fdopendir(3)`: on success the stream owns `fd`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
-    // SAFETY: a plain descriptor number, passed on unchanged.
-    let pass = || unsafe { real::fdopendir(fd) };
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(e) = fdtable::get(fd) else {
-        return pass();
-    };
-    let Some(_g) = guard::enter() else {
-        return pass();
-    };
-    match merged_dir(st, e) {
-        Some(lk) => {
+    hook_result(
+        // SAFETY: a plain descriptor number, passed on unchanged.
+        || unsafe { real::fdopendir(fd) },
+        |st| {
+            // Only a descriptor recorded on a merged directory of the view.
+            let lk = or_bypass!(fdtable::get(fd).and_then(|e| merged_dir(st, e)));
             // Same checks glibc makes: a directory, opened for reading.
             let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
             // SAFETY: s is writable for a stat.
             if unsafe { real::fstat(fd, s.as_mut_ptr()) } != 0 {
-                return std::ptr::null_mut();
+                return Detour::Error(guard::errno());
             }
             // SAFETY: fstat succeeded, so it filled s in.
             if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                set_errno(libc::ENOTDIR);
-                return std::ptr::null_mut();
+                return Detour::Error(libc::ENOTDIR);
             }
-            catch_unwind(AssertUnwindSafe(|| new_vdir(st, &lk, fd))).unwrap_or_else(|_| pass())
-        }
-        None => pass(),
-    }
+            Detour::Success(new_vdir(st, &lk, fd))
+        },
+    )
 }
 
 /// The merged directory of the view a recorded descriptor was opened on, if
 /// it is one (its node is needed to list it).
-fn merged_dir(st: &'static State, e: &fdtable::FdEntry) -> Option<crate::lookup::LookupBox> {
+fn merged_dir(st: &'static State, e: &fdtable::FdEntry) -> Option<LookupBox> {
     let mut lk = Lookup::new();
-    match resolve_only(st, AT_FDCWD, &e.vpath, true, &mut lk) {
-        Some(Ok(())) if lk.is_virtual_dir(st) => Some(lk),
-        _ => None,
-    }
+    let found = matches!(
+        resolve_in_view(st, AT_FDCWD, &e.vpath, true, &mut lk),
+        Detour::Success(())
+    );
+    (found && lk.is_virtual_dir(st)).then_some(lk)
 }
 
 fn next_entry(v: &mut VDir) -> *mut dirent64 {
@@ -496,39 +488,44 @@ pub unsafe extern "C" fn scandirat64(
 /// As `getdents64(2)`: `buf` is writable for `count` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    // SAFETY: the caller's arguments, passed on unchanged.
-    let pass = || unsafe { real::getdents64(fd, buf, count) };
-    let Some(st) = state::get() else {
-        return pass();
-    };
-    let Some(e) = fdtable::get(fd) else {
-        return pass();
-    };
-    let Some(_g) = guard::enter() else {
-        return pass();
-    };
-    let Ok(mut cur) = e.dents.lock() else {
-        return pass();
-    };
-    if cur.is_none() {
-        let Some(lk) = merged_dir(st, e) else {
-            return pass();
-        };
-        let listing = st
-            .view()
-            .list(lk.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
-        *cur = Some(Cursor { listing, pos: 0 });
-    }
-    let c = cur.as_mut().expect("set above");
-    let out = buf as *mut u8;
+    hook_result(
+        // SAFETY: the caller's arguments, passed on unchanged.
+        || unsafe { real::getdents64(fd, buf, count) },
+        |st| {
+            let e = or_bypass!(fdtable::get(fd));
+            let Ok(mut cur) = e.dents.lock() else {
+                return Detour::Bypass;
+            };
+            if cur.is_none() {
+                let lk = or_bypass!(merged_dir(st, e));
+                let listing =
+                    st.view()
+                        .list(lk.res.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+                *cur = Some(Cursor { listing, pos: 0 });
+            }
+            let c = cur.as_mut().expect("set above");
+            // SAFETY: the caller's buffer is writable for `count` bytes.
+            match unsafe { emit_dents(c, buf.cast(), count) } {
+                Ok(n) => Detour::Success(n),
+                Err(e) => Detour::Error(e),
+            }
+        },
+    )
+}
+
+/// Writes the cursor's next entries as `linux_dirent64` records into `out`
+/// (`count` bytes); `EINVAL` when not even one fits.
+///
+/// # Safety
+/// `out` must be writable for `count` bytes.
+unsafe fn emit_dents(c: &mut Cursor, out: *mut u8, count: size_t) -> Result<ssize_t, i32> {
     let mut used = 0usize;
     while let Some(ent) = c.listing.entries.get(c.pos).copied() {
         let name = c.listing.name(&ent);
         let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
         if used + reclen > count {
             if used == 0 {
-                set_errno(libc::EINVAL);
-                return -1;
+                return Err(libc::EINVAL);
             }
             break;
         }
@@ -545,5 +542,5 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
         used += reclen;
         c.pos += 1;
     }
-    used as ssize_t
+    Ok(used as ssize_t)
 }

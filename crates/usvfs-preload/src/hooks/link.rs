@@ -150,7 +150,7 @@ fn virtual_realpath(lk: &mut Lookup, out: *mut c_char) -> *mut c_char {
     if unsafe { real::stat(lk.phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
         return std::ptr::null_mut();
     }
-    if lk.node.is_none() && lk.phys.as_bytes() == lk.virt.as_bytes() {
+    if lk.res.node.is_none() && lk.phys.as_bytes() == lk.virt.as_bytes() {
         // Below the layers, on the real disk: the kernel's answer is the view's.
         // SAFETY: lk.phys is NUL-terminated; out is the realpath hook's
         // argument, null or PATH_MAX bytes per realpath's contract (our only

@@ -108,6 +108,17 @@ pub(crate) fn hook<T, R: Failure>(
     let Some(st) = state::get() else {
         return original();
     };
+    hook_with(st, original, decide, act)
+}
+
+/// [`hook`] once the state is known (callers that took a cheap exit on it).
+#[inline(always)]
+fn hook_with<T, R: Failure>(
+    st: &'static State,
+    original: impl FnOnce() -> R,
+    decide: impl FnOnce(&'static State) -> Detour<T>,
+    act: impl FnOnce(&'static State, T) -> R,
+) -> R {
     let Some(g) = guard::enter() else {
         return original();
     };
@@ -170,21 +181,23 @@ pub(crate) fn with_path<R: Failure>(
     pass: impl FnOnce() -> R,
     redirect: impl FnOnce(&'static State, &mut Lookup) -> R,
 ) -> R {
-    // The cheapest exit, before the skeleton's bookkeeping: most paths are
+    // The cheapest exits, before the skeleton's bookkeeping: most paths are
     // outside every destination.
-    if let Some(st) = state::get()
-        // SAFETY: libc contract: path is NULL or a C string.
-        && let Some(p) = unsafe { bytes(path) }
-        && crate::lookup::certainly_outside(st, dirfd, p)
-    {
+    let Some(st) = state::get() else {
+        return pass();
+    };
+    // SAFETY: libc contract: path is NULL or a C string.
+    let Some(p) = (unsafe { bytes(path) }) else {
+        return pass();
+    };
+    if crate::lookup::certainly_outside(st, dirfd, p) {
         return pass();
     }
-    hook(
+    hook_with(
+        st,
         pass,
         #[inline(never)]
         |st| {
-            // SAFETY: as above.
-            let p = or_bypass!(unsafe { bytes(path) });
             let mut lk = Lookup::new();
             match lookup_inside(st, dirfd, p, follow, &mut lk) {
                 Outcome::Redirect => Detour::Success(lk),
@@ -210,25 +223,4 @@ pub(crate) fn resolve_in_view(
         Outcome::Fail(e) => Detour::Error(e),
         Outcome::Pass => Detour::Bypass,
     }
-}
-
-/// Resolves a path for hooks that need the lookup itself (directories, cwd,
-/// links). `None`: pass through. `Some(Err(e))`: fail with errno `e`.
-pub(crate) fn resolve_only(
-    st: &'static State,
-    dirfd: c_int,
-    p: &[u8],
-    follow: bool,
-    lk: &mut Lookup,
-) -> Option<Result<(), i32>> {
-    let saved = errno();
-    let r = match catch_unwind(AssertUnwindSafe(|| {
-        resolve_in_view(st, dirfd, p, follow, lk)
-    })) {
-        Ok(Detour::Success(())) => Some(Ok(())),
-        Ok(Detour::Error(e)) => Some(Err(e)),
-        Ok(Detour::Bypass) | Err(_) => None,
-    };
-    set_errno(saved);
-    r
 }

@@ -227,7 +227,7 @@ impl<'a> View<'a> {
             return Change::Fail(libc::EISDIR);
         }
         if want_dir {
-            if !self.dir_is_empty(r.res.node, r.virt.as_bytes(), r.phys.as_bytes()) {
+            if !self.dir_is_empty(r.res.node, r.virt.as_bytes()) {
                 return Change::Fail(libc::ENOTEMPTY);
             }
             if let Err(e) = self.fs.rmdir(r.phys.as_bytes()) {
@@ -282,13 +282,7 @@ impl<'a> View<'a> {
                     if !ost.is_dir() && f.meta.is_dir() {
                         return Change::Fail(libc::EISDIR);
                     }
-                    if f.meta.is_dir()
-                        && !self.dir_is_empty(
-                            f.r.res.node,
-                            f.r.virt.as_bytes(),
-                            f.r.phys.as_bytes(),
-                        )
-                    {
+                    if f.meta.is_dir() && !self.dir_is_empty(f.r.res.node, f.r.virt.as_bytes()) {
                         return Change::Fail(libc::ENOTEMPTY);
                     }
                 }

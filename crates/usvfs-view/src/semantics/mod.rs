@@ -113,16 +113,11 @@ impl<'a> View<'a> {
         node.is_some_and(|n| self.snap.kind(n) == NodeKind::Dir)
     }
 
-    /// True when a directory of the view lists nothing but `.` and `..`.
-    pub fn dir_is_empty(&self, node: Option<NodeId>, vpath: &[u8], phys: &[u8]) -> bool {
-        match node {
-            Some(n) => self.list(n, vpath, 0).entries.len() <= 2,
-            None => {
-                let mut any = false;
-                let _ = self.fs.read_dir(phys, &mut |_, _, _| any = true);
-                !any
-            }
-        }
+    /// True when a merged directory of the view lists nothing but `.` and
+    /// `..`. A directory outside the index is one physical directory: the
+    /// kernel's own `ENOTEMPTY` decides for it (no extra read here).
+    pub fn dir_is_empty(&self, node: Option<NodeId>, vpath: &[u8]) -> bool {
+        node.is_none_or(|n| self.list(n, vpath, 0).entries.len() <= 2)
     }
 
     /// Physical attributes of a resolved path.
