@@ -234,3 +234,12 @@ def test_hooks_on_a_minimal_thread_stack(usvfs: Path, layout: Layout, cbin: dict
     r = run_view(usvfs, layout, [str(cbin["tinystack"]), "/etc/passwd", "data/only_m2/readme.txt",
                                  "data/shared.txt", f"{layout.base}/links/to_m2"], cwd=layout.base.parent)
     assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr
+
+
+def test_vfork_child_exec_leaves_the_parent_in_the_view(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    """A vfork child shares the parent's thread-local state: its exec (execve
+    or fexecve) must not leave the parent's hooks switched off."""
+    for how in ("execve", "fexecve"):
+        r = run_view(usvfs, layout, [str(cbin["vfork_exec"]), how, "data/only_m2/readme.txt"],
+                     cwd=layout.base.parent)
+        assert (r.returncode, r.stdout) == (0, b"child 0, data/only_m2/readme.txt visible\n"), (how, r.stderr)

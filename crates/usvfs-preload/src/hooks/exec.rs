@@ -272,11 +272,20 @@ pub unsafe extern "C" fn fexecve(
     let Some(st) = state::get() else {
         return pass();
     };
-    let Some(_g) = guard::enter() else {
-        return pass();
+    let env = {
+        let Some(_g) = guard::enter() else {
+            return pass();
+        };
+        // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
+        let e = unsafe { read_array(envp) };
+        match std::panic::catch_unwind(|| CArray::new(env::for_child(st, e, true, &[]))) {
+            Ok(env) => env,
+            Err(_) => return pass(),
+        }
     };
-    // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
-    let env = CArray::new(env::for_child(st, unsafe { read_array(envp) }, true, &[]));
+    // Exec without the re-entrancy guard, as `Prepared::exec`: after `vfork`
+    // the child shares our thread-local guard with the parent, and a
+    // successful exec would never release it.
     // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
     unsafe { real::fexecve(fd, argv, env.as_ptr()) }
 }
