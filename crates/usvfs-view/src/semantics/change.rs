@@ -97,20 +97,20 @@ impl<'a> View<'a> {
         self.resolve_boxed(parent.as_bytes(), true)
     }
 
-    /// Looks `virt` up for an operation that may create it.
+    /// Looks `virt` up for an operation that may create it. Where a new
+    /// entry goes is decided from the path the view resolves it to (its
+    /// parent's resolved path plus its name, or what a dangling link names),
+    /// so a symlinked prefix such as Wine's `dosdevices/z: -> /` creates
+    /// exactly where the direct path would.
     pub fn probe(&self, virt_in: &[u8], follow: bool) -> Probe {
-        let ct = create::create_target(self.snap, virt_in);
-        let mut virt = match PathBuffer::from_bytes(virt_in) {
-            Ok(v) => v,
-            Err(_) => return Probe::Fail(libc::ENAMETOOLONG),
-        };
         let mut parent: Option<Box<Resolved>> = None;
         let mut r = Resolved::boxed();
-        match self.resolve(virt_in, follow, &mut r) {
-            Ok(()) if !r.res.in_view() => {
-                // Neither a create target nor a layered parent: the engine's
-                // original call does the job (decided before any system call).
-                if ct.is_none() {
+        let virt = match self.resolve(virt_in, follow, &mut r) {
+            Ok(()) => {
+                if !r.res.in_view() && create::create_target(self.snap, virt_in).is_none() {
+                    // Neither a create target nor a layered parent: the
+                    // engine's original call does the job (decided before
+                    // any system call).
                     match self.parent(virt_in) {
                         Ok(p) if p.res.in_view() => parent = Some(p),
                         _ => return Probe::Outside,
@@ -119,17 +119,28 @@ impl<'a> View<'a> {
                 if let Ok(meta) = self.fs.lstat(r.phys.as_bytes()) {
                     return Probe::Exists(Found { r, meta });
                 }
-            }
-            Ok(()) => {
-                if let Ok(meta) = self.fs.lstat(r.phys.as_bytes()) {
-                    return Probe::Exists(Found { r, meta });
+                // The resolved path: through a symlinked prefix or a
+                // dangling link in a layer, it is what gets created.
+                if r.virt.as_bytes() != virt_in {
+                    parent = None;
                 }
-                // A dangling link in a layer: create what it names.
-                virt = r.virt.clone();
+                r.virt.clone()
             }
-            Err(libc::ENOENT) => {}
+            Err(libc::ENOENT) => match self.parent(virt_in) {
+                // Absent (e.g. deleted): the parent's resolved path names it.
+                Ok(p) => {
+                    let mut v = p.virt.clone();
+                    if v.push_component(path::file_name(virt_in)).is_err() {
+                        return Probe::Fail(libc::ENAMETOOLONG);
+                    }
+                    parent = Some(p);
+                    v
+                }
+                Err(e) => return Probe::Fail(e),
+            },
             Err(e) => return Probe::Fail(e),
-        }
+        };
+        let ct = create::create_target(self.snap, virt.as_bytes());
         // Not in the view: its parent must be a directory of the view.
         let name = path::file_name(virt.as_bytes()).to_vec();
         if name.is_empty() || name == b"." || name == b".." {
