@@ -33,6 +33,14 @@ pub enum Error {
     Profile { path: PathBuf, message: String },
     #[error("instance {name:?}: {message}")]
     Instance { name: String, message: String },
+    #[error(
+        "a wineserver (pid {pid}) is already running for the Wine prefix {prefix:?} outside this view: \
+         programs of the view would share it and see the real disk. Stop it first \
+         (`WINEPREFIX={prefix:?} wineserver -k`), or start every program of this prefix inside the view"
+    )]
+    WineServerRunning { prefix: PathBuf, pid: i32 },
+    #[error("Wine prefix {prefix:?}: {message}")]
+    Wine { prefix: PathBuf, message: String },
     /// An I/O failure, or a bad index or journal (the view library's
     /// errors, which name the path).
     #[error(transparent)]

@@ -11,6 +11,7 @@ pub mod instance;
 pub mod mapping;
 pub mod profile;
 pub mod program;
+pub mod wine;
 
 pub use usvfs_view as view;
 pub use usvfs_view::{journal, launch_env, path, resolve, semantics};

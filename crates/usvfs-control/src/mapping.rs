@@ -64,7 +64,7 @@ pub struct Mapping {
     pub blacklist: Vec<OsString>,
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     let cwd =
         std::env::current_dir().map_err(|e| Error::io("reading the current directory", ".", e))?;
     let n = path::normalize(p.as_os_str().as_bytes(), cwd.as_os_str().as_bytes());

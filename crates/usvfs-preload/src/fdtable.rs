@@ -1,8 +1,16 @@
-//! Which descriptors refer to virtual paths: `*at` calls relative to them
-//! resolve in the view, and `/proc/self/fd/N` reads back the virtual path.
-//! One atomic slot per descriptor number, so the pass-through cost of `close`
-//! is a single load. Every way a recorded descriptor can close (close, fclose,
-//! closedir, close_range, dup2/dup3 over it) is hooked and clears its slot.
+//! What the engine knows about each descriptor number: nothing yet (opened
+//! where no hook saw it: before the library loaded, by a raw system call,
+//! received over a socket, inherited across exec), opened on the real disk
+//! through a hook, or opened on a virtual path. `*at` calls relative to a
+//! virtual descriptor resolve in the view, and `/proc/self/fd/N` reads back
+//! its virtual path. One atomic slot per descriptor number, so the
+//! pass-through cost of `open` and `close` is a single store or load.
+//!
+//! The table is a cache, never the only truth: an entry remembers the device
+//! and inode its descriptor had, and [`crate::lookup::fd_entry`] checks them
+//! before trusting it (a descriptor closed behind our back and reused must
+//! not redirect later calls); unknown descriptors are classified from the
+//! physical path the kernel reports for them.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -11,43 +19,87 @@ const SLOTS: usize = 1 << 16;
 
 pub struct FdEntry {
     pub vpath: Box<[u8]>,
+    /// The file the descriptor referred to when recorded (`st_dev`, `st_ino`).
+    pub dev: u64,
+    pub ino: u64,
     /// Cursor of `getdents64` on a virtual directory descriptor.
     pub dents: Mutex<Option<usvfs_view::semantics::listing::Cursor>>,
 }
 
+/// What the table says about one descriptor number.
+pub enum Slot {
+    /// No hook saw it opened: classify it from its physical path.
+    Unknown,
+    /// Opened through a hook on the real disk: the view does not apply.
+    Physical,
+    Virtual(&'static FdEntry),
+}
+
 static TABLE: [AtomicPtr<FdEntry>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+
+/// The mark of a descriptor opened on the real disk: an address no entry
+/// has (never dereferenced).
+#[inline(always)]
+fn physical_mark() -> *mut FdEntry {
+    std::ptr::dangling_mut()
+}
 
 #[inline(always)]
 fn slot(fd: i32) -> Option<&'static AtomicPtr<FdEntry>> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
 }
 
-/// Records that `fd` was opened on virtual path `vpath`.
-pub fn insert(fd: i32, vpath: &[u8]) {
-    let Some(s) = slot(fd) else { return };
-    let e = Box::into_raw(Box::new(FdEntry {
-        vpath: vpath.into(),
-        dents: Mutex::new(None),
-    }));
-    let old = s.swap(e, Ordering::AcqRel);
-    if !old.is_null() {
-        // SAFETY: every non-null slot holds a Box we leaked.
+/// Frees what a slot held, if it was an entry.
+fn release(old: *mut FdEntry) {
+    if !old.is_null() && old != physical_mark() {
+        // SAFETY: every other non-null slot value is a Box we leaked.
         drop(unsafe { Box::from_raw(old) });
     }
 }
 
-/// Forgets `fd` (it is being closed or replaced).
+/// The identity of the file `fd` refers to now.
+pub fn identity(fd: i32) -> Option<(u64, u64)> {
+    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: s is writable for a stat; fstat takes a plain descriptor.
+    if unsafe { crate::real::fstat(fd, s.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled s in.
+    let s = unsafe { s.assume_init() };
+    Some((s.st_dev, s.st_ino))
+}
+
+/// Records that `fd` was opened on virtual path `vpath`.
+pub fn insert(fd: i32, vpath: &[u8]) {
+    let Some(s) = slot(fd) else { return };
+    let (dev, ino) = identity(fd).unwrap_or((0, 0));
+    let e = Box::into_raw(Box::new(FdEntry {
+        vpath: vpath.into(),
+        dev,
+        ino,
+        dents: Mutex::new(None),
+    }));
+    release(s.swap(e, Ordering::AcqRel));
+}
+
+/// Records that `fd` was opened on the real disk, outside the view.
+#[inline(always)]
+pub fn mark_physical(fd: i32) {
+    let Some(s) = slot(fd) else { return };
+    let old = s.swap(physical_mark(), Ordering::AcqRel);
+    if !old.is_null() && old != physical_mark() {
+        release(old);
+    }
+}
+
+/// Forgets `fd` (it is being closed or replaced, or arrived from elsewhere).
 #[inline(always)]
 pub fn remove(fd: i32) {
     let Some(s) = slot(fd) else { return };
     if s.load(Ordering::Relaxed).is_null() {
         return;
     }
-    let old = s.swap(std::ptr::null_mut(), Ordering::AcqRel);
-    if !old.is_null() {
-        // SAFETY: see insert.
-        drop(unsafe { Box::from_raw(old) });
-    }
+    release(s.swap(std::ptr::null_mut(), Ordering::AcqRel));
 }
 
 /// Forgets every descriptor in `lo..=hi`.
@@ -58,25 +110,49 @@ pub fn remove_range(lo: u32, hi: u32) {
     }
 }
 
+/// The table's knowledge of `fd`, unchecked. Numbers beyond the table
+/// (and negative ones) count as physical: the view never applies to them.
 #[inline(always)]
-pub fn is_recorded(fd: i32) -> bool {
-    slot(fd).is_some_and(|s| !s.load(Ordering::Relaxed).is_null())
+pub fn state(fd: i32) -> Slot {
+    let Some(s) = slot(fd) else {
+        return Slot::Physical;
+    };
+    let p = s.load(Ordering::Acquire);
+    if p.is_null() {
+        Slot::Unknown
+    } else if p == physical_mark() {
+        Slot::Physical
+    } else {
+        // SAFETY: entries are freed only when their descriptor closes; using
+        // a descriptor while another thread closes it is the program's own race.
+        Slot::Virtual(unsafe { &*p })
+    }
 }
 
-/// The entry of a recorded descriptor.
+/// The entry of a descriptor recorded as virtual (unchecked).
 #[inline(always)]
 pub fn get(fd: i32) -> Option<&'static FdEntry> {
-    let p = slot(fd)?.load(Ordering::Acquire);
-    // SAFETY: entries are freed only when their descriptor closes; using a
-    // descriptor while another thread closes it is the program's own race.
-    (!p.is_null()).then(|| unsafe { &*p })
+    match state(fd) {
+        Slot::Virtual(e) => Some(e),
+        _ => None,
+    }
 }
 
-/// `dup`: the new descriptor names the same virtual path.
+/// The descriptor certainly refers to the real disk (opened through a hook
+/// outside the view): relative calls pass through without a lookup.
+#[inline(always)]
+pub fn is_physical(fd: i32) -> bool {
+    matches!(state(fd), Slot::Physical)
+}
+
+/// `dup`: the new descriptor is what the old one is.
 pub fn copy(from: i32, to: i32) {
-    remove(to);
-    if let Some(e) = get(from) {
-        let vpath = e.vpath.clone();
-        insert(to, &vpath);
+    match state(from) {
+        Slot::Virtual(e) => {
+            let vpath = e.vpath.clone();
+            insert(to, &vpath);
+        }
+        Slot::Physical => mark_physical(to),
+        Slot::Unknown => remove(to),
     }
 }

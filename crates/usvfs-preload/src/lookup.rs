@@ -138,7 +138,7 @@ fn names_anchor(st: &State, p: &[u8]) -> bool {
 /// outside the destinations: one binary search among the root's few children.
 #[inline]
 fn may_touch_absolute(st: &State, p: &[u8]) -> bool {
-    if st.root_mapped {
+    if st.root_mapped || fd_path(p).is_some() {
         return true;
     }
     match path::components(p).next() {
@@ -148,25 +148,120 @@ fn may_touch_absolute(st: &State, p: &[u8]) -> bool {
 }
 
 /// Where `(dirfd, p)` is taken from in the view: `/` for an absolute path, the
-/// logical working directory, or the virtual path a recorded descriptor was
-/// opened on; and whether the kernel would start from that same place.
-fn start_dir(dirfd: c_int, p: &[u8]) -> Option<(&'static [u8], bool)> {
-    if p.first() == Some(&b'/') {
-        Some((b"/", true))
+/// logical working directory, or the virtual path of a descriptor of the
+/// view; and whether the kernel would start from that same place.
+fn start_dir<'p>(st: &State, dirfd: c_int, p: &'p [u8]) -> Option<(&'static [u8], &'p [u8], bool)> {
+    if let Some((fd, rest)) = fd_path(p) {
+        // The kernel follows the descriptor's magic link to its physical
+        // directory; the view continues from its virtual path instead.
+        return match fd_entry(st, fd) {
+            Some(e) => Some((&*e.vpath, rest, false)),
+            None => Some((b"/", p, true)),
+        };
+    }
+    let (base, same) = if p.first() == Some(&b'/') {
+        (&b"/"[..], true)
     } else if p.is_empty() {
-        None
+        return None;
     } else if dirfd == AT_FDCWD {
-        state::cwd().map(|c| (&*c.path, !c.is_virtual))
+        state::cwd().map(|c| (&*c.path, !c.is_virtual))?
     } else {
-        fdtable::get(dirfd).map(|e| (&*e.vpath, false))
+        fd_entry(st, dirfd).map(|e| (&*e.vpath, false))?
+    };
+    Some((base, p, same))
+}
+
+/// `/proc/self/fd/N/rest`, `/proc/thread-self/fd/N/rest` or `/dev/fd/N/rest`
+/// (a path through a descriptor's magic link): `(N, rest)`. `rest` may be
+/// empty. Cheap: two byte comparisons for every other path.
+#[inline]
+fn fd_path(p: &[u8]) -> Option<(c_int, &[u8])> {
+    if p.len() < 9 || (p[1] != b'p' && p[1] != b'd') {
+        return None;
+    }
+    let tail = p
+        .strip_prefix(b"/proc/self/fd/")
+        .or_else(|| p.strip_prefix(b"/proc/thread-self/fd/"))
+        .or_else(|| p.strip_prefix(b"/dev/fd/"))?;
+    let end = tail.iter().position(|&c| c == b'/').unwrap_or(tail.len());
+    let digits = &tail[..end];
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let fd = digits
+        .iter()
+        .fold(0i32, |n, &d| n * 10 + i32::from(d - b'0'));
+    Some((fd, tail[end..].strip_prefix(b"/").unwrap_or(b"")))
+}
+
+/// The virtual path descriptor `fd` stands for, if it belongs to the view.
+/// A recorded entry is trusted only while the descriptor still refers to
+/// the same file; a descriptor no hook saw opened (or whose entry is stale)
+/// is classified from the physical path the kernel reports for it, once.
+pub fn fd_entry(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
+    match fdtable::state(fd) {
+        fdtable::Slot::Physical => None,
+        fdtable::Slot::Virtual(e) => {
+            if fdtable::identity(fd) == Some((e.dev, e.ino)) {
+                Some(e)
+            } else {
+                classify(st, fd)
+            }
+        }
+        fdtable::Slot::Unknown => classify(st, fd),
+    }
+}
+
+/// Reads `/proc/self/fd/N` and records the descriptor as virtual (its
+/// physical path shows a path of the view) or physical.
+#[cold]
+#[inline(never)]
+fn classify(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
+    if fd < 0 {
+        return None;
+    }
+    let mut link = PathBuffer::new();
+    let _ = link.set(b"/proc/self/fd/");
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = fd as u32;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let _ = link.push_bytes(&digits[i..]);
+    let mut target = [0u8; path::PATH_MAX];
+    let view = st.view();
+    let Ok(n) = view.fs.readlink(link.as_bytes(), &mut target) else {
+        // Closed, or /proc is not mounted: nothing to go by.
+        fdtable::remove(fd);
+        return None;
+    };
+    let phys = &target[..n];
+    let mut virt = PathBuffer::new();
+    let mut lk = Lookup::new();
+    let in_view = phys.first() == Some(&b'/')
+        && view.virtual_of_physical(phys, &mut virt).is_ok()
+        && view.resolve(virt.as_bytes(), true, &mut lk).is_ok()
+        && lk.res.in_view();
+    if in_view {
+        fdtable::insert(fd, lk.virt.as_bytes());
+        fdtable::get(fd)
+    } else {
+        fdtable::mark_physical(fd);
+        None
     }
 }
 
 /// Writes the absolute, normalized virtual path `(dirfd, p)` names into
 /// `out`; returns whether the kernel would reach the same place from the
 /// caller's own arguments (`None`: no virtual path).
-pub fn virtual_target(dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> Option<bool> {
-    let (base, same) = start_dir(dirfd, p)?;
+pub fn virtual_target(st: &State, dirfd: c_int, p: &[u8], out: &mut PathBuffer) -> Option<bool> {
+    let (base, p, same) = start_dir(st, dirfd, p)?;
     path::normalize_into(p, base, out).ok()?;
     Some(same)
 }
@@ -191,7 +286,7 @@ pub fn certainly_outside(st: &State, dirfd: c_int, p: &[u8]) -> bool {
             }
         }
     } else {
-        !fdtable::is_recorded(dirfd)
+        fdtable::is_physical(dirfd)
     }
 }
 
@@ -205,10 +300,10 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
 
 /// [`lookup`] for a path that [`certainly_outside`] did not exclude.
 pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
-    let Some((base, caller_sees_same)) = start_dir(dirfd, p) else {
+    let Some((base, rel, caller_sees_same)) = start_dir(st, dirfd, p) else {
         return Outcome::Pass;
     };
-    if path::normalize_into(p, base, &mut lk.input).is_err() {
+    if path::normalize_into(rel, base, &mut lk.input).is_err() {
         return Outcome::Pass;
     }
     let Lookup { input, r } = lk;

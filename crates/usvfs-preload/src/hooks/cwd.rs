@@ -9,8 +9,8 @@ use libc::{AT_FDCWD, c_char, c_int, size_t};
 use super::with_path;
 use crate::guard::{self, set_errno};
 use crate::lookup::{Lookup, lookup};
+use crate::real;
 use crate::state::{self, State};
-use crate::{fdtable, real};
 use usvfs_view::path::PathBuffer;
 
 /// Makes `logical` (absolute, normalized) the logical working directory.
@@ -74,7 +74,7 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
     }
     let Some(st) = state::get() else { return r };
     let Some(_g) = guard::enter() else { return r };
-    match fdtable::get(fd) {
+    match crate::lookup::fd_entry(st, fd) {
         Some(e) => {
             let vpath = e.vpath.clone();
             adopt_cwd(st, &vpath);

@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{Detour, hook_result, or_bypass, resolve_in_view, with_path};
 use crate::guard::{self, set_errno};
-use crate::lookup::{Lookup, LookupBox};
+use crate::lookup::{Lookup, LookupBox, fd_entry};
 use crate::state::State;
 use crate::{fdtable, real};
 use usvfs_view::semantics::listing::{Cursor, Listing};
@@ -91,13 +91,25 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
         AT_FDCWD,
         path,
         true,
-        // SAFETY: the caller's path, passed on unchanged.
-        || unsafe { real::opendir(path) },
+        || {
+            // SAFETY: the caller's path, passed on unchanged.
+            let d = unsafe { real::opendir(path) };
+            if !d.is_null() {
+                // SAFETY: d is the open stream opendir just returned.
+                fdtable::mark_physical(unsafe { real::dirfd(d) });
+            }
+            d
+        },
         |st, lk| {
             if !lk.is_virtual_dir(st) {
                 // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
                 // call.
-                return unsafe { real::opendir(lk.phys.as_c_ptr()) };
+                let d = unsafe { real::opendir(lk.phys.as_c_ptr()) };
+                if !d.is_null() {
+                    // SAFETY: d is the open stream opendir just returned.
+                    fdtable::insert(unsafe { real::dirfd(d) }, lk.virt.as_bytes());
+                }
+                return d;
             }
             let fd = open_backing(lk);
             if fd < 0 {
@@ -128,7 +140,7 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
         || unsafe { real::fdopendir(fd) },
         |st| {
             // Only a descriptor recorded on a merged directory of the view.
-            let lk = or_bypass!(fdtable::get(fd).and_then(|e| merged_dir(st, e)));
+            let lk = or_bypass!(fd_entry(st, fd).and_then(|e| merged_dir(st, e)));
             // Same checks glibc makes: a directory, opened for reading.
             let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
             // SAFETY: s is writable for a stat.
@@ -153,6 +165,16 @@ fn merged_dir(st: &'static State, e: &fdtable::FdEntry) -> Option<LookupBox> {
         Detour::Success(())
     );
     (found && lk.is_virtual_dir(st)).then_some(lk)
+}
+
+/// The entry `getdents64` lists through: a descriptor already being listed
+/// keeps its cursor (checked once, when the listing started).
+fn getdents_entry(st: &'static State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
+    match fdtable::state(fd) {
+        fdtable::Slot::Physical => None,
+        fdtable::Slot::Virtual(e) if e.dents.lock().is_ok_and(|c| c.is_some()) => Some(e),
+        _ => fd_entry(st, fd),
+    }
 }
 
 fn next_entry(v: &mut VDir) -> *mut dirent64 {
@@ -492,7 +514,7 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
         // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::getdents64(fd, buf, count) },
         |st| {
-            let e = or_bypass!(fdtable::get(fd));
+            let e = or_bypass!(getdents_entry(st, fd));
             let Ok(mut cur) = e.dents.lock() else {
                 return Detour::Bypass;
             };

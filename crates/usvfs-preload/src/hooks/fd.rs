@@ -2,7 +2,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-use libc::{c_int, c_uint};
+use libc::{c_int, c_uint, ssize_t};
 
 use crate::{fdtable, real};
 
@@ -21,7 +21,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: dup takes a plain descriptor number; a bad one yields EBADF.
     let r = unsafe { real::dup(fd) };
-    if r >= 0 && fdtable::is_recorded(fd) {
+    if r >= 0 {
         fdtable::copy(fd, r);
     }
     r
@@ -82,9 +82,68 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
 pub unsafe extern "C" fn usvfs_fcntl(fd: c_int, cmd: c_int, arg: *mut libc::c_void) -> c_int {
     // SAFETY: the caller's arguments, passed on unchanged (our contract).
     let r = unsafe { real::fcntl64(fd, cmd, arg) };
-    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fdtable::is_recorded(fd)
-    {
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
         fdtable::copy(fd, r);
+    }
+    r
+}
+
+/// Descriptors received over a unix socket (`SCM_RIGHTS`) come from another
+/// process (Wine's server sends every file and directory it opens): whatever
+/// the table knew about their numbers is stale, so they are classified from
+/// their physical paths when first used relative to.
+///
+/// # Safety
+/// `msg` must point to a `msghdr` filled in by a successful `recvmsg`.
+unsafe fn forget_received(msg: *const libc::msghdr) {
+    // SAFETY: per the contract, msg and its control buffer are valid; the
+    // CMSG_* helpers stay within msg_controllen.
+    unsafe {
+        if (*msg).msg_control.is_null() || (*msg).msg_controllen == 0 {
+            return;
+        }
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<c_int>();
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<c_int>() {
+                    fdtable::remove(data.add(i).read_unaligned());
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+}
+
+/// # Safety
+/// As `recvmsg(2)`: `msg` points to a valid `msghdr` with writable buffers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::recvmsg(fd, msg, flags) };
+    if r >= 0 && !msg.is_null() {
+        // SAFETY: recvmsg succeeded and filled msg in.
+        unsafe { forget_received(msg) };
+    }
+    r
+}
+
+/// # Safety
+/// As `recvmmsg(2)`: `msgs` points to `n` valid `mmsghdr`s with writable buffers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    n: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on unchanged.
+    let r = unsafe { real::recvmmsg(fd, msgs, n, flags, timeout) };
+    for i in 0..r.max(0) as usize {
+        // SAFETY: recvmmsg filled in the first r headers.
+        unsafe { forget_received(std::ptr::addr_of!((*msgs.add(i)).msg_hdr)) };
     }
     r
 }

@@ -8,8 +8,8 @@ use libc::{AT_FDCWD, c_char, c_int, size_t, ssize_t};
 use super::with_path;
 use crate::guard::{self, set_errno};
 use crate::lookup::{Lookup, bytes};
+use crate::real;
 use crate::state;
-use crate::{fdtable, real};
 
 /// For `/proc/self/fd/N`, `/proc/<our pid>/fd/N`, `/proc/thread-self/fd/N` and
 /// the matching `cwd` links: the virtual path, if the view has one.
@@ -30,7 +30,8 @@ fn proc_link(p: &[u8]) -> Option<Box<[u8]>> {
         .ok()?
         .parse()
         .ok()?;
-    fdtable::get(fd).map(|e| e.vpath.clone())
+    let st = state::get()?;
+    crate::lookup::fd_entry(st, fd).map(|e| e.vpath.clone())
 }
 
 /// Copies a link target out like readlink does (truncated, no NUL).

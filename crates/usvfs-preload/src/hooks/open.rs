@@ -46,8 +46,16 @@ pub unsafe extern "C" fn usvfs_openat(
         dirfd,
         path,
         follows(flags),
-        // SAFETY: the caller's arguments, passed on unchanged.
-        || unsafe { real::openat(dirfd, path, flags, mode) },
+        || {
+            // SAFETY: the caller's arguments, passed on unchanged.
+            let fd = unsafe { real::openat(dirfd, path, flags, mode) };
+            if fd >= 0 {
+                // Relative calls on it need no lookup (and must not map it
+                // into the view by its physical path).
+                fdtable::mark_physical(fd);
+            }
+            fd
+        },
         |_, lk| {
             // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
             // (absolute, so AT_FDCWD is right).
@@ -222,9 +230,7 @@ pub unsafe extern "C" fn fclose(stream: *mut FILE) -> c_int {
     if !stream.is_null() {
         // SAFETY: stream is non-null and open (our contract).
         let fd = unsafe { libc::fileno(stream) };
-        if fdtable::is_recorded(fd) {
-            fdtable::remove(fd);
-        }
+        fdtable::remove(fd);
     }
     // SAFETY: the caller's stream, passed on unchanged.
     unsafe { real::fclose(stream) }

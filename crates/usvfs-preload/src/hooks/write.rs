@@ -33,7 +33,7 @@ fn target(st: &State, dirfd: c_int, p: &[u8]) -> Option<Target> {
         return None;
     }
     let mut virt = PathBuffer::new();
-    let same = virtual_target(dirfd, p, &mut virt)?;
+    let same = virtual_target(st, dirfd, p, &mut virt)?;
     Some(Target { virt, same })
 }
 
@@ -446,7 +446,7 @@ pub unsafe extern "C" fn renameat2(
             let abs = |t: Option<Target>, dirfd: c_int, p: &[u8]| -> Option<Target> {
                 t.or_else(|| {
                     let mut virt = PathBuffer::new();
-                    let same = virtual_target(dirfd, p, &mut virt)?;
+                    let same = virtual_target(st, dirfd, p, &mut virt)?;
                     Some(Target { virt, same })
                 })
             };

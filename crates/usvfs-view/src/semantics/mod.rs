@@ -12,6 +12,7 @@ pub mod change;
 pub mod create;
 pub mod exec;
 pub mod listing;
+pub mod origin;
 
 use crate::fs::{Errno, Fs, Meta};
 use crate::index::{NodeId, NodeKind, Snapshot};
