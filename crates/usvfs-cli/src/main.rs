@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
 use usvfs_control::index::dump::dump;
 use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
+use usvfs_control::wine::{Prefix, PrivateServer};
 use usvfs_control::{Instance, build_snapshot, instance};
 
 use crate::cli::{Cli, Command, DumpArgs, LogArgs, PsArgs, RunArgs};
@@ -75,15 +76,28 @@ fn init_logging(verbose: u8) {
 
 /// Builds the mapping's index and publishes it in the instance. Returns the
 /// instance and the log level the profile asks for.
-fn publish(a: &cli::MappingArgs, m: &clap::ArgMatches) -> Result<(Instance, Option<String>)> {
-    let built = mapping_args::build(a, m)?;
+fn publish(
+    a: &cli::MappingArgs,
+    m: &clap::ArgMatches,
+    wine: Option<&Prefix>,
+) -> Result<(Instance, Option<String>, Option<PrivateServer>)> {
+    let mut built = mapping_args::build(a, m)?;
+    // A Wine run gets its own wineserver, which programs outside never reach.
+    let private = match wine {
+        Some(prefix) => {
+            let p = PrivateServer::prepare(prefix, &built.instance)?;
+            p.add_rules(&mut built.mapping)?;
+            Some(p)
+        }
+        None => None,
+    };
     let start = std::time::Instant::now();
     let generation = usvfs_control::index::new_generation();
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     let inst = Instance::open_or_create(&built.instance)?;
     inst.publish(&bytes)?;
-    Ok((inst, built.log_level))
+    Ok((inst, built.log_level, private))
 }
 
 /// The running instance named by `--instance` (or the default), for commands
@@ -99,10 +113,14 @@ fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
 
 fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     let lib = launch::find_preload_lib()?;
-    let (inst, profile_level) = if mapping_args::has_rules(&a.mapping) {
-        publish(&a.mapping, m)?
+    let wine = Prefix::detect(&a.program, |k| std::env::var_os(k));
+    if let Some(prefix) = &wine {
+        prefix.check_no_outside_server()?;
+    }
+    let (inst, profile_level, private) = if mapping_args::has_rules(&a.mapping) {
+        publish(&a.mapping, m, wine.as_ref())?
     } else {
-        (existing_instance(&a.mapping)?, None)
+        (existing_instance(&a.mapping)?, None, None)
     };
     // Forget processes of an earlier controller that were killed (no exit hook
     // ran), then count this controller as live until the program ends.
@@ -150,7 +168,20 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
             cwd,
         })
     })();
-    let _ = inst.leave(me);
+    if let Some(p) = &private
+        && others.is_empty()
+    {
+        // Wine's background programs (wineserver, services.exe, ...) end
+        // with the view's wineserver, about 3 s after the last Windows
+        // program: wait for that, so the caller's pipes close and the
+        // registry is saved before we return.
+        p.wait_for_server();
+    }
+    if inst.leave(me).unwrap_or(false)
+        && let Some(p) = &private
+    {
+        p.remove();
+    }
     result
 }
 

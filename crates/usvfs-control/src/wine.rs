@@ -5,8 +5,8 @@
 //! programs outside would show them the view. So a run that starts Wine
 //! programs (1) refuses while a wineserver for the prefix runs outside, and
 //! (2) shows its programs a private server directory, which processes
-//! outside the instance never find; (3) when the program ends, the view's
-//! wineserver is given Wine's own grace period, then stopped.
+//! outside the instance never find; (3) when the program ends, `usvfs run` waits for the view's
+//! wineserver to end (Wine ends it a few seconds after its last program).
 //!
 //! Wine finds its server directory from the prefix's device and inode:
 //! upstream Wine and Proton use `/tmp/.wine-UID/server-DEV-INO`; Debian's and
@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::{LinkFlags, Mapping};
@@ -216,34 +216,15 @@ impl PrivateServer {
             .find_map(|d| lock_holder(&d.join("lock")))
     }
 
-    /// After the program ended: the view's wineserver ends by itself once
-    /// its last program is gone (Wine lingers 3 s by default); past `grace`
-    /// it is asked to stop (SIGTERM: it saves the registry and exits, its
-    /// background programs with it), and killed 5 s later. Returns the pid
-    /// that had to be stopped, if any.
-    pub fn wind_down(&self, grace: Duration) -> Option<i32> {
-        let deadline = Instant::now() + grace;
-        let mut pid = self.running_server()?;
-        while Instant::now() < deadline {
+    /// Waits until the view's wineserver has ended. Wine ends it by itself
+    /// a few seconds after the last program of the prefix is gone (its
+    /// background programs with it); a Windows program started by the
+    /// program and still running keeps it, as Proton's `waitforexitandrun`
+    /// would.
+    pub fn wait_for_server(&self) {
+        while self.running_server().is_some() {
             std::thread::sleep(Duration::from_millis(50));
-            match self.running_server() {
-                None => return None,
-                Some(p) => pid = p,
-            }
         }
-        tracing::info!(pid, "stopping the view's wineserver");
-        // SAFETY: kill with a pid and a signal number.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-            if self.running_server().is_none() {
-                return Some(pid);
-            }
-        }
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        Some(pid)
     }
 
     /// Removes the private directory (the instance is gone).

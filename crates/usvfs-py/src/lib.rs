@@ -36,6 +36,9 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
         | Error::SourceInsideDestination { dest, .. } => ("LinkError", Some(dest)),
         Error::Profile { path, .. } => ("USVFSException", Some(path)),
         Error::Instance { .. } => ("InstanceError", None),
+        Error::WineServerRunning { prefix, .. } | Error::Wine { prefix, .. } => {
+            ("USVFSException", Some(prefix))
+        }
         Error::View(
             usvfs_control::view::Error::Index { path, .. }
             | usvfs_control::view::Error::Io { path, .. },
