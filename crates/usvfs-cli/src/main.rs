@@ -82,10 +82,11 @@ fn publish(
     wine: Option<&Prefix>,
 ) -> Result<(Instance, Option<String>, Option<PrivateServer>)> {
     let mut built = mapping_args::build(a, m)?;
+    let inst = Instance::open_or_create(&built.instance)?;
     // A Wine run gets its own wineserver, which programs outside never reach.
     let private = match wine {
         Some(prefix) => {
-            let p = PrivateServer::prepare(prefix, &built.instance)?;
+            let p = PrivateServer::prepare(prefix, &inst.dir)?;
             p.add_rules(&mut built.mapping)?;
             Some(p)
         }
@@ -95,7 +96,6 @@ fn publish(
     let generation = usvfs_control::index::new_generation();
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
-    let inst = Instance::open_or_create(&built.instance)?;
     inst.publish(&bytes)?;
     Ok((inst, built.log_level, private))
 }

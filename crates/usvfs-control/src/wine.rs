@@ -134,17 +134,24 @@ fn lock_holder(path: &Path) -> Option<i32> {
 #[derive(Debug, Clone)]
 pub struct PrivateServer {
     pub prefix: Prefix,
-    /// `/tmp/usvfs-wine-UID-INSTANCE`.
+    /// `/tmp/usvfs-wine-UID-INSTANCE-HASH`.
     pub root: PathBuf,
 }
 
 impl PrivateServer {
-    /// The private server directory of `instance` (made if missing: owned
-    /// by this user, mode 0700, not a symlink).
-    pub fn prepare(prefix: &Prefix, instance: &str) -> Result<PrivateServer> {
+    /// The private server directory of the instance in `instance_dir` (made
+    /// if missing: owned by this user, mode 0700, not a symlink).
+    pub fn prepare(prefix: &Prefix, instance_dir: &Path) -> Result<PrivateServer> {
         // SAFETY: getuid cannot fail.
         let uid = unsafe { libc::getuid() };
-        let root = Path::new("/tmp").join(format!("usvfs-wine-{uid}-{instance}"));
+        // Named after the instance directory: instances of the same name in
+        // other runtime directories stay apart.
+        let name = instance_dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let key = crate::journal::path_hash(instance_dir.as_os_str().as_bytes());
+        let root = Path::new("/tmp").join(format!("usvfs-wine-{uid}-{name}-{key:016x}"));
         let err = |message: String| Error::Wine {
             prefix: prefix.path.clone(),
             message,
