@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a fresh machine: pytest, the C
-# compiler with its static C library (for the static-program test), and the
-# programs the tests run in the view (git, sqlite3).
+# compiler with its static C library (for the static-program test), the
+# programs the tests run in the view (git, sqlite3), and Wine (64-bit) with the
+# MinGW-w64 cross compiler for the Windows-program tests (tests/test_wine.py).
 set -euo pipefail
 if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pytest
 fi
 missing=()
-command -v gcc >/dev/null || missing+=(gcc)
-[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
-for tool in tar find du setpriv git sqlite3; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
+packages=()
+need() { # need PACKAGE WHAT: install PACKAGE, which provides WHAT
+    missing+=("$2")
+    packages+=("$1")
+}
+command -v gcc >/dev/null || need gcc gcc
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need libc6-dev libc6-dev
+command -v tar >/dev/null || need tar tar
+command -v find >/dev/null || need findutils find
+command -v du >/dev/null || need coreutils du
+command -v setpriv >/dev/null || need util-linux setpriv
+command -v git >/dev/null || need git git
+command -v sqlite3 >/dev/null || need sqlite3 sqlite3
+if [ "$(uname -m)" = x86_64 ]; then
+    # wine64 brings the loader (/usr/lib/wine/wine64) and wineserver; the
+    # `wine` package the `wine`, `wineboot` and `wineserver` commands.
+    { [ -x /usr/lib/wine/wine64 ] || command -v wine64 >/dev/null; } || need wine64 wine64
+    { command -v wine >/dev/null && command -v wineboot >/dev/null && command -v wineserver >/dev/null; } || need wine wine
+    command -v x86_64-w64-mingw32-gcc >/dev/null || need gcc-mingw-w64-x86-64 x86_64-w64-mingw32-gcc
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev tar findutils coreutils util-linux git sqlite3 >/dev/null
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
     else
         echo "setup: please install: ${missing[*]}" >&2
         exit 1

@@ -265,10 +265,17 @@ def test_posix_errors(scene: Scene) -> None:
         "print(e(lambda: os.open('mfolder3', os.O_WRONLY)))\n"
         "print(e(lambda: os.mkdir('nope/sub')))\n"
         "print(e(lambda: os.rename('mfolder4', 'moved4')))\n"
+        "open('bfolder/new.txt', 'w').close()\n"
+        "print(e(lambda: os.rename('bfolder', 'moved_b')))\n"
+        "print(sorted(os.listdir('moved4')))\n"
     )
-    assert r.stdout.decode().split() == [
-        "EEXIST", "EEXIST", "ENOENT", "EISDIR", "ENOTDIR", "ENOTDIR", "EISDIR", "EISDIR", "ENOENT", "EXDEV",
+    # mfolder4 lives in m4 alone: it moves (into overwrite). bfolder now
+    # merges the real directory and a file in overwrite: EXDEV.
+    assert r.stdout.decode().split("\n") == [
+        "EEXIST", "EEXIST", "ENOENT", "EISDIR", "ENOTDIR", "ENOTDIR", "EISDIR", "EISDIR", "ENOENT", "ok", "EXDEV",
+        "['mfile4.txt']", "",
     ]
+    assert not (scene.mods[3] / "mfolder4").exists()
 
 
 def test_rename_across_file_systems_moves_the_file(tmp_path: Path, usvfs: Path) -> None:

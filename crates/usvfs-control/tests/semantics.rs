@@ -849,17 +849,63 @@ fn exdev_renaming_a_directory_merged_from_several_layers() {
         sc.rename("mfolder1", "mfolder2/moved1", 0),
         Change::Fail(libc::EXDEV)
     );
-    assert_eq!(
-        sc.rename("mfolder4", "moved4", 0),
-        Change::Fail(libc::EXDEV)
-    );
     assert_eq!(sc.all(), before);
     assert!(sc.journal.is_empty());
     // A directory that lives in one physical place renames as usual.
     assert_eq!(sc.mkdir("newdir"), Ok("overwrite/newdir".into()));
+    assert_eq!(
+        sc.create("newdir/f.txt", "f"),
+        Ok("overwrite/newdir/f.txt".into())
+    );
     assert_eq!(sc.rename("newdir", "newdir2", 0), Change::Done(()));
     assert_eq!(sc.phys("newdir2").unwrap(), "overwrite/newdir2");
+    assert_eq!(sc.phys("newdir2/f.txt").unwrap(), "overwrite/newdir2/f.txt");
     assert!(!sc.exists("newdir"));
+    assert!(!sc.exists("newdir/f.txt"));
+}
+
+#[test]
+fn renaming_a_directory_one_mod_provides_moves_it_where_creates_go() {
+    let sc = Scene::with(|r| write(r, "m4/mfolder4/sub/deep.txt", "deep\n"));
+    assert_eq!(sc.rename("mfolder4", "moved4", 0), Change::Done(()));
+    assert_eq!(
+        sc.tree("overwrite"),
+        s(&[
+            "moved4/",
+            "moved4/mfile4.txt",
+            "moved4/sub/",
+            "moved4/sub/deep.txt"
+        ])
+    );
+    assert_eq!(sc.names(&sc.b("moved4")), s(&["mfile4.txt", "sub"]));
+    assert_eq!(
+        sc.read("overwrite/moved4/sub/deep.txt").as_deref(),
+        Some("deep\n")
+    );
+    assert!(!sc.exists("mfolder4"));
+    assert!(!sc.exists("mfolder4/mfile4.txt"));
+    // It now lives in overwrite alone: deletes and creates inside it keep
+    // it one physical place.
+    assert_eq!(
+        sc.delete("moved4/mfile4.txt", Some(false)),
+        Change::Done(())
+    );
+    assert_eq!(sc.mkdir("moved4/new"), Ok("overwrite/moved4/new".into()));
+    assert_eq!(sc.rename("moved4", "again", 0), Change::Done(()));
+}
+
+#[test]
+fn renaming_a_mod_directory_that_the_real_disk_also_has_is_exdev() {
+    // base/bfolder exists for real; a mod adding to it makes it merged.
+    let sc = Scene::with(|r| write(r, "m1/bfolder/m1.txt", "m1\n"));
+    assert_eq!(sc.rename("bfolder", "b2", 0), Change::Fail(libc::EXDEV));
+    // A mod directory with a same-named lower copy in another mod that adds
+    // a file is merged too.
+    let sc = Scene::with(|r| {
+        write(r, "m1/shared/a.txt", "a\n");
+        write(r, "m2/shared/b.txt", "b\n");
+    });
+    assert_eq!(sc.rename("shared", "s2", 0), Change::Fail(libc::EXDEV));
 }
 
 #[test]

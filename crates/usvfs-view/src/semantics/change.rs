@@ -8,6 +8,8 @@
 
 use super::{Resolved, View, create};
 use crate::fs::{Errno, FileKind, Meta};
+use crate::index::NodeKind;
+use crate::journal::Entry;
 use crate::path::{self, PathBuffer};
 
 /// The outcome of a complete operation.
@@ -319,13 +321,14 @@ impl<'a> View<'a> {
             }
         };
         // A directory merged from layers cannot move as one physical directory.
-        if old_in_view
-            && ost.is_dir()
+        // (A real directory holding files created in the view is one too.)
+        if ost.is_dir()
             && !exchange
-            && (olk.res.node.is_some()
+            && (old_in_view
                 || self
                     .journal
                     .is_some_and(|j| j.has_records_below(olk.virt.as_bytes())))
+            && !self.lives_in_one_place(&olk)
         {
             abort(&place);
             return Change::Fail(libc::EXDEV);
@@ -351,6 +354,46 @@ impl<'a> View<'a> {
             p.commit(self, ost.kind);
         }
         Change::Done(())
+    }
+
+    /// The whole view of directory `r` is one physical directory: one layer
+    /// provides it and everything below it, no other layer or the real disk
+    /// adds to it, and nothing below it was deleted or placed elsewhere. Such
+    /// a directory moves as that physical directory.
+    fn lives_in_one_place(&self, r: &Resolved) -> bool {
+        if let Some(n) = r.res.node {
+            let Some(layer) = self.snap.layer(n) else {
+                return false;
+            };
+            let mut todo = vec![n];
+            while let Some(d) = todo.pop() {
+                for c in self.snap.children(d) {
+                    if self.snap.layer(c) != Some(layer) {
+                        return false;
+                    }
+                    if self.snap.kind(c) == NodeKind::Dir {
+                        todo.push(c);
+                    }
+                }
+            }
+            // The real directory at the same path would stay behind.
+            if r.phys.as_bytes() != r.virt.as_bytes() && self.fs.lstat(r.virt.as_bytes()).is_ok() {
+                return false;
+            }
+        }
+        let Some(j) = self.journal else {
+            return true;
+        };
+        j.records().iter().all(
+            |rec| match path::strip_prefix(rec.vpath, r.virt.as_bytes()) {
+                Some(rest) if !rest.is_empty() => match rec.entry {
+                    Entry::Whiteout => false,
+                    Entry::Physical { phys, .. } => path::strip_prefix(phys, r.phys.as_bytes())
+                        .is_some_and(|prest| prest == rest),
+                },
+                _ => true,
+            },
+        )
     }
 
     /// Moves a file or symlink between file systems: copy into a temporary
