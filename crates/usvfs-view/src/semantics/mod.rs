@@ -15,7 +15,7 @@ pub mod listing;
 
 use crate::fs::{Errno, Fs, Meta};
 use crate::index::{NodeId, NodeKind, Snapshot};
-use crate::journal::{Entry, Journal, path_hash};
+use crate::journal::{Entry, Journal};
 use crate::path::PathBuffer;
 use crate::resolve::{Resolution, Scratch, resolve_in};
 
@@ -158,6 +158,6 @@ impl<'a> View<'a> {
         node.is_some()
             || self
                 .journal
-                .is_some_and(|j| j.get(virt, path_hash(virt)).is_some())
+                .is_some_and(|j| j.get(virt, j.key_hash(virt)).is_some())
     }
 }
