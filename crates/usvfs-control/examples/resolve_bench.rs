@@ -52,7 +52,16 @@ fn time_per(paths: &[Vec<u8>], snap: &usvfs_control::Snapshot<'_>, rounds: usize
         found = 0;
         let t = Instant::now();
         for p in paths {
-            if let Ok(r) = resolve_in(snap, None, &SysFs, p, true, &mut virt, &mut phys, &mut scratch) {
+            if let Ok(r) = resolve_in(
+                snap,
+                None,
+                &SysFs,
+                p,
+                true,
+                &mut virt,
+                &mut phys,
+                &mut scratch,
+            ) {
                 found += r.node.is_some() as usize;
             }
         }
@@ -80,8 +89,12 @@ fn main() {
     let build = |ci: bool| {
         let mut m = Mapping::new();
         for l in 0..LAYERS {
-            m.link_directory(&root.join(format!("mod{l}")), &dest, LinkFlags(LinkFlags::RECURSIVE))
-                .unwrap();
+            m.link_directory(
+                &root.join(format!("mod{l}")),
+                &dest,
+                LinkFlags(LinkFlags::RECURSIVE),
+            )
+            .unwrap();
         }
         let _ = ci;
         // @case-insensitive
@@ -92,19 +105,28 @@ fn main() {
     let rounds = 7;
     let cs = build(false);
     let (t, n) = time_per(&exact, &cs.snapshot(), rounds);
-    println!("case-sensitive index:   exact hits   {t:7.1} ns/resolve ({n} of {} found)", exact.len());
+    println!(
+        "case-sensitive index:   exact hits   {t:7.1} ns/resolve ({n} of {} found)",
+        exact.len()
+    );
     let (t, _) = time_per(&misses, &cs.snapshot(), rounds);
     println!("case-sensitive index:   misses       {t:7.1} ns/resolve");
     // @case-insensitive
     let ci = build(true);
     let (t, n) = time_per(&exact, &ci.snapshot(), rounds);
-    println!("case-insensitive index: exact hits   {t:7.1} ns/resolve ({n} of {} found)", exact.len());
+    println!(
+        "case-insensitive index: exact hits   {t:7.1} ns/resolve ({n} of {} found)",
+        exact.len()
+    );
     let upper: Vec<Vec<u8>> = rels
         .iter()
         .map(|r| [dest.as_os_str().as_bytes(), b"/", &r.to_ascii_uppercase()].concat())
         .collect();
     let (t, n) = time_per(&upper, &ci.snapshot(), rounds);
-    println!("case-insensitive index: UPPER hits   {t:7.1} ns/resolve ({n} of {} found)", upper.len());
+    println!(
+        "case-insensitive index: UPPER hits   {t:7.1} ns/resolve ({n} of {} found)",
+        upper.len()
+    );
     let (t, _) = time_per(&misses, &ci.snapshot(), rounds);
     println!("case-insensitive index: misses       {t:7.1} ns/resolve");
     // @end

@@ -587,11 +587,15 @@ mod tests {
             );
         }
         // Incremental hashing agrees with whole-path hashing.
-        let h = j.key_extend(j.key_extend(j.key_extend(FNV_OFFSET, b"D"), "ÄRGER".as_bytes()), b"nEw.TxT");
+        let h = j.key_extend(
+            j.key_extend(j.key_extend(FNV_OFFSET, b"D"), "ÄRGER".as_bytes()),
+            b"nEw.TxT",
+        );
         assert_eq!(h, j.key_hash("/d/ärger/new.txt".as_bytes()));
         // A whiteout in another spelling replaces the record.
         j.put(b"/d/\xc3\x84rger/NEW.TXT", Entry::Whiteout).unwrap();
-        j.put("/D/ÄRGER/NEW.TXT".as_bytes(), Entry::Whiteout).unwrap();
+        j.put("/D/ÄRGER/NEW.TXT".as_bytes(), Entry::Whiteout)
+            .unwrap();
         assert_eq!(j.get(b"/d/x", j.key_hash(b"/d/x")), None);
         let v = "/d/ärger/new.txt".as_bytes();
         assert_eq!(j.get(v, j.key_hash(v)), Some(Entry::Whiteout));

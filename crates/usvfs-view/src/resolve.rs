@@ -182,9 +182,15 @@ pub fn resolve_in(
                         }
                         if j.folds() && !last {
                             // Deeper records spell what was made below it.
-                            if let Some(r) =
-                                deepest_record(j, Some((p, spelled, end)), bytes, end, h, virt, phys)?
-                            {
+                            if let Some(r) = deepest_record(
+                                j,
+                                Some((p, spelled, end)),
+                                bytes,
+                                end,
+                                h,
+                                virt,
+                                phys,
+                            )? {
                                 return Ok(r);
                             }
                         }

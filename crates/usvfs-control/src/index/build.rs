@@ -487,12 +487,7 @@ pub fn build_snapshot(mapping: &Mapping, generation: u64) -> Result<Vec<u8>> {
         }
     }
     Ok(serialize(
-        &tree,
-        mapping,
-        &bases,
-        &dest_node,
-        &anchors,
-        generation,
+        &tree, mapping, &bases, &dest_node, &anchors, generation,
     ))
 }
 

@@ -66,9 +66,7 @@ impl<'a> Snapshot<'a> {
             respell: slice_of(bytes, header.respell_off, header.respell_count)?,
             strings,
         };
-        if snap.nodes.is_empty()
-            || !(snap.fold.is_empty() || snap.fold.len() == snap.nodes.len())
-        {
+        if snap.nodes.is_empty() || !(snap.fold.is_empty() || snap.fold.len() == snap.nodes.len()) {
             return None;
         }
         Some(snap)
@@ -94,9 +92,11 @@ impl<'a> Snapshot<'a> {
             .fold
             .iter()
             .all(|f| (f.node as u64) < n && f.key_off as u64 + f.key_len as u64 <= s);
-        let respell_ok = self.respell.iter().all(|r| {
-            (r.node as u64) < n && r.dir_off as u64 + r.dir_len as u64 <= s
-        }) && self.respell.windows(2).all(|w| w[0].node < w[1].node);
+        let respell_ok = self
+            .respell
+            .iter()
+            .all(|r| (r.node as u64) < n && r.dir_off as u64 + r.dir_len as u64 <= s)
+            && self.respell.windows(2).all(|w| w[0].node < w[1].node);
         nodes_ok
             && layers_ok
             && fold_ok
