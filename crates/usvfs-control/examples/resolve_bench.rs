@@ -102,32 +102,55 @@ fn main() {
         // @end
         OwnedSnapshot::new(&build_snapshot(&m, 1).unwrap()).unwrap()
     };
-    let rounds = 7;
+    // Both indexes first, then their timings interleaved (best of each),
+    // so machine noise and cache warmth hit both alike.
     let cs = build(false);
-    let (t, n) = time_per(&exact, &cs.snapshot(), rounds);
-    println!(
-        "case-sensitive index:   exact hits   {t:7.1} ns/resolve ({n} of {} found)",
-        exact.len()
-    );
-    let (t, _) = time_per(&misses, &cs.snapshot(), rounds);
-    println!("case-sensitive index:   misses       {t:7.1} ns/resolve");
     // @case-insensitive
     let ci = build(true);
-    let (t, n) = time_per(&exact, &ci.snapshot(), rounds);
-    println!(
-        "case-insensitive index: exact hits   {t:7.1} ns/resolve ({n} of {} found)",
-        exact.len()
-    );
     let upper: Vec<Vec<u8>> = rels
         .iter()
         .map(|r| [dest.as_os_str().as_bytes(), b"/", &r.to_ascii_uppercase()].concat())
         .collect();
-    let (t, n) = time_per(&upper, &ci.snapshot(), rounds);
+    // @end
+    let mut best = [f64::MAX; 5];
+    let mut found = [0usize; 5];
+    for _ in 0..5 {
+        let mut k = 0;
+        let mut run = |paths: &[Vec<u8>], snap: &usvfs_control::Snapshot<'_>| {
+            let (t, n) = time_per(paths, snap, 3);
+            best[k] = best[k].min(t);
+            found[k] = n;
+            k += 1;
+        };
+        run(&exact, &cs.snapshot());
+        run(&misses, &cs.snapshot());
+        // @case-insensitive
+        run(&exact, &ci.snapshot());
+        run(&upper, &ci.snapshot());
+        run(&misses, &ci.snapshot());
+        // @end
+    }
+    let n = exact.len();
     println!(
-        "case-insensitive index: UPPER hits   {t:7.1} ns/resolve ({n} of {} found)",
-        upper.len()
+        "case-sensitive index:   exact hits   {:7.1} ns/resolve ({} of {n} found)",
+        best[0], found[0]
     );
-    let (t, _) = time_per(&misses, &ci.snapshot(), rounds);
-    println!("case-insensitive index: misses       {t:7.1} ns/resolve");
+    println!(
+        "case-sensitive index:   misses       {:7.1} ns/resolve",
+        best[1]
+    );
+    // @case-insensitive
+    println!(
+        "case-insensitive index: exact hits   {:7.1} ns/resolve ({} of {n} found)",
+        best[2], found[2]
+    );
+    println!(
+        "case-insensitive index: UPPER hits   {:7.1} ns/resolve ({} of {n} found)",
+        best[3], found[3]
+    );
+    println!(
+        "case-insensitive index: misses       {:7.1} ns/resolve",
+        best[4]
+    );
     // @end
 }

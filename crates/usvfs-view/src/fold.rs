@@ -98,6 +98,14 @@ impl Iterator for Folded<'_> {
 /// it does not fit.
 #[inline]
 pub fn fold_into(name: &[u8], out: &mut [u8]) -> Option<usize> {
+    if name.is_ascii() {
+        // The common case: no decoding, no table.
+        let out = out.get_mut(..name.len())?;
+        for (o, &b) in out.iter_mut().zip(name) {
+            *o = b.to_ascii_lowercase();
+        }
+        return Some(name.len());
+    }
     let mut n = 0;
     for b in folded(name) {
         *out.get_mut(n)? = b;

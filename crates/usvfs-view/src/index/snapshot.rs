@@ -217,6 +217,9 @@ impl<'a> Snapshot<'a> {
     /// The child whose name folds like `name` (a binary search in the fold
     /// order; the key is folded into a stack buffer, nothing allocates).
     pub fn child_folded(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
+        if name.len() > crate::fold::KEY_MAX {
+            return None;
+        }
         let mut buf = [0u8; crate::fold::KEY_MAX];
         let len = crate::fold::fold_into(name, &mut buf)?;
         let key = &buf[..len];
