@@ -4,6 +4,14 @@
 //! with a case-insensitive index also other spellings and folded misses.
 //!
 //!     cargo run --release -p usvfs-control --example resolve_bench
+//!
+//! Timings on a shared machine are noisy; instruction counts are not. With
+//! `RESOLVE_BENCH_ONLY=<workload>` (cs-exact, cs-miss, ci-exact, ci-upper,
+//! ci-miss) it resolves that workload's paths once, for a count of the
+//! instructions `resolve_all` executes:
+//!
+//!     RESOLVE_BENCH_ONLY=cs-exact valgrind --tool=callgrind \
+//!         --toggle-collect='*resolve_all*' target/release/examples/resolve_bench
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -41,30 +49,32 @@ fn layout(root: &Path) -> Vec<Vec<u8>> {
     rels
 }
 
-fn time_per(paths: &[Vec<u8>], snap: &usvfs_control::Snapshot<'_>, rounds: usize) -> (f64, usize) {
-    let mut scratch = Scratch::new();
+/// Resolves every path once; returns how many named an index node.
+#[inline(never)]
+fn resolve_all(
+    paths: &[Vec<u8>],
+    snap: &usvfs_control::Snapshot<'_>,
+    scratch: &mut Scratch,
+) -> usize {
     let mut virt = PathBuffer::new();
     let mut phys = PathBuffer::new();
+    let mut found = 0;
+    for p in paths {
+        if let Ok(r) = resolve_in(snap, None, &SysFs, p, true, &mut virt, &mut phys, scratch) {
+            found += r.node.is_some() as usize;
+        }
+    }
+    found
+}
+
+fn time_per(paths: &[Vec<u8>], snap: &usvfs_control::Snapshot<'_>, rounds: usize) -> (f64, usize) {
+    let mut scratch = Scratch::new();
     let mut found = 0;
     // Warm up, then the best of a few timed runs.
     let mut best = f64::MAX;
     for round in 0..rounds + 1 {
-        found = 0;
         let t = Instant::now();
-        for p in paths {
-            if let Ok(r) = resolve_in(
-                snap,
-                None,
-                &SysFs,
-                p,
-                true,
-                &mut virt,
-                &mut phys,
-                &mut scratch,
-            ) {
-                found += r.node.is_some() as usize;
-            }
-        }
+        found = resolve_all(paths, snap, &mut scratch);
         let ns = t.elapsed().as_nanos() as f64 / paths.len() as f64;
         if round > 0 {
             best = best.min(ns);
@@ -100,7 +110,14 @@ fn main() {
         // @case-insensitive
         m.case_insensitive = ci;
         // @end
-        OwnedSnapshot::new(&build_snapshot(&m, 1).unwrap()).unwrap()
+        let t = Instant::now();
+        let bytes = build_snapshot(&m, 1).unwrap();
+        println!(
+            "index (case-insensitive: {ci}): {} bytes, built in {:.1} ms",
+            bytes.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        OwnedSnapshot::new(&bytes).unwrap()
     };
     // Both indexes first, then their timings interleaved (best of each),
     // so machine noise and cache warmth hit both alike.
@@ -112,6 +129,21 @@ fn main() {
         .map(|r| [dest.as_os_str().as_bytes(), b"/", &r.to_ascii_uppercase()].concat())
         .collect();
     // @end
+    if let Ok(only) = std::env::var("RESOLVE_BENCH_ONLY") {
+        let mut scratch = Scratch::new();
+        let n = match only.as_str() {
+            "cs-exact" => resolve_all(&exact, &cs.snapshot(), &mut scratch),
+            "cs-miss" => resolve_all(&misses, &cs.snapshot(), &mut scratch),
+            // @case-insensitive
+            "ci-exact" => resolve_all(&exact, &ci.snapshot(), &mut scratch),
+            "ci-upper" => resolve_all(&upper, &ci.snapshot(), &mut scratch),
+            "ci-miss" => resolve_all(&misses, &ci.snapshot(), &mut scratch),
+            // @end
+            w => panic!("unknown workload {w}"),
+        };
+        println!("{only}: {} paths resolved once, {n} found", exact.len());
+        return;
+    }
     let mut best = [f64::MAX; 5];
     let mut found = [0usize; 5];
     for _ in 0..5 {
