@@ -102,6 +102,11 @@ class UserspaceVFS:
     processes in it. Usable as a context manager (closed on exit).
 
     One object per instance name and process, as with py-usvfs.
+
+    `case_insensitive=True` (a Linux addition) makes the view match names in
+    any case below the destinations, as Windows programs under Wine or Proton
+    expect: names that differ only in case merge across the layers and the
+    real destination, and any spelling finds the winner.
     """
 
     _instance_names: List[str] = []
@@ -114,6 +119,7 @@ class UserspaceVFS:
         log_level: dll.LogLevel = dll.LogLevel.ERROR,
         crash_dumps_type: dll.CrashDumpsType = dll.CrashDumpsType.NONE,
         crash_dump_path: str = "",
+        case_insensitive: bool = False,
     ) -> None:
         if len(instance_name) > 64:
             raise USVFSException("instance names may not exceed 64 characters")
@@ -123,7 +129,9 @@ class UserspaceVFS:
             self._instance_names.append(instance_name)
         self._initialized = False
         self._parameters = dll.USVFSParameters()
-        dll.USVFSInitParameters(self._parameters, instance_name, debug_mode, log_level, crash_dumps_type, crash_dump_path)
+        dll.USVFSInitParameters(
+            self._parameters, instance_name, debug_mode, log_level, crash_dumps_type, crash_dump_path, case_insensitive
+        )
 
     def __del__(self) -> None:
         try:
@@ -264,6 +272,11 @@ class UserspaceVFS:
     def instance_name(self) -> str:
         """The instance name (read-only)."""
         return self._parameters.instanceName
+
+    @property
+    def case_insensitive(self) -> bool:
+        """True when the view matches names in any case (read-only)."""
+        return self._parameters.caseInsensitive
 
     @property
     def initialized(self) -> bool:

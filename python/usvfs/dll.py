@@ -60,6 +60,7 @@ class USVFSParameters:
         self._log_level = LogLevel.ERROR
         self._crash_dumps_type = CrashDumpsType.NONE
         self._crash_dumps_path = ""
+        self._case_insensitive = False
 
     instanceName = property(lambda self: self._instance_name, doc="Instance name.")
     currentSHMName = property(lambda self: self._instance_name, doc="Name of the shared index (the instance name).")
@@ -68,6 +69,10 @@ class USVFSParameters:
     logLevel = property(lambda self: self._log_level, doc="Log level.")
     crashDumpsType = property(lambda self: self._crash_dumps_type, doc="Crash dump kind.")
     crashDumpsPath = property(lambda self: self._crash_dumps_path, doc="Crash dump path.")
+    caseInsensitive = property(
+        lambda self: self._case_insensitive,
+        doc="Names match case-insensitively below the destinations (Linux addition, as `usvfs run --case-insensitive`).",
+    )
 
 
 def USVFSInitParameters(
@@ -77,13 +82,16 @@ def USVFSInitParameters(
     logLevel: LogLevel,
     crashDumpsType: CrashDumpsType,
     crashDumpsPath: str,
+    caseInsensitive: bool = False,
 ) -> None:
-    """Fills `parameters`."""
+    """Fills `parameters`. `caseInsensitive` (a Linux addition) makes the
+    view match names in any case, as Windows programs expect."""
     parameters._instance_name = instanceName
     parameters._debug_mode = bool(debugMode)
     parameters._log_level = LogLevel(logLevel)
     parameters._crash_dumps_type = CrashDumpsType(crashDumpsType)
     parameters._crash_dumps_path = crashDumpsPath
+    parameters._case_insensitive = bool(caseInsensitive)
 
 
 class _Buffer(logging.Handler):
@@ -155,7 +163,7 @@ class _Connection:
         with self.lock:
             if not self.dirty and self.dir:
                 return
-            d, nodes = _native.publish(self.name, self.rules, [])
+            d, nodes = _native.publish(self.name, self.rules, [], self.params.caseInsensitive)
             self.dir = os.fspath(d)
             _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
             _native.register(self.name, os.getpid())

@@ -64,6 +64,13 @@ pub struct MappingArgs {
     /// Read the mapping from a TOML profile (its rules come before command-line rules).
     #[arg(long, value_name = "FILE.toml")]
     pub profile: Option<PathBuf>,
+    /// Match names case-insensitively below the destinations, as Windows
+    /// programs (Wine, Proton) expect: names that differ only in case merge
+    /// across all layers and the real destination, and any spelling finds
+    /// the winner (Unicode simple case folding). Same as a profile's
+    /// `case_insensitive = true`.
+    #[arg(long)]
+    pub case_insensitive: bool,
 }
 
 #[derive(Args, Debug)]

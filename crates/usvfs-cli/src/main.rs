@@ -103,6 +103,12 @@ fn publish(
 /// The running instance named by `--instance` (or the default), for commands
 /// given no rules.
 fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
+    if a.case_insensitive {
+        return Err(anyhow!(
+            "--case-insensitive applies to a new mapping: give --dir/--file/--create-target rules or --profile \
+             (a running instance keeps the mapping it was given)"
+        ));
+    }
     let name = a.instance.as_deref().unwrap_or(instance::DEFAULT_NAME);
     Instance::open_existing(name)?.ok_or_else(|| {
         anyhow!(

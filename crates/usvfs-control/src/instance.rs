@@ -164,11 +164,11 @@ impl Instance {
     pub fn publish(&self, snapshot: &[u8]) -> Result<()> {
         // A fresh journal first: a process that sees the new index must find
         // the journal that belongs to it.
-        let generation = crate::Snapshot::parse(snapshot)
-            .map(|s| s.generation())
-            .unwrap_or(0);
+        let (generation, case_insensitive) = crate::Snapshot::parse(snapshot)
+            .map(|s| (s.generation(), s.case_insensitive()))
+            .unwrap_or((0, false));
         let previous = crate::journal::Journal::open(&self.journal_path()).ok();
-        crate::journal::Journal::create(&self.journal_path(), generation)?;
+        crate::journal::Journal::create_with(&self.journal_path(), generation, case_insensitive)?;
         let index = self.index_path();
         write_atomically(&index, snapshot).map_err(|e| Error::io("publishing index", &index, e))?;
         // Running processes of the previous mapping switch to this one.

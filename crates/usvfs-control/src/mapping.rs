@@ -62,6 +62,11 @@ pub struct Mapping {
     pub skip_dirs: Vec<OsString>,
     /// Executables (base names or full paths) started outside the view.
     pub blacklist: Vec<OsString>,
+    /// Names compare case-insensitively at and below directory destinations
+    /// (Unicode simple case folding, see `usvfs_view::fold`): the index
+    /// merges names that differ only in case, the destinations' real
+    /// contents included, and lookups in any spelling find the winner.
+    pub case_insensitive: bool,
 }
 
 pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {

@@ -7,6 +7,7 @@
 //! skip_dirs = [".git"]           # optional
 //! blacklist = ["crashreporter"]  # optional
 //! log_level = "warn"             # optional: off, error, warn, info, debug, trace
+//! case_insensitive = true        # optional: names match in any case (Wine, Proton)
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
@@ -36,6 +37,8 @@ struct ProfileFile {
     #[serde(default)]
     blacklist: Vec<String>,
     log_level: Option<String>,
+    #[serde(default)]
+    case_insensitive: bool,
     #[serde(default)]
     link: Vec<LinkEntry>,
 }
@@ -117,6 +120,7 @@ pub fn load(file: &Path) -> Result<Profile> {
         .collect();
     mapping.skip_dirs = parsed.skip_dirs.into_iter().map(OsString::from).collect();
     mapping.blacklist = parsed.blacklist.into_iter().map(OsString::from).collect();
+    mapping.case_insensitive = parsed.case_insensitive;
     for (i, l) in parsed.link.iter().enumerate() {
         let mut flags = 0;
         if l.recursive {

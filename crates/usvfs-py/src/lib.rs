@@ -94,17 +94,21 @@ fn add_rule(
 
 /// Builds the index of a mapping and publishes it in the instance (creating
 /// it). Returns (instance directory, node count). Releases the GIL meanwhile.
+/// `case_insensitive`: names match in any case below the destinations.
 #[pyfunction]
+#[pyo3(signature = (instance, rules, blacklist, case_insensitive = false))]
 fn publish(
     py: Python<'_>,
     instance: &str,
     rules: Vec<RuleArg>,
     blacklist: Vec<OsString>,
+    case_insensitive: bool,
 ) -> PyResult<(PathBuf, usize)> {
     let name = instance.to_string();
     let r = py.allow_threads(move || -> usvfs_control::Result<(PathBuf, usize)> {
         let mut m = Mapping::new();
         m.blacklist = blacklist;
+        m.case_insensitive = case_insensitive;
         for r in rules {
             add_rule(&mut m, r)?;
         }

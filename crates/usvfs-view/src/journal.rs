@@ -5,7 +5,10 @@
 //! by all at once.
 //!
 //! Layout: a header, an open-addressing hash table of record offsets keyed by
-//! virtual path, then an append-only record area. Readers take no lock: a
+//! virtual path, then an append-only record area. The journal of a
+//! case-insensitive instance keys paths by their folded form
+//! ([`crate::fold`]): a record made for `/d/New.txt` answers for
+//! `/d/NEW.TXT`, and keeps the spelling it was made with. Readers take no lock: a
 //! record is fully written before its offset is published with a release
 //! store. Writers serialize with a lock word in the mapping holding the
 //! writer's thread id (a dead holder is detected and replaced). The file is
@@ -66,7 +69,12 @@ struct Header {
     /// shared mapping so it excludes threads, forked children and other
     /// processes alike (flock would not: threads and forks share its lock).
     lock: AtomicU32,
+    /// `FLAG_FOLD`: paths are keyed case-insensitively.
+    flags: u32,
 }
+
+/// Journal flag: paths are keyed by their folded form.
+const FLAG_FOLD: u32 = 0x1;
 
 /// One journal entry as the resolver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +96,7 @@ pub struct Record<'a> {
 pub struct Journal {
     base: *mut u8,
     len: usize,
+    fold: bool,
     _file: File,
 }
 
@@ -121,6 +130,12 @@ impl Journal {
 
     /// Creates an empty journal at `path` (replacing any), for a new mapping.
     pub fn create(path: &Path, generation: u64) -> Result<()> {
+        Self::create_with(path, generation, false)
+    }
+
+    /// Like [`Journal::create`]; `case_insensitive` keys paths by their
+    /// folded form (for the index of a case-insensitive mapping).
+    pub fn create_with(path: &Path, generation: u64, case_insensitive: bool) -> Result<()> {
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let f = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -141,6 +156,7 @@ impl Journal {
             let h = &mut *(base as *mut Header);
             h.magic = MAGIC;
             h.generation = generation;
+            h.flags = if case_insensitive { FLAG_FOLD } else { 0 };
             libc::munmap(base.cast(), HEADER_SIZE);
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io("publishing journal", path, e))
@@ -164,11 +180,13 @@ impl Journal {
             });
         }
         let base = map(&file, Self::LEN).map_err(|e| Error::io("mapping journal", path, e))?;
-        let j = Journal {
+        let mut j = Journal {
             base,
             len: Self::LEN,
+            fold: false,
             _file: file,
         };
+        j.fold = j.header().flags & FLAG_FOLD != 0;
         if j.header().magic != MAGIC {
             return Err(Error::Index {
                 path: path.into(),
@@ -188,6 +206,44 @@ impl Journal {
     fn slot(&self, i: usize) -> &AtomicU32 {
         // SAFETY: i < SLOTS; the table lies inside the mapping, 4-aligned.
         unsafe { &*(self.base.add(TABLE_OFF + (i % SLOTS) * 4) as *const AtomicU32) }
+    }
+
+    /// Paths are keyed case-insensitively.
+    #[inline(always)]
+    pub fn folds(&self) -> bool {
+        self.fold
+    }
+
+    /// The key hash of `vpath` (normalized, absolute): [`path_hash`], of the
+    /// folded path when the journal folds.
+    pub fn key_hash(&self, vpath: &[u8]) -> u64 {
+        if !self.fold || vpath == b"/" {
+            return path_hash(vpath);
+        }
+        let mut h = FNV_OFFSET;
+        crate::fold::path_key(vpath, &mut |b| h = fnv_extend(h, &[b]));
+        h
+    }
+
+    /// Extends the key hash of a directory with `/name` (the resolver hashes
+    /// every prefix as it walks).
+    #[inline(always)]
+    pub fn key_extend(&self, h: u64, name: &[u8]) -> u64 {
+        let h = fnv_extend(h, b"/");
+        if !self.fold {
+            return fnv_extend(h, name);
+        }
+        let mut h = h;
+        for b in crate::fold::folded(name) {
+            h = fnv_extend(h, &[b]);
+        }
+        h
+    }
+
+    /// Two virtual paths are the same key.
+    #[inline]
+    fn same_key(&self, a: &[u8], b: &[u8]) -> bool {
+        a == b || (self.fold && crate::fold::path_eq(a, b))
     }
 
     /// The generation of the index this journal belongs to.
@@ -256,9 +312,16 @@ impl Journal {
         ((REC_HEADER + vlen + plen).div_ceil(8) * 8) as u64
     }
 
-    /// The current entry for `vpath` (hash `h = path_hash(vpath)`).
+    /// The current entry for `vpath` (hash `h = key_hash(vpath)`).
     #[inline]
     pub fn get(&self, vpath: &[u8], h: u64) -> Option<Entry<'_>> {
+        self.get_record(vpath, h).map(|(e, _)| e)
+    }
+
+    /// The current entry for `vpath` (hash `h = key_hash(vpath)`) and the
+    /// path as the record spells it.
+    #[inline]
+    pub fn get_record(&self, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {
         let mut i = h as usize;
         for _ in 0..SLOTS {
             let v = self.slot(i).load(Ordering::Acquire);
@@ -267,9 +330,9 @@ impl Journal {
             }
             if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
                 && rh == h
-                && r.vpath == vpath
+                && self.same_key(r.vpath, vpath)
             {
-                return Some(r.entry);
+                return Some((r.entry, r.vpath));
             }
             i = i.wrapping_add(1);
         }
@@ -278,7 +341,7 @@ impl Journal {
 
     /// Records an entry for `vpath` (replacing the previous one).
     pub fn put(&self, vpath: &[u8], entry: Entry<'_>) -> std::io::Result<()> {
-        let h = path_hash(vpath);
+        let h = self.key_hash(vpath);
         let parent = match vpath.iter().rposition(|&c| c == b'/') {
             Some(0) | None => b"/".as_slice(),
             Some(i) => &vpath[..i],
@@ -291,7 +354,7 @@ impl Journal {
             return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
         let me = self.lock();
-        let r = self.put_locked(vpath, h, path_hash(parent), op, kind, phys);
+        let r = self.put_locked(vpath, h, self.key_hash(parent), op, kind, phys);
         let _ = self
             .header()
             .lock
@@ -375,7 +438,7 @@ impl Journal {
             }
             if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
                 && rh == h
-                && r.vpath == vpath
+                && self.same_key(r.vpath, vpath)
             {
                 s.store(value, Ordering::Release);
                 // Count stays: the key already had a slot. Bump it anyway so
@@ -400,9 +463,11 @@ impl Journal {
                     Entry::Physical { phys, .. } => phys.len(),
                 };
                 off += Self::record_size(r.vpath.len(), plen);
+                // The table points at this very record (records are told
+                // apart by where they live: two whiteouts look alike).
                 if self
-                    .get(r.vpath, h)
-                    .is_some_and(|cur| same_entry(cur, r.entry))
+                    .get_record(r.vpath, h)
+                    .is_some_and(|(_, v)| std::ptr::eq(v.as_ptr(), r.vpath.as_ptr()))
                 {
                     return Some(r);
                 }
@@ -420,26 +485,30 @@ impl Journal {
 
     /// Current records of the entries of directory `parent`.
     pub fn children(&self, parent: &[u8]) -> Vec<Record<'_>> {
-        let ph = path_hash(parent);
+        let ph = self.key_hash(parent);
         self.current()
-            .filter(|r| r.parent_hash == ph && parent_of(r.vpath) == parent)
+            .filter(|r| r.parent_hash == ph && self.same_key(parent_of(r.vpath), parent))
             .collect()
     }
 
     /// True if any current record lies strictly below `dir`.
     pub fn has_records_below(&self, dir: &[u8]) -> bool {
-        self.current()
-            .any(|r| crate::path::strip_prefix(r.vpath, dir).is_some_and(|rest| !rest.is_empty()))
+        self.current().any(|r| self.below(r.vpath, dir))
     }
-}
 
-fn same_entry(a: Entry<'_>, b: Entry<'_>) -> bool {
-    match (a, b) {
-        (Entry::Whiteout, Entry::Whiteout) => true,
-        (Entry::Physical { phys: p, kind: k }, Entry::Physical { phys: q, kind: l }) => {
-            p.as_ptr() == q.as_ptr() && p.len() == q.len() && k == l
+    /// `p` lies strictly below `dir` (as keys: folded when the journal folds).
+    fn below(&self, p: &[u8], dir: &[u8]) -> bool {
+        if !self.fold {
+            return crate::path::strip_prefix(p, dir).is_some_and(|rest| !rest.is_empty());
         }
-        _ => false,
+        let mut pc = crate::path::components(p);
+        for d in crate::path::components(dir) {
+            match pc.next() {
+                Some(c) if crate::fold::eq(c, d) => {}
+                _ => return false,
+            }
+        }
+        pc.next().is_some()
     }
 }
 
@@ -495,6 +564,53 @@ mod tests {
         // A second mapping sees the same records.
         let j2 = Journal::open(&p).unwrap();
         assert_eq!(j2.get(b"/a/c", path_hash(b"/a/c")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn folding_journal_keys_case_insensitively() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create_with(&p, 1, true).unwrap();
+        let j = Journal::open(&p).unwrap();
+        assert!(j.folds());
+        let file = Entry::Physical {
+            phys: b"/ow/New.txt",
+            kind: 2,
+        };
+        j.put("/d/Ärger/New.txt".as_bytes(), file).unwrap();
+        for spelling in ["/d/Ärger/New.txt", "/D/äRGER/NEW.TXT", "/d/ärger/new.txt"] {
+            let v = spelling.as_bytes();
+            assert_eq!(
+                j.get_record(v, j.key_hash(v)),
+                Some((file, "/d/Ärger/New.txt".as_bytes())),
+                "{spelling}"
+            );
+        }
+        // Incremental hashing agrees with whole-path hashing.
+        let h = j.key_extend(
+            j.key_extend(j.key_extend(FNV_OFFSET, b"D"), "ÄRGER".as_bytes()),
+            b"nEw.TxT",
+        );
+        assert_eq!(h, j.key_hash("/d/ärger/new.txt".as_bytes()));
+        // A whiteout in another spelling replaces the record.
+        j.put(b"/d/\xc3\x84rger/NEW.TXT", Entry::Whiteout).unwrap();
+        j.put("/D/ÄRGER/NEW.TXT".as_bytes(), Entry::Whiteout)
+            .unwrap();
+        assert_eq!(j.get(b"/d/x", j.key_hash(b"/d/x")), None);
+        let v = "/d/ärger/new.txt".as_bytes();
+        assert_eq!(j.get(v, j.key_hash(v)), Some(Entry::Whiteout));
+        let kids = j.children("/D/ÄRGER".as_bytes());
+        assert_eq!(kids.len(), 1);
+        assert_eq!(kids[0].vpath, "/D/ÄRGER/NEW.TXT".as_bytes());
+        assert!(j.has_records_below(b"/d"));
+        assert!(j.has_records_below("/d/äRGER".as_bytes()));
+        assert!(!j.has_records_below("/d/ärger/new.txt".as_bytes()));
+        // A case-sensitive journal keeps spellings apart.
+        let q = t.path().join("cs");
+        Journal::create(&q, 1).unwrap();
+        let c = Journal::open(&q).unwrap();
+        c.put(b"/d/New.txt", file).unwrap();
+        assert_eq!(c.get(b"/d/new.txt", c.key_hash(b"/d/new.txt")), None);
     }
 
     #[test]

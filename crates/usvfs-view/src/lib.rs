@@ -14,6 +14,8 @@ pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod flags;
+pub mod fold;
+mod fold_table;
 pub mod fs;
 pub mod index;
 pub mod instance_dir;

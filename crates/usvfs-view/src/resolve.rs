@@ -5,6 +5,12 @@
 //! directory, as in a real merged copy). A path that leaves the index below a
 //! directory falls through to the real disk, which is the lowest layer. Nothing
 //! here allocates: the preload library calls it on every hooked path.
+//!
+//! In a case-insensitive index a name that misses exactly is looked up again
+//! by its folded form (directories at and below destinations only), and the
+//! virtual path comes out spelled as the view lists it: each index component
+//! as the index spells it, each journal-placed path as its record spells it,
+//! the rest as given.
 
 use crate::fs::Fs;
 use crate::index::{NodeId, NodeKind, Snapshot};
@@ -50,19 +56,21 @@ pub fn resolve(
     resolve_with(snap, None, fs, input, follow, virt, phys)
 }
 
-/// What the journal says about the path in `virt` (hash `h`), if anything.
+/// What the journal says about the path in `virt` (hash `h`), if anything:
+/// absent, or at a physical path (with its kind and the path as the record
+/// spells it).
 enum JournalStep<'j> {
     Nothing,
     Absent,
-    At(&'j [u8], u8),
+    At(&'j [u8], u8, &'j [u8]),
 }
 
 #[inline(always)]
-fn journal_step<'j>(j: Option<&'j Journal>, virt: &PathBuffer, h: u64) -> JournalStep<'j> {
-    match j.and_then(|j| j.get(virt.as_bytes(), h)) {
+fn journal_step<'j>(j: &'j Journal, virt: &PathBuffer, h: u64) -> JournalStep<'j> {
+    match j.get_record(virt.as_bytes(), h) {
         None => JournalStep::Nothing,
-        Some(Entry::Whiteout) => JournalStep::Absent,
-        Some(Entry::Physical { phys, kind }) => JournalStep::At(phys, kind),
+        Some((Entry::Whiteout, _)) => JournalStep::Absent,
+        Some((Entry::Physical { phys, kind }, v)) => JournalStep::At(phys, kind, v),
     }
 }
 
@@ -144,15 +152,19 @@ pub fn resolve_in(
         while let Some((start, end)) = next_component(bytes, &mut pos) {
             let comp = &bytes[start..end];
             let last = bytes[end..].iter().all(|&c| c == b'/');
-            if jr.is_some() {
+            if let Some(j) = jr {
                 // Changes recorded after the snapshot take precedence.
                 let before = virt.len();
                 virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
-                h = journal::fnv_extend(journal::fnv_extend(h, b"/"), comp);
-                match journal_step(jr, virt, h) {
+                h = j.key_extend(h, comp);
+                match journal_step(j, virt, h) {
                     JournalStep::Nothing => virt.truncate(before),
                     JournalStep::Absent => return Err(libc::ENOENT),
-                    JournalStep::At(p, kind) => {
+                    JournalStep::At(p, kind, spelled) => {
+                        if j.folds() {
+                            // The view spells it as the record does.
+                            virt.set(spelled).map_err(|_| libc::ENAMETOOLONG)?;
+                        }
                         if kind == crate::index::format::KIND_SYMLINK && (!last || follow) {
                             phys.set(p).map_err(|_| libc::ENAMETOOLONG)?;
                             expand_link(
@@ -168,13 +180,30 @@ pub fn resolve_in(
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
                         }
+                        if j.folds() && !last {
+                            // Deeper records spell what was made below it.
+                            if let Some(r) = deepest_record(
+                                j,
+                                Some((p, spelled, end)),
+                                bytes,
+                                end,
+                                h,
+                                virt,
+                                phys,
+                            )? {
+                                return Ok(r);
+                            }
+                        }
                         return physical_below(p, &bytes[end..], virt, phys);
                     }
                 }
             }
-            match snap.child(node, comp) {
+            match snap.lookup(node, comp) {
                 Some(ch) => {
-                    virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                    // As the index spells it (the same bytes but after a
+                    // case-insensitive match).
+                    virt.push_component(snap.name(ch))
+                        .map_err(|_| libc::ENAMETOOLONG)?;
                     match snap.kind(ch) {
                         NodeKind::Symlink if snap.layer(ch).is_some() && (!last || follow) => {
                             snap.physical_path(ch, virt.as_bytes(), phys)
@@ -198,26 +227,38 @@ pub fn resolve_in(
                     }
                 }
                 None => {
-                    if jr.is_some() {
-                        // Below the index: the journal may still know deeper
-                        // paths (created in the create target, or deleted).
-                        // `h` already covers `comp`.
-                        let saved = virt.len();
-                        virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
-                        let (mut hh, mut k) = (h, end);
-                        while let Some((s0, e0)) = next_component(bytes, &mut k) {
-                            let c = &bytes[s0..e0];
-                            virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
-                            hh = journal::fnv_extend(journal::fnv_extend(hh, b"/"), c);
-                            match journal_step(jr, virt, hh) {
-                                JournalStep::Absent => return Err(libc::ENOENT),
-                                JournalStep::At(p, _) => {
-                                    return physical_below(p, &bytes[e0..], virt, phys);
-                                }
-                                JournalStep::Nothing => {}
+                    match jr {
+                        Some(j) if j.folds() => {
+                            // Below the index: the deepest record decides.
+                            let saved = virt.len();
+                            virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                            if let Some(r) = deepest_record(j, None, bytes, end, h, virt, phys)? {
+                                return Ok(r);
                             }
+                            virt.truncate(saved);
                         }
-                        virt.truncate(saved);
+                        Some(j) => {
+                            // Below the index: the journal may still know deeper
+                            // paths (created in the create target, or deleted).
+                            // `h` already covers `comp`.
+                            let saved = virt.len();
+                            virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                            let (mut hh, mut k) = (h, end);
+                            while let Some((s0, e0)) = next_component(bytes, &mut k) {
+                                let c = &bytes[s0..e0];
+                                virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+                                hh = j.key_extend(hh, c);
+                                match journal_step(j, virt, hh) {
+                                    JournalStep::Absent => return Err(libc::ENOENT),
+                                    JournalStep::At(p, _, _) => {
+                                        return physical_below(p, &bytes[e0..], virt, phys);
+                                    }
+                                    JournalStep::Nothing => {}
+                                }
+                            }
+                            virt.truncate(saved);
+                        }
+                        None => {}
                     }
                     if snap.hides_base(node) {
                         return Err(libc::ENOENT);
@@ -314,6 +355,38 @@ fn splice_link(
     next.push_bytes(target).map_err(long)?;
     next.push_bytes(b"/").map_err(long)?;
     next.push_bytes(rest).map_err(long)
+}
+
+/// In a folding journal, below a journal-placed path `found` (physical path,
+/// spelled path, end of its component in `bytes`) or below the index: the
+/// remaining components of `bytes` from `k` are looked up (`virt` holds the
+/// path up to `k`, `h` its key hash); a deeper record wins over a shallower
+/// one, so a file created below a created directory keeps its own spelling.
+/// `None` when no record applies.
+fn deepest_record<'j>(
+    j: &'j Journal,
+    mut found: Option<(&'j [u8], &'j [u8], usize)>,
+    bytes: &[u8],
+    mut k: usize,
+    mut h: u64,
+    virt: &mut PathBuffer,
+    phys: &mut PathBuffer,
+) -> Result<Option<Resolution>, i32> {
+    while let Some((s0, e0)) = next_component(bytes, &mut k) {
+        let c = &bytes[s0..e0];
+        virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+        h = j.key_extend(h, c);
+        match journal_step(j, virt, h) {
+            JournalStep::Absent => return Err(libc::ENOENT),
+            JournalStep::At(p, _, spelled) => found = Some((p, spelled, e0)),
+            JournalStep::Nothing => {}
+        }
+    }
+    let Some((p, spelled, end)) = found else {
+        return Ok(None);
+    };
+    virt.set(spelled).map_err(|_| libc::ENAMETOOLONG)?;
+    physical_below(p, &bytes[end..], virt, phys).map(Some)
 }
 
 /// The path lives at physical `at` (from the journal); `rest` continues below it.

@@ -1,19 +1,27 @@
 //! Text dump of the virtual tree: one line per node, indented two spaces per
 //! level, `name -> physical source` for entries a layer provides. The chain of
 //! plain directories above the destinations is collapsed into the first line.
-//! Bytes, not UTF-8: names are written as they are.
+//! Bytes, not UTF-8: names are written as they are. A case-insensitive index
+//! says so on a first `#` line; its entries that only the real destination
+//! provides (its base layer) show without a source, as real directories do.
 
 use super::{NodeKind, Snapshot};
 use crate::path::PathBuffer;
 
 pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
     let mut out = Vec::new();
+    if snap.case_insensitive() {
+        out.extend_from_slice(
+            b"# case-insensitive: names merge by Unicode simple case folding below the destinations\n",
+        );
+    }
     let mut phys = PathBuffer::new();
+    let from_layer = |n: u32| snap.layer(n).is_some_and(|l| !snap.is_base_layer(l));
     // Collapse the real directories leading to the destinations.
     let mut top = snap.root();
-    while snap.layer(top).is_none() && snap.children(top).len() == 1 {
+    while !from_layer(top) && snap.children(top).len() == 1 {
         let only = snap.children(top).next().unwrap_or(top);
-        if snap.layer(only).is_some() || snap.kind(only) != NodeKind::Dir {
+        if from_layer(only) || snap.kind(only) != NodeKind::Dir {
             break;
         }
         top = only;
@@ -23,7 +31,7 @@ pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
     if vpath != b"/" {
         out.push(b'/');
     }
-    if snap.layer(top).is_some() && snap.physical_path(top, &vpath, &mut phys).is_ok() {
+    if from_layer(top) && snap.physical_path(top, &vpath, &mut phys).is_ok() {
         out.extend_from_slice(b" -> ");
         out.extend_from_slice(phys.as_bytes());
     }
@@ -44,7 +52,7 @@ pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
         if snap.kind(n) == NodeKind::Dir {
             out.push(b'/');
         }
-        if snap.layer(n).is_some() && snap.physical_path(n, &vpath, &mut phys).is_ok() {
+        if from_layer(n) && snap.physical_path(n, &vpath, &mut phys).is_ok() {
             out.extend_from_slice(b" -> ");
             out.extend_from_slice(phys.as_bytes());
         }

@@ -3,7 +3,9 @@
 //! (a snapshot never leaves the machine that wrote it).
 
 pub const MAGIC: [u8; 8] = *b"USVFSIX1";
-pub const VERSION: u32 = 1;
+/// 2: header flags (case-insensitive), the fold and respell tables, the
+/// base layers of a case-insensitive index.
+pub const VERSION: u32 = 2;
 pub const NO_LAYER: u32 = u32::MAX;
 
 /// Node kinds, as stored.
@@ -15,6 +17,25 @@ pub const KIND_OTHER: u8 = 4;
 /// Node flag: a layer put a non-directory here, so the real (base) directory's
 /// contents below this node are hidden.
 pub const FLAG_HIDES_BASE: u8 = 0x1;
+/// Node flag (case-insensitive index): this directory is at or below a
+/// directory destination, so its children also match by their folded name
+/// (`fold` table) after an exact miss.
+pub const FLAG_FOLD: u8 = 0x2;
+/// Node flag (case-insensitive index): the node's physical parent directory
+/// is not its winning layer's source plus the view's spelling of the virtual
+/// parent (a layer spells a directory differently than the view does, or
+/// holds two directories whose names differ only in case); the `respell`
+/// table has the physical directory.
+pub const FLAG_RESPELL: u8 = 0x4;
+
+/// Header flag: names compare case-insensitively (see `crate::fold`) at and
+/// below directory destinations, and the journal keys paths by folded name.
+pub const HEADER_CASE_INSENSITIVE: u32 = 0x1;
+
+/// Layer flag (beside the link flags): the real contents of a destination,
+/// indexed as its lowest layer in a case-insensitive index (source = the
+/// destination itself).
+pub const LAYER_BASE: u32 = 0x8000_0000;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,7 +46,8 @@ pub struct Header {
     pub layer_count: u32,
     pub anchor_count: u32,
     pub blacklist_count: u32,
-    pub _pad: u32,
+    /// `HEADER_*` flags.
+    pub flags: u32,
     pub generation: u64,
     pub nodes_off: u64,
     pub layers_off: u64,
@@ -34,6 +56,13 @@ pub struct Header {
     pub strings_off: u64,
     pub strings_len: u64,
     pub total_len: u64,
+    /// `FoldRec`s, one per node (`fold_count` is `node_count` in a
+    /// case-insensitive index, else 0).
+    pub fold_off: u64,
+    /// `RespellRec`s sorted by node.
+    pub respell_off: u64,
+    pub fold_count: u32,
+    pub respell_count: u32,
 }
 
 /// One virtual node. Children of a node are contiguous and sorted by name.
@@ -72,6 +101,29 @@ pub struct StrRec {
     pub len: u32,
 }
 
+/// The fold order of a directory's children: for node `n`, entries
+/// `first_child .. first_child + child_count` list its children sorted by
+/// their folded name (`key`), which is unique among siblings.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FoldRec {
+    pub node: u32,
+    pub key_off: u32,
+    pub key_len: u32,
+}
+
+/// The physical directory holding a `FLAG_RESPELL` node.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RespellRec {
+    pub node: u32,
+    pub dir_off: u32,
+    pub dir_len: u32,
+}
+
 pub const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const _: () = assert!(std::mem::size_of::<NodeRec>() == 32);
 const _: () = assert!(std::mem::size_of::<LayerRec>() == 24);
+const _: () = assert!(std::mem::size_of::<FoldRec>() == 12);
+const _: () = assert!(std::mem::size_of::<RespellRec>() == 12);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(8));

@@ -24,6 +24,8 @@ pub struct Snapshot<'a> {
     layers: &'a [LayerRec],
     anchors: &'a [StrRec],
     blacklist: &'a [StrRec],
+    fold: &'a [FoldRec],
+    respell: &'a [RespellRec],
     strings: &'a [u8],
 }
 
@@ -60,9 +62,11 @@ impl<'a> Snapshot<'a> {
             layers: slice_of(bytes, header.layers_off, header.layer_count)?,
             anchors: slice_of(bytes, header.anchors_off, header.anchor_count)?,
             blacklist: slice_of(bytes, header.blacklist_off, header.blacklist_count)?,
+            fold: slice_of(bytes, header.fold_off, header.fold_count)?,
+            respell: slice_of(bytes, header.respell_off, header.respell_count)?,
             strings,
         };
-        if snap.nodes.is_empty() {
+        if snap.nodes.is_empty() || !(snap.fold.is_empty() || snap.fold.len() == snap.nodes.len()) {
             return None;
         }
         Some(snap)
@@ -84,8 +88,19 @@ impl<'a> Snapshot<'a> {
             l.source_off as u64 + l.source_len as u64 <= s
                 && l.dest_off as u64 + l.dest_len as u64 <= s
         });
+        let fold_ok = self
+            .fold
+            .iter()
+            .all(|f| (f.node as u64) < n && f.key_off as u64 + f.key_len as u64 <= s);
+        let respell_ok = self
+            .respell
+            .iter()
+            .all(|r| (r.node as u64) < n && r.dir_off as u64 + r.dir_len as u64 <= s)
+            && self.respell.windows(2).all(|w| w[0].node < w[1].node);
         nodes_ok
             && layers_ok
+            && fold_ok
+            && respell_ok
             && self
                 .anchors
                 .iter()
@@ -95,6 +110,18 @@ impl<'a> Snapshot<'a> {
 
     pub fn generation(&self) -> u64 {
         self.header.generation
+    }
+
+    /// Names compare case-insensitively at and below directory destinations
+    /// (see [`crate::fold`]); the journal keys paths by folded name.
+    pub fn case_insensitive(&self) -> bool {
+        self.header.flags & HEADER_CASE_INSENSITIVE != 0
+    }
+
+    /// This directory's children also match by folded name.
+    #[inline]
+    pub fn folds(&self, n: NodeId) -> bool {
+        self.nodes[n as usize].flags & FLAG_FOLD != 0
     }
 
     pub fn node_count(&self) -> usize {
@@ -176,6 +203,45 @@ impl<'a> Snapshot<'a> {
         None
     }
 
+    /// The child named `name`: the exact name first (a binary search), then,
+    /// in a directory that folds, the name in any spelling.
+    #[inline]
+    pub fn lookup(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
+        match self.child(n, name) {
+            Some(c) => Some(c),
+            None if self.folds(n) => self.child_folded(n, name),
+            None => None,
+        }
+    }
+
+    /// The child whose name folds like `name` (a binary search in the fold
+    /// order; the key is folded into a stack buffer, nothing allocates).
+    pub fn child_folded(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
+        if name.len() > crate::fold::KEY_MAX {
+            return None;
+        }
+        let mut buf = [0u8; crate::fold::KEY_MAX];
+        let len = crate::fold::fold_into(name, &mut buf)?;
+        let key = &buf[..len];
+        let r = &self.nodes[n as usize];
+        let first = r.first_child as usize;
+        let fold = self.fold.get(first..first + r.child_count as usize)?;
+        let (mut lo, mut hi) = (0, fold.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let f = &fold[mid];
+            let k = self
+                .strings
+                .get(f.key_off as usize..f.key_off as usize + f.key_len as usize)?;
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(f.node),
+            }
+        }
+        None
+    }
+
     pub fn layer_count(&self) -> usize {
         self.layers.len()
     }
@@ -192,6 +258,20 @@ impl<'a> Snapshot<'a> {
 
     pub fn layer_flags(&self, l: u32) -> u32 {
         self.layers[l as usize].flags
+    }
+
+    /// The layer is the real contents of a destination (case-insensitive
+    /// index), not a rule.
+    pub fn is_base_layer(&self, l: u32) -> bool {
+        self.layers[l as usize].flags & LAYER_BASE != 0
+    }
+
+    /// The physical directory holding a `FLAG_RESPELL` node.
+    fn respelled_dir(&self, n: NodeId) -> Option<&'a [u8]> {
+        let i = self.respell.binary_search_by_key(&n, |r| r.node).ok()?;
+        let r = &self.respell[i];
+        self.strings
+            .get(r.dir_off as usize..r.dir_off as usize + r.dir_len as usize)
     }
 
     /// Last components of every destination: a path that spells one of them may
@@ -212,7 +292,10 @@ impl<'a> Snapshot<'a> {
         self.blacklist().any(|b| b == exe || b == base)
     }
 
-    /// The physical path of node `n` reached at virtual path `vpath`.
+    /// The physical path of node `n` reached at virtual path `vpath` (spelled
+    /// as the view spells it): its winning layer's source plus the path
+    /// below the layer's destination, or, for a node whose layer spells a
+    /// parent differently, the physical directory the index recorded.
     pub fn physical_path(
         &self,
         n: NodeId,
@@ -222,6 +305,11 @@ impl<'a> Snapshot<'a> {
         out.clear();
         match self.layer(n) {
             None => out.push_bytes(vpath),
+            Some(_) if self.nodes[n as usize].flags & FLAG_RESPELL != 0 => {
+                // The winning layer spells a parent directory differently.
+                out.push_bytes(self.respelled_dir(n).unwrap_or(b"/"))?;
+                out.push_component(self.name(n))
+            }
             Some(l) => {
                 let rest = path::strip_prefix(vpath, self.layer_dest(l)).unwrap_or(b"");
                 out.push_bytes(self.layer_source(l))?;

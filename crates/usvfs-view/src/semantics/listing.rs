@@ -1,6 +1,13 @@
 //! Merged directory listings: `.` and `..`, then the index's entries (each
 //! name's winner), then the real directory's own entries that no layer
 //! shadows, then the journal's changes.
+//!
+//! In a case-insensitive index a directory at or below a destination lists
+//! from the index alone (the destination's real contents are indexed as its
+//! lowest layer, so each folded name is there once, spelled as the
+//! highest-priority layer that provides it), and the journal's records match
+//! entries in any spelling: a deleted name goes whatever its spelling, and a
+//! re-created one shows as it was created.
 
 use super::View;
 use crate::index::NodeId;
@@ -54,7 +61,7 @@ impl View<'_> {
         for c in snap.children(node) {
             l.push(snap.name(c), snap.d_type(c), snap.ino(c));
         }
-        if !snap.hides_base(node) {
+        if !snap.hides_base(node) && !snap.folds(node) {
             // The real directory at the virtual path is the lowest layer; a
             // missing one adds nothing.
             let _ = self.fs.read_dir(vpath, &mut |name, d_type, ino| {
@@ -71,9 +78,13 @@ impl View<'_> {
         let Some(j) = self.journal.filter(|j| !j.is_empty()) else {
             return;
         };
+        let fold = j.folds();
         for r in j.children(vpath) {
             let name = crate::path::file_name(r.vpath);
-            let pos = l.entries.iter().position(|e| l.name(e) == name);
+            let pos = l.entries.iter().position(|e| {
+                let n = l.name(e);
+                n == name || (fold && crate::fold::eq(n, name))
+            });
             let present = match r.entry {
                 journal::Entry::Whiteout => None,
                 journal::Entry::Physical { phys, .. } => {
@@ -85,6 +96,12 @@ impl View<'_> {
                     l.entries.remove(i);
                 }
                 (Some(i), Some((d_type, ino))) => {
+                    if l.name(&l.entries[i]) != name {
+                        // Re-created in another spelling: shown as created.
+                        l.entries[i].name_off = l.names.len() as u32;
+                        l.entries[i].name_len = name.len() as u16;
+                        l.names.extend_from_slice(name);
+                    }
                     l.entries[i].d_type = d_type;
                     l.entries[i].ino = ino;
                 }

@@ -16,7 +16,7 @@ pub mod origin;
 
 use crate::fs::{Errno, Fs, Meta};
 use crate::index::{NodeId, NodeKind, Snapshot};
-use crate::journal::{Entry, Journal, path_hash};
+use crate::journal::{Entry, Journal};
 use crate::path::PathBuffer;
 use crate::resolve::{Resolution, Scratch, resolve_in};
 
@@ -159,6 +159,6 @@ impl<'a> View<'a> {
         node.is_some()
             || self
                 .journal
-                .is_some_and(|j| j.get(virt, path_hash(virt)).is_some())
+                .is_some_and(|j| j.get(virt, j.key_hash(virt)).is_some())
     }
 }
