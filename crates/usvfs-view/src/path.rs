@@ -129,6 +129,21 @@ impl PathBuffer {
     }
 }
 
+/// The absolute path of a node of a tree from the names met walking up from
+/// it to the root (`leaf_up`: the node's own name first; none: `/`).
+pub fn from_leaf_up<'a>(leaf_up: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let parts: Vec<&[u8]> = leaf_up.collect();
+    let mut out = Vec::new();
+    for p in parts.iter().rev() {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
 /// Iterates the non-empty components of a path, `.` included.
 pub fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
     p.split(|&c| c == b'/').filter(|c| !c.is_empty())

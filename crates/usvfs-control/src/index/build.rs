@@ -583,20 +583,13 @@ fn serialize(
     }
     // The virtual path of a node, as the view spells it.
     let vpath = |mut n: u32| -> Vec<u8> {
-        let mut parts = Vec::new();
-        while n != 0 {
-            parts.push(names[n as usize]);
-            n = parents[n as usize];
-        }
-        let mut out = Vec::new();
-        for p in parts.iter().rev() {
-            out.push(b'/');
-            out.extend_from_slice(p);
-        }
-        if out.is_empty() {
-            out.push(b'/');
-        }
-        out
+        path::from_leaf_up(std::iter::from_fn(|| {
+            (n != 0).then(|| {
+                let name = names[n as usize];
+                n = parents[n as usize];
+                name
+            })
+        }))
     };
     // Layers: the rules, then the bases. A destination is stored as the
     // view spells it (a case-insensitive view may spell a nested destination

@@ -323,20 +323,13 @@ impl<'a> Snapshot<'a> {
 
     /// The absolute virtual path of a node (for dumps; allocates).
     pub fn virtual_path(&self, mut n: NodeId) -> Vec<u8> {
-        let mut parts = Vec::new();
-        while n != 0 {
-            parts.push(self.name(n));
-            n = self.parent(n);
-        }
-        let mut out = Vec::new();
-        for p in parts.iter().rev() {
-            out.push(b'/');
-            out.extend_from_slice(p);
-        }
-        if out.is_empty() {
-            out.push(b'/');
-        }
-        out
+        crate::path::from_leaf_up(std::iter::from_fn(|| {
+            (n != 0).then(|| {
+                let name = self.name(n);
+                n = self.parent(n);
+                name
+            })
+        }))
     }
 }
 
