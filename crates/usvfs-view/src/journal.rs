@@ -497,7 +497,7 @@ impl Journal {
     }
 
     /// `p` lies strictly below `dir` (as keys: folded when the journal folds).
-    fn below(&self, p: &[u8], dir: &[u8]) -> bool {
+    pub fn below(&self, p: &[u8], dir: &[u8]) -> bool {
         if !self.fold {
             return crate::path::strip_prefix(p, dir).is_some_and(|rest| !rest.is_empty());
         }

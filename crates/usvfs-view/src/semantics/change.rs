@@ -384,16 +384,21 @@ impl<'a> View<'a> {
         let Some(j) = self.journal else {
             return true;
         };
-        j.records().iter().all(
-            |rec| match path::strip_prefix(rec.vpath, r.virt.as_bytes()) {
-                Some(rest) if !rest.is_empty() => match rec.entry {
-                    Entry::Whiteout => false,
-                    Entry::Physical { phys, .. } => path::strip_prefix(phys, r.phys.as_bytes())
-                        .is_some_and(|prest| prest == rest),
-                },
-                _ => true,
-            },
-        )
+        let depth = path::components(r.virt.as_bytes()).count();
+        j.records().iter().all(|rec| {
+            if !j.below(rec.vpath, r.virt.as_bytes()) {
+                return true;
+            }
+            match rec.entry {
+                Entry::Whiteout => false,
+                // Placed at the same relative path inside this directory.
+                Entry::Physical { phys, .. } => {
+                    path::strip_prefix(phys, r.phys.as_bytes()).is_some_and(|prest| {
+                        path::components(prest).eq(path::components(rec.vpath).skip(depth))
+                    })
+                }
+            }
+        })
     }
 
     /// Moves a file or symlink between file systems: copy into a temporary
