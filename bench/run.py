@@ -6,7 +6,12 @@ writes docs/benchmarks.md (table) and docs/benchmarks.png (chart).
 Each workload is a small C program that times its own work (process start
 excluded) and prints a checksum that must agree across systems. Every
 measurement: one warm-up, then N runs; the median is reported with the min-max
-spread. Never used as a test: nothing here passes or fails on a timing."""
+spread. Never used as a test: nothing here passes or fails on a timing.
+
+Windows programs under Wine (bench/wine.py: plain Wine on the merged copy, our
+view, the original usvfs's DLL) run after the native setups; `--wine-only`
+runs just them, `--no-wine` skips them. A partial run keeps the other sections
+of the last results.json in the report."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from gen import generate  # noqa: E402
 from systems import ALL, Unavailable  # noqa: E402
+import wine  # noqa: E402
 
 SIZES = {"small": (20, 2000), "large": (1000, 500)}
 WORKLOADS = [
@@ -87,7 +93,8 @@ def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] |
     work = out / f"work-{size}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result: dict = {"size": size, "layers": len(mods), "files_per_layer": SIZES[size][1], "systems": {}, "setup": {}}
+    result: dict = {"size": size, "layers": len(mods), "files_per_layer": SIZES[size][1], "systems": {}, "setup": {},
+                    "date": time.strftime("%Y-%m-%d")}
     result["merged_files"] = sum(len(f) for _, _, f in os.walk(merged))
 
     # Setup references: a bare find over all layers, and a hard-link deployment.
@@ -183,6 +190,7 @@ def fmt_ms(s: float) -> str:
 
 def report(results: list[dict], out_md: Path, out_png: Path) -> None:
     cores = os.cpu_count()
+    today = time.strftime("%Y-%m-%d")
     lines = [
         "# Benchmarks",
         "",
@@ -197,9 +205,14 @@ def report(results: list[dict], out_md: Path, out_png: Path) -> None:
         "",
     ]
     for res in results:
+        if res.get("kind") == "wine":
+            lines += wine.report_lines(res)
+            continue
         ref = res["systems"].get("merged copy", {}).get("workloads", {})
         lines += [f"## {res['size'].capitalize()} setup: {res['layers']} layers x {res['files_per_layer']} files "
                   f"({res['merged_files']:,} files merged)", ""]
+        if res.get("date", today) != today:
+            lines += [f"Measured on {res['date']} (an earlier run than the rest of this report).", ""]
         header = "| workload | " + " | ".join(res["systems"]) + " |"
         lines += [header, "|" + " --- |" * (len(res["systems"]) + 1)]
         for key, label in WORKLOADS:
@@ -305,6 +318,10 @@ def chart(results: list[dict], out_png: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.5), squeeze=False)
     for ax, res in zip(axes[0], results):
+        if res.get("kind") == "wine":
+            if res.get("systems"):
+                wine.chart_panel(ax, res)
+            continue
         ref = res["systems"].get("merged copy", {}).get("workloads", {})
         systems = [n for n, e in res["systems"].items() if e.get("workloads") and n != "merged copy"]
         keys = [k for k, _ in WORKLOADS]
@@ -329,9 +346,13 @@ def main() -> None:
     ap.add_argument("--size", choices=["small", "large", "all"], default="all")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=HERE / "out")
-    ap.add_argument("--only", action="append", help="only these systems (by name; merged copy is always run)")
+    ap.add_argument("--only", action="append", help="only these systems (by name; the merged copy and plain Wine always run)")
     ap.add_argument("--docs", type=Path, default=REPO / "docs")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the last results.json")
+    ap.add_argument("--wine-only", action="store_true", help="only the Windows programs under Wine")
+    ap.add_argument("--no-wine", action="store_true", help="skip the Windows programs under Wine")
+    ap.add_argument("--wine-size", choices=["small", "large"], default="small", help="setup for the Wine section")
+    ap.add_argument("--no-wine-profile", action="store_true", help="skip the strace/perf profile of the Wine runs")
     a = ap.parse_args()
     if a.report_only:
         report(json.loads((a.out / "results.json").read_text()), a.docs / "benchmarks.md", a.docs / "benchmarks.png")
@@ -340,9 +361,19 @@ def main() -> None:
     workload = a.out / "workload"
     subprocess.run(["gcc", "-O2", "-o", str(workload), str(HERE / "workload.c")], check=True)
     only = set(a.only) | {"merged copy"} if a.only else None
-    sizes = ["small", "large"] if a.size == "all" else [a.size]
+    sizes = [] if a.wine_only else ["small", "large"] if a.size == "all" else [a.size]
     results = [bench_size(s, a.runs, a.out, workload, only) for s in sizes]
-    (a.out / "results.json").write_text(json.dumps(results, indent=2))
+    if not a.no_wine:
+        results.append(wine.bench(a.wine_size, SIZES[a.wine_size][1], a.runs, a.out, prepare, only,
+                                  profile=not a.no_wine_profile))
+    # A partial run keeps the sections it did not measure from the last run.
+    last = a.out / "results.json"
+    if last.exists():
+        done = {(r.get("kind", "native"), r["size"]) for r in results}
+        kept = [r for r in json.loads(last.read_text()) if (r.get("kind", "native"), r["size"]) not in done]
+        order = {("native", "small"): 0, ("native", "large"): 1}
+        results = sorted(kept + results, key=lambda r: order.get((r.get("kind", "native"), r["size"]), 2))
+    last.write_text(json.dumps(results, indent=2))
     a.docs.mkdir(exist_ok=True)
     report(results, a.docs / "benchmarks.md", a.docs / "benchmarks.png")
     print(f"wrote {a.docs / 'benchmarks.md'}")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import REPO, Layout, snapshot_tree, write
+from conftest import REPO, Layout, build_layout, snapshot_tree, write
 
 MINGW_CC = "x86_64-w64-mingw32-gcc"
 
@@ -234,47 +234,31 @@ def compile_programs(cc: str, out: Path) -> dict[str, Path]:
 
 
 def build_wine_layout(root: Path) -> Layout:
-    """A game's data folder, three mods, an overwrite folder with files of its
-    own and a single linked file, in the shapes Windows mods come in."""
-    base = root / "game" / "data"
+    """conftest's layout (`build_layout`: a game's data folder, three mods, an
+    overwrite folder with a file of its own and a single linked file) in the
+    shapes Windows mods come in: a CRLF text file, an .ini two layers have, a
+    read-only file, hidden and Unicode names, empty directories, deeper
+    trees, more files in the overwrite folder; without the non-UTF-8 name and
+    the link `links/to_shared`."""
+    layout = build_layout(root)
+    base, (m1, m2, m3), ow = layout.base, layout.mods, layout.overwrite
+    os.unlink(os.path.join(os.fsencode(m1), b"caf\xe9 latin1.txt"))
+    os.unlink(m1 / "links" / "to_shared")
     write(base / "base_only.txt", "base only\r\n")
-    write(base / "shared.txt", "from base\n")
     write(base / "settings.ini", "[General]\r\nbase=1\r\n")
-    write(base / "textures" / "base_tex.dds", "base tex\n")
     write(base / "textures" / "sky" / "base_sky.dds", "base sky\n")
-    write(base / "dir with space" / "base file.txt", "base spaced\n")
-    write(base / "conflict_kind" / "inner.txt", "hidden by m2's file\n")
     write(base / "readonly.txt", "read only\n")
     os.chmod(base / "readonly.txt", 0o444)
     (base / "empty_base_dir").mkdir()
-    m1, m2, m3 = (root / "mods" / n for n in ("m1", "m2", "m3"))
-    write(m1 / "shared.txt", "from m1\n")
     write(m1 / "plugin.esp", "TES4 plugin\n")
     write(m1 / ".hidden_cfg", "hidden\n")
-    write(m1 / "textures" / "m1_tex.dds", "m1 tex\n")
     write(m1 / "textures" / "sky" / "m1_sky.dds", "m1 sky\n")
-    write(m1 / "meshes" / "a" / "b" / "m1.nif", "m1 mesh\n")
-    write(m1 / "name with spaces.txt", "spaces\n")
     write(m1 / "caf\u00e9 \u65e5\u672c.txt", "unicode name\n")
-    write(m1 / "links" / "keep.txt", "keep\n")
-    os.symlink("../only_m2/readme.txt", m1 / "links" / "to_m2")
-    write(m2 / "shared.txt", "from m2\n")
     write(m2 / "settings.ini", "[General]\r\nm2=1\r\n")
-    write(m2 / "only_m2" / "readme.txt", "only in m2\n")
     (m2 / "only_m2" / "empty").mkdir()
-    write(m2 / "textures" / "m2_tex.dds", "m2 tex\n")
-    write(m2 / "meshes" / "a" / "m2.nif", "m2 mesh\n")
-    write(m2 / "conflict_kind", "a file over base's directory\n")
-    write(m3 / "shared.txt", "from m3\n")
-    write(m3 / "textures" / "m1_tex.dds", "m3 overrides m1\n")
-    write(m3 / "dir with space" / "m3 file.txt", "m3 spaced\n")
     write(m3 / "only_m3" / "deep" / "er" / "leaf.txt", "leaf\n")
-    ow = root / "overwrite"
-    write(ow / "ow_existing.txt", "already in overwrite\n")
     write(ow / "textures" / "ow_tex.dds", "ow tex\n")
-    single = root / "single" / "readme_single.txt"
-    write(single, "a single linked file\n")
-    return Layout(root, base, [m1, m2, m3], ow, single, base / "meshes" / "single.txt")
+    return layout
 
 
 # ------------------------------------------------- physical trees after writes

@@ -1,42 +1,24 @@
 //! A case-insensitive view (`Mapping::case_insensitive`), over the in-memory
-//! `FakeFs` like `semantics.rs`: a real temporary layout with mixed
-//! spellings across three mods, the destination's own contents (the base)
-//! and an overwrite create target is indexed, mirrored into a fake, and the
-//! semantics act on the fake. Lookups, listings, creates, deletes, renames
-//! and the journal are checked in several spellings, with Unicode and
-//! non-UTF-8 names; a case-sensitive instance of the same layout is checked
-//! to be unchanged.
+//! `FakeFs` like `semantics.rs` (the same `common::Scene` fixture): a real
+//! temporary layout with mixed spellings across three mods, the
+//! destination's own contents (the base) and an overwrite create target is
+//! indexed, mirrored into a fake, and the semantics act on the fake.
+//! Lookups, listings, creates, deletes, renames and the journal are checked
+//! in several spellings, with Unicode and non-UTF-8 names; a case-sensitive
+//! instance of the same layout is checked to be unchanged.
+
+mod common;
 
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use usvfs_control::index::OwnedSnapshot;
+use common::{CT, REC, Scene, fake_path, s, write};
+use usvfs_control::Mapping;
 use usvfs_control::index::dump::dump;
-use usvfs_control::{LinkFlags, Mapping, build_snapshot};
-use usvfs_view::fake::FakeFs;
-use usvfs_view::journal::{Entry, Journal};
-use usvfs_view::semantics::{Change, Probe, Resolved, View};
-use usvfs_view::{FileKind, Fs, Snapshot};
-
-const REC: LinkFlags = LinkFlags(LinkFlags::RECURSIVE);
-const CT: LinkFlags = LinkFlags(LinkFlags::RECURSIVE | LinkFlags::CREATE_TARGET);
+use usvfs_view::Fs;
+use usvfs_view::semantics::{Change, Resolved};
 
 // ------------------------------------------------------------------ fixture
-
-struct Scene {
-    _tmp: tempfile::TempDir,
-    root: String,
-    snap: Snapshot<'static>,
-    journal: Journal,
-    fake: FakeFs,
-}
-
-fn write(root: &Path, rel: impl AsRef<[u8]>, data: &str) {
-    let p = root.join(std::ffi::OsStr::from_bytes(rel.as_ref()));
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
 
 /// Three mods spelling `Textures` three ways, the base (the destination's
 /// real contents) with its own spellings, Unicode and non-UTF-8 names.
@@ -67,62 +49,10 @@ fn mapping(r: &Path, m: &mut Mapping) {
         .unwrap();
 }
 
-/// A physical path as the fake's `&str` API takes it.
-fn fake_path(b: &[u8]) -> String {
-    match std::str::from_utf8(b) {
-        Ok(s) => s.to_string(),
-        Err(_) => panic!("non-UTF-8 path {b:?}: the fake holds UTF-8 paths only"),
-    }
-}
-
 impl Scene {
-    fn build(ci: bool, layout: impl FnOnce(&Path), map: impl FnOnce(&Path, &mut Mapping)) -> Scene {
-        let tmp = tempfile::tempdir().unwrap();
-        let top = tmp.path().canonicalize().unwrap();
-        let r = top.join("fs");
-        fs::create_dir(&r).unwrap();
-        layout(&r);
-        let mut m = Mapping::new();
-        m.case_insensitive = ci;
-        map(&r, &mut m);
-        let bytes = build_snapshot(&m, 7).unwrap();
-        let owned: &'static OwnedSnapshot =
-            Box::leak(Box::new(OwnedSnapshot::new(&bytes).unwrap()));
-        let snap = owned.snapshot();
-        assert_eq!(snap.case_insensitive(), ci);
-        let journal_path = top.join("journal");
-        Journal::create_with(&journal_path, snap.generation(), snap.case_insensitive()).unwrap();
-        let journal = Journal::open(&journal_path).unwrap();
-        assert_eq!(journal.folds(), ci);
-        let fake = FakeFs::new();
-        mirror_bytes(&fake, &r);
-        Scene {
-            _tmp: tmp,
-            root: r.to_str().unwrap().to_string(),
-            snap,
-            journal,
-            fake,
-        }
-    }
-
+    /// The case-insensitive scene of `layout` and `mapping`.
     fn new() -> Scene {
         Scene::build(true, layout, mapping)
-    }
-
-    fn v(&self) -> View<'_> {
-        View {
-            snap: &self.snap,
-            journal: Some(&self.journal),
-            fs: &self.fake,
-        }
-    }
-
-    fn p(&self, rel: &str) -> String {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            format!("{}/{rel}", self.root)
-        }
     }
 
     /// `rel` below `base/`, absolute, as bytes (names may not be UTF-8).
@@ -134,14 +64,6 @@ impl Scene {
             v.extend_from_slice(rel);
         }
         v
-    }
-
-    fn rel(&self, phys: &[u8]) -> String {
-        let s = String::from_utf8_lossy(phys).into_owned();
-        match s.strip_prefix(&format!("{}/", self.root)) {
-            Some(r) => r.to_string(),
-            None => s,
-        }
     }
 
     fn resolve(&self, rel: impl AsRef<[u8]>, follow: bool) -> Result<Box<Resolved>, i32> {
@@ -161,6 +83,7 @@ impl Scene {
         self.rel(self.resolve(rel, true).unwrap().virt.as_bytes())
     }
 
+    /// The content of the file `base/<rel>` resolves to.
     fn read(&self, rel: impl AsRef<[u8]>) -> Option<String> {
         let r = self.resolve(rel, true).ok()?;
         self.fake.read(&fake_path(r.phys.as_bytes()))
@@ -168,46 +91,15 @@ impl Scene {
 
     /// The merged listing of `base/<rel>`, without `.` and `..`.
     fn ls(&self, rel: impl AsRef<[u8]>) -> Vec<String> {
-        let r = self.resolve(rel, true).unwrap();
-        assert!(self.v().is_merged_dir(r.res.node));
-        let l = self.v().list(r.res.node.unwrap(), r.virt.as_bytes(), 0);
-        l.names()
-            .skip(2)
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect()
+        self.listing(self.b(rel)).split_off(2)
     }
 
     fn create(&self, rel: impl AsRef<[u8]>, data: &str) -> Result<String, i32> {
-        let v = self.v();
-        match v.probe(&self.b(rel), true) {
-            Probe::New(place) => {
-                let loc = fake_path(place.loc.as_bytes());
-                assert!(!self.fake.exists(&loc));
-                self.fake.add_file(&loc, data);
-                place.commit(&v, FileKind::File);
-                Ok(self.rel(loc.as_bytes()))
-            }
-            Probe::Exists(f) => {
-                assert!(self.fake.lstat(f.r.phys.as_bytes()).is_ok());
-                Err(libc::EEXIST)
-            }
-            Probe::Fail(e) => Err(e),
-            Probe::Outside => panic!("outside the view"),
-        }
+        self.create_at(self.b(rel), data)
     }
 
     fn mkdir(&self, rel: impl AsRef<[u8]>) -> Result<String, i32> {
-        let v = self.v();
-        match v.probe(&self.b(rel), false) {
-            Probe::New(place) => {
-                self.fake.mkdir(place.loc.as_bytes(), 0o755)?;
-                place.commit(&v, FileKind::Dir);
-                Ok(self.rel(place.loc.as_bytes()))
-            }
-            Probe::Exists(_) => Err(libc::EEXIST),
-            Probe::Fail(e) => Err(e),
-            Probe::Outside => panic!("outside the view"),
-        }
+        self.mkdir_at(self.b(rel))
     }
 
     fn delete(&self, rel: impl AsRef<[u8]>, remove_dir: Option<bool>) -> Change<()> {
@@ -218,46 +110,28 @@ impl Scene {
         self.v().rename(&self.b(old), &self.b(new), 0)
     }
 
-    fn tree(&self, rel: &str) -> Vec<String> {
-        self.fake.tree(&self.p(rel))
-    }
-
     /// The journal's current records: (virtual path below the root, entry).
     fn records(&self) -> Vec<(String, String)> {
-        self.journal
-            .records()
-            .iter()
-            .map(|r| {
-                let e = match r.entry {
-                    Entry::Whiteout => "whiteout".to_string(),
-                    Entry::Physical { phys, .. } => self.rel(phys),
-                };
-                (self.rel(r.vpath), e)
-            })
-            .collect()
+        self.journal_records(false)
     }
 }
 
-/// Copies the real tree below `dir` into the fake at the same paths. The
-/// fake holds UTF-8 paths only: a name that is not UTF-8 stays out of it
-/// (the tests that need one check the index's answer instead).
-fn mirror_bytes(fake: &FakeFs, dir: &Path) {
-    fake.add_dir(dir.to_str().unwrap());
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let Some(s) = p.to_str() else {
-            continue;
-        };
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            mirror_bytes(fake, &p);
-        } else {
-            fake.add_file(s, &fs::read_to_string(&p).unwrap());
-        }
+/// Each `(rel, phys)`: `base/<rel>` leads to `phys` (below the root).
+#[track_caller]
+fn assert_phys(sc: &Scene, cases: &[(&str, &str)]) {
+    for (rel, phys) in cases {
+        assert_eq!(sc.phys(rel).unwrap(), *phys, "{rel}");
     }
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
+/// Every spelling of `spellings` leads to `phys` (below the root) and is
+/// spelled `virt` by the view.
+#[track_caller]
+fn assert_spellings(sc: &Scene, spellings: &[&str], phys: &str, virt: &str) {
+    for spelling in spellings {
+        assert_eq!(sc.phys(spelling).unwrap(), phys, "{spelling}");
+        assert_eq!(sc.virt(spelling), virt);
+    }
 }
 
 // ------------------------------------------------------------------ lookups
@@ -306,17 +180,13 @@ fn any_spelling_finds_the_winner_by_priority() {
     }
     // Each file's physical path is spelled as its own layer spells every
     // directory on the way.
-    assert_eq!(
-        sc.phys("TEXTURES/M1ONLY.DDS").unwrap(),
-        "m1/textures/m1only.dds"
-    );
-    assert_eq!(
-        sc.phys("textures/BASE.dds").unwrap(),
-        "base/Textures/base.dds"
-    );
-    assert_eq!(
-        sc.phys("textures/sub/DEEP.dds").unwrap(),
-        "m2/TEXTURES/Sub/deep.dds"
+    assert_phys(
+        &sc,
+        &[
+            ("TEXTURES/M1ONLY.DDS", "m1/textures/m1only.dds"),
+            ("textures/BASE.dds", "base/Textures/base.dds"),
+            ("textures/sub/DEEP.dds", "m2/TEXTURES/Sub/deep.dds"),
+        ],
     );
     assert_eq!(
         sc.virt("textures/sub/DEEP.dds"),
@@ -341,10 +211,12 @@ fn any_spelling_finds_the_winner_by_priority() {
 #[test]
 fn unicode_names_fold_by_simple_case_folding() {
     let sc = Scene::new();
-    for spelling in ["Ärger.txt", "ärger.TXT", "ÄRGER.TXT", "äRgEr.tXt"] {
-        assert_eq!(sc.phys(spelling).unwrap(), "m2/ärger.TXT", "{spelling}");
-        assert_eq!(sc.virt(spelling), "base/ärger.TXT");
-    }
+    assert_spellings(
+        &sc,
+        &["Ärger.txt", "ärger.TXT", "ÄRGER.TXT", "äRgEr.tXt"],
+        "m2/ärger.TXT",
+        "base/ärger.TXT",
+    );
     // Simple folding keeps ß and SS apart, as NTFS does.
     let sc = Scene::build(
         true,
@@ -393,14 +265,12 @@ fn a_new_file_lands_below_the_views_spelling_and_opens_in_any() {
         sc.create("textures/New.dds", "new\n").unwrap(),
         "overwrite/Textures/New.dds"
     );
-    for spelling in ["Textures/New.dds", "TEXTURES/NEW.DDS", "textures/new.dds"] {
-        assert_eq!(
-            sc.phys(spelling).unwrap(),
-            "overwrite/Textures/New.dds",
-            "{spelling}"
-        );
-        assert_eq!(sc.virt(spelling), "base/Textures/New.dds");
-    }
+    assert_spellings(
+        &sc,
+        &["Textures/New.dds", "TEXTURES/NEW.DDS", "textures/new.dds"],
+        "overwrite/Textures/New.dds",
+        "base/Textures/New.dds",
+    );
     assert_eq!(sc.create("TEXTURES/new.DDS", "again\n"), Err(libc::EEXIST));
     assert_eq!(sc.create("ÄRGER.txt", "again\n"), Err(libc::EEXIST));
     assert_eq!(
@@ -462,14 +332,12 @@ fn a_new_directory_and_its_files_keep_their_spellings() {
         sc.create("newdir/INNER/Deep.txt", "d\n").unwrap(),
         "overwrite/NewDir/Inner/Deep.txt"
     );
-    for spelling in ["newdir/file.txt", "NEWDIR/FILE.TXT", "NewDir/File.txt"] {
-        assert_eq!(
-            sc.phys(spelling).unwrap(),
-            "overwrite/NewDir/File.txt",
-            "{spelling}"
-        );
-        assert_eq!(sc.virt(spelling), "base/NewDir/File.txt");
-    }
+    assert_spellings(
+        &sc,
+        &["newdir/file.txt", "NEWDIR/FILE.TXT", "NewDir/File.txt"],
+        "overwrite/NewDir/File.txt",
+        "base/NewDir/File.txt",
+    );
     assert_eq!(
         sc.phys("NEWDIR/inner/DEEP.TXT").unwrap(),
         "overwrite/NewDir/Inner/Deep.txt"
@@ -679,17 +547,13 @@ fn a_case_sensitive_instance_is_unchanged() {
             "Meshes",
         ])
     );
-    assert_eq!(
-        sc.phys("textures/armor.dds").unwrap(),
-        "m1/textures/armor.dds"
-    );
-    assert_eq!(
-        sc.phys("TEXTURES/ARMOR.DDS").unwrap(),
-        "m2/TEXTURES/ARMOR.DDS"
-    );
-    assert_eq!(
-        sc.phys("Textures/Armor.dds").unwrap(),
-        "base/Textures/Armor.dds"
+    assert_phys(
+        &sc,
+        &[
+            ("textures/armor.dds", "m1/textures/armor.dds"),
+            ("TEXTURES/ARMOR.DDS", "m2/TEXTURES/ARMOR.DDS"),
+            ("Textures/Armor.dds", "base/Textures/Armor.dds"),
+        ],
     );
     assert_eq!(sc.phys("Textures/ARMOR.DDS"), Err(libc::ENOENT));
     assert_eq!(sc.phys("DATA.TXT"), Err(libc::ENOENT));

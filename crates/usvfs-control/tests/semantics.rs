@@ -3,52 +3,27 @@
 //! the journal, exec plans and injected faults. No `LD_PRELOAD`, no system
 //! call on the layers: each test runs in milliseconds.
 //!
-//! Each fixture is laid out in a real temporary directory (the index builder
-//! walks the real disk), indexed, then mirrored into a `FakeFs` at the same
-//! absolute paths; the semantics then act on the fake only, so the real
-//! directory keeps the layout as it was built. Expected paths are written
-//! relative to the layout root (`base/…`, `m1/…`, `overwrite/…`).
+//! Each fixture is a `common::Scene`: laid out in a real temporary directory,
+//! indexed, then mirrored into a `FakeFs` at the same absolute paths; the
+//! semantics then act on the fake only. Expected paths are written relative
+//! to the layout root (`base/…`, `m1/…`, `overwrite/…`).
+
+mod common;
 
 use std::fs;
 use std::path::Path;
 
-use usvfs_control::index::OwnedSnapshot;
-use usvfs_control::{LinkFlags, Mapping, build_snapshot};
-use usvfs_view::fake::FakeFs;
-use usvfs_view::journal::{Entry, Journal};
+use common::{CT, REC, Scene, s, symlink, write};
+use usvfs_control::{LinkFlags, Mapping};
+use usvfs_view::journal::Journal;
 use usvfs_view::semantics::exec::{self, ExecRules, Located};
 use usvfs_view::semantics::{Change, Probe, Resolved, View};
-use usvfs_view::{FileKind, Fs, Snapshot};
+use usvfs_view::{FileKind, Fs};
 
-const REC: LinkFlags = LinkFlags(LinkFlags::RECURSIVE);
-const CT: LinkFlags = LinkFlags(LinkFlags::RECURSIVE | LinkFlags::CREATE_TARGET);
 const KIND_FILE: u8 = usvfs_view::index::format::KIND_FILE;
 const KIND_DIR: u8 = usvfs_view::index::format::KIND_DIR;
 
 // ------------------------------------------------------------------ fixture
-
-/// A layout indexed from the real disk, mirrored into a fake, with a journal.
-struct Scene {
-    _tmp: tempfile::TempDir,
-    /// The layout root (absolute, canonical).
-    root: String,
-    journal_path: std::path::PathBuf,
-    snap: Snapshot<'static>,
-    journal: Journal,
-    fake: FakeFs,
-}
-
-fn write(root: &Path, rel: &str, data: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
-fn symlink(root: &Path, rel: &str, target: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::os::unix::fs::symlink(target, p).unwrap();
-}
 
 /// DESIGN.md section 4's layout: `base/` with its own files, mods `m1`..`m4`
 /// with `.skip` files skipped, `overwrite/`, a single file to link.
@@ -84,23 +59,6 @@ fn reference_mapping(r: &Path, m: &mut Mapping) {
     .unwrap();
 }
 
-/// Copies the real tree below `dir` into the fake at the same paths.
-fn mirror(fake: &FakeFs, dir: &Path) {
-    fake.add_dir(dir.to_str().unwrap());
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let s = p.to_str().unwrap();
-        let t = fs::symlink_metadata(&p).unwrap().file_type();
-        if t.is_symlink() {
-            fake.add_symlink(s, fs::read_link(&p).unwrap().to_str().unwrap());
-        } else if t.is_dir() {
-            mirror(fake, &p);
-        } else {
-            fake.add_file(s, &fs::read_to_string(&p).unwrap());
-        }
-    }
-}
-
 /// What a probe found, with paths relative to the layout root.
 #[derive(Debug, PartialEq, Eq)]
 enum P {
@@ -111,33 +69,10 @@ enum P {
 }
 
 impl Scene {
-    /// Lays out with `layout`, maps with `map` (both given the root).
+    /// A case-sensitive scene: lays out with `layout`, maps with `map` (both
+    /// given the root).
     fn custom(layout: impl FnOnce(&Path), map: impl FnOnce(&Path, &mut Mapping)) -> Scene {
-        let tmp = tempfile::tempdir().unwrap();
-        let top = tmp.path().canonicalize().unwrap();
-        let r = top.join("fs");
-        fs::create_dir(&r).unwrap();
-        layout(&r);
-        let mut m = Mapping::new();
-        map(&r, &mut m);
-        let bytes = build_snapshot(&m, 7).unwrap();
-        let owned: &'static OwnedSnapshot =
-            Box::leak(Box::new(OwnedSnapshot::new(&bytes).unwrap()));
-        let snap = owned.snapshot();
-        let journal_path = top.join("journal");
-        Journal::create(&journal_path, snap.generation()).unwrap();
-        let journal = Journal::open(&journal_path).unwrap();
-        assert_eq!(journal.generation(), 7);
-        let fake = FakeFs::new();
-        mirror(&fake, &r);
-        Scene {
-            _tmp: tmp,
-            root: r.to_str().unwrap().to_string(),
-            journal_path,
-            snap,
-            journal,
-            fake,
-        }
+        Scene::build(false, layout, map)
     }
 
     /// The reference scene.
@@ -156,35 +91,9 @@ impl Scene {
         )
     }
 
-    fn v(&self) -> View<'_> {
-        View {
-            snap: &self.snap,
-            journal: Some(&self.journal),
-            fs: &self.fake,
-        }
-    }
-
-    /// The absolute path of `rel` (below the layout root).
-    fn p(&self, rel: &str) -> String {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            format!("{}/{rel}", self.root)
-        }
-    }
-
     /// `rel` below `base/`, absolute.
     fn b(&self, rel: &str) -> String {
         self.p(&format!("base/{rel}"))
-    }
-
-    /// A physical path relative to the layout root (absolute when outside).
-    fn rel(&self, phys: &[u8]) -> String {
-        let s = String::from_utf8(phys.to_vec()).unwrap();
-        match s.strip_prefix(&format!("{}/", self.root)) {
-            Some(r) => r.to_string(),
-            None => s,
-        }
     }
 
     fn resolve(&self, virt: &str, follow: bool) -> Result<Box<Resolved>, i32> {
@@ -205,12 +114,7 @@ impl Scene {
 
     /// The merged listing of index directory `base/<rel>`, `.` and `..` included.
     fn ls(&self, rel: &str) -> Vec<String> {
-        let r = self.resolve(&self.b(rel), true).unwrap();
-        assert!(self.v().is_merged_dir(r.res.node), "{rel} is not merged");
-        let l = self.v().list(r.res.node.unwrap(), r.virt.as_bytes(), 0);
-        l.names()
-            .map(|n| String::from_utf8(n.to_vec()).unwrap())
-            .collect()
+        self.listing(self.b(rel))
     }
 
     /// The names of virtual directory `virt` as an engine lists it: merged
@@ -254,11 +158,7 @@ impl Scene {
         out
     }
 
-    /// The physical tree below `rel` (see `FakeFs::tree`).
-    fn tree(&self, rel: &str) -> Vec<String> {
-        self.fake.tree(&self.p(rel))
-    }
-
+    /// The content of physical file `rel` (below the layout root).
     fn read(&self, rel: &str) -> Option<String> {
         self.fake.read(&self.p(rel))
     }
@@ -277,46 +177,15 @@ impl Scene {
         self.show(&self.v().probe(self.b(rel).as_bytes(), follow))
     }
 
-    /// `open(O_CREAT | O_EXCL)` + write, as an engine does it: the new file's
-    /// place relative to the root.
+    /// `open(O_CREAT | O_EXCL)` + write of `base/<rel>`, as an engine does
+    /// it: the new file's place relative to the root.
     fn create(&self, rel: &str, data: &str) -> Result<String, i32> {
-        self.create_at(&self.b(rel), data)
+        self.create_at(self.b(rel), data)
     }
 
-    fn create_at(&self, virt: &str, data: &str) -> Result<String, i32> {
-        let v = self.v();
-        match v.probe(virt.as_bytes(), true) {
-            Probe::New(place) => {
-                let loc = String::from_utf8(place.loc.as_bytes().to_vec()).unwrap();
-                let parent = &loc[..loc.rfind('/').unwrap()];
-                assert!(self.fake.stat(parent.as_bytes()).unwrap().is_dir());
-                assert!(!self.fake.exists(&loc));
-                self.fake.add_file(&loc, data);
-                place.commit(&v, FileKind::File);
-                Ok(self.rel(loc.as_bytes()))
-            }
-            Probe::Exists(_) => Err(libc::EEXIST),
-            Probe::Fail(e) => Err(e),
-            Probe::Outside => panic!("{virt} is outside the view"),
-        }
-    }
-
-    /// `mkdir`, as an engine does it.
+    /// `mkdir` of `base/<rel>`, as an engine does it.
     fn mkdir(&self, rel: &str) -> Result<String, i32> {
-        let v = self.v();
-        match v.probe(self.b(rel).as_bytes(), false) {
-            Probe::New(place) => {
-                if let Err(e) = self.fake.mkdir(place.loc.as_bytes(), 0o755) {
-                    place.abort(&v);
-                    return Err(e);
-                }
-                place.commit(&v, FileKind::Dir);
-                Ok(self.rel(place.loc.as_bytes()))
-            }
-            Probe::Exists(_) => Err(libc::EEXIST),
-            Probe::Fail(e) => Err(e),
-            Probe::Outside => panic!("{rel} is outside the view"),
-        }
+        self.mkdir_at(self.b(rel))
     }
 
     /// `mkdir -p`.
@@ -347,19 +216,10 @@ impl Scene {
             .rename(self.b(old).as_bytes(), self.b(new).as_bytes(), flags)
     }
 
-    /// The journal's current records: (path below `base/`, entry).
+    /// The journal's current records: (path below the root, entry with its
+    /// kind).
     fn records(&self) -> Vec<(String, String)> {
-        self.journal
-            .records()
-            .iter()
-            .map(|r| {
-                let e = match r.entry {
-                    Entry::Whiteout => "whiteout".to_string(),
-                    Entry::Physical { phys, kind } => format!("{} ({kind})", self.rel(phys)),
-                };
-                (self.rel(r.vpath), e)
-            })
-            .collect()
+        self.journal_records(true)
     }
 
     /// Every physical tree of the layout root.
@@ -379,10 +239,6 @@ fn assert_m1_untouched(sc: &Scene) {
             "mfolder1/mfile1.txt"
         ])
     );
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
 
 // ------------------------------------------------------ reference scenarios

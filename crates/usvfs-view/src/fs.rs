@@ -138,20 +138,15 @@ impl Fs for SysFs {
             .map_err(errno)
     }
 
+    /// Answers from a small per-thread cache for up to a second: the
+    /// resolver canonicalizes a symlinked prefix (Wine's `dosdevices/z:`)
+    /// on every call through it, which costs a `readlink` per component.
     fn realpath(&self, path: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
-        // Heap buffers: engines call this on small thread stacks, and rarely.
-        let p = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
-        let mut buf = vec![0u8; crate::path::PATH_MAX + 1];
-        // SAFETY: `p` is NUL-terminated and `buf` holds PATH_MAX+1 bytes, the
-        // most realpath(3) writes.
-        let r = unsafe { libc::realpath(p.as_ptr(), buf.as_mut_ptr().cast()) };
-        if r.is_null() {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO));
-        }
-        let len = buf.iter().position(|&c| c == 0).unwrap_or(0);
-        out.set(&buf[..len]).map_err(|_| libc::ENAMETOOLONG)
+        realpath_cache::lookup(path, out).unwrap_or_else(|| {
+            let r = realpath_uncached(path, out);
+            realpath_cache::store(path, r.map(|()| out.as_bytes()));
+            r
+        })
     }
 
     fn mkdir(&self, path: &[u8], mode: u32) -> Result<(), Errno> {
@@ -245,6 +240,97 @@ impl Fs for SysFs {
         let _ = rustix::fs::utimensat(&ofd, c"", &times, AtFlags::EMPTY_PATH);
         let _ = rustix::fs::fchmod(&ofd, perm);
         rustix::fs::fsync(&ofd).map_err(errno)
+    }
+}
+
+/// `realpath(3)`. Heap buffers: engines call this on small thread stacks.
+fn realpath_uncached(path: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
+    let p = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
+    let mut buf = vec![0u8; crate::path::PATH_MAX + 1];
+    // SAFETY: `p` is NUL-terminated and `buf` holds PATH_MAX+1 bytes, the
+    // most realpath(3) writes.
+    let r = unsafe { libc::realpath(p.as_ptr(), buf.as_mut_ptr().cast()) };
+    if r.is_null() {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    let len = buf.iter().position(|&c| c == 0).unwrap_or(0);
+    out.set(&buf[..len]).map_err(|_| libc::ENAMETOOLONG)
+}
+
+/// Recent `realpath` answers of this thread (successes and failures), each
+/// trusted for [`realpath_cache::TTL_NS`]. Per thread: no lock, no sharing.
+mod realpath_cache {
+    use super::Errno;
+    use crate::path::PathBuffer;
+    use std::cell::RefCell;
+
+    const SLOTS: usize = 8;
+    pub const TTL_NS: u64 = 1_000_000_000;
+
+    struct Slot {
+        key: Vec<u8>,
+        answer: Result<Vec<u8>, Errno>,
+        at: u64,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<(Vec<Slot>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+
+    fn now_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: t is a valid timespec to fill in; the coarse clock is
+        // served by the vDSO (no system call).
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    /// A fresh cached answer for `path`, written to `out`.
+    pub fn lookup(path: &[u8], out: &mut PathBuffer) -> Option<Result<(), Errno>> {
+        let now = now_ns();
+        CACHE
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                let s = c.0.iter().find(|s| s.key == path)?;
+                if now.saturating_sub(s.at) > TTL_NS {
+                    return None;
+                }
+                Some(match &s.answer {
+                    Ok(p) => out.set(p).map_err(|_| libc::ENAMETOOLONG),
+                    Err(e) => Err(*e),
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Remembers the answer for `path`, replacing the oldest entry.
+    pub fn store(path: &[u8], answer: Result<&[u8], Errno>) {
+        let at = now_ns();
+        let _ = CACHE.try_with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return;
+            };
+            let slot = Slot {
+                key: path.to_vec(),
+                answer: answer.map(|p| p.to_vec()),
+                at,
+            };
+            let (slots, next) = &mut *c;
+            if let Some(s) = slots.iter_mut().find(|s| s.key == path) {
+                *s = slot;
+            } else if slots.len() < SLOTS {
+                slots.push(slot);
+            } else {
+                slots[*next] = slot;
+                *next = (*next + 1) % SLOTS;
+            }
+        });
     }
 }
 

@@ -392,11 +392,10 @@ impl<'a> View<'a> {
             match rec.entry {
                 Entry::Whiteout => false,
                 // Placed at the same relative path inside this directory.
-                Entry::Physical { phys, .. } => {
-                    path::strip_prefix(phys, r.phys.as_bytes()).is_some_and(|prest| {
+                Entry::Physical { phys, .. } => path::strip_prefix(phys, r.phys.as_bytes())
+                    .is_some_and(|prest| {
                         path::components(prest).eq(path::components(rec.vpath).skip(depth))
-                    })
-                }
+                    }),
             }
         })
     }
