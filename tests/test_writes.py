@@ -190,3 +190,36 @@ def test_concurrent_creators_and_deleters(usvfs: Path, layout: Layout) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+ALIAS_SCRIPT = (
+    'echo new > "$D/textures/new.dds" && mkdir -p "$D/meshes/a/fresh/deeper" && echo f > "$D/meshes/a/fresh/f.nif"'
+    ' && cp "$D/shared.txt" "$D/only_m2/copied.txt" && mv "$D/textures/m2_tex.dds" "$D/meshes/moved.dds"'
+    ' && mv "$D/meshes/a/fresh" "$D/fresh_moved" && rm "$D/base_only.txt" && echo edit >> "$D/shared.txt"'
+    ' && ls -R "$D"'
+)
+
+
+def test_writes_through_a_symlinked_prefix_land_where_direct_ones_do(usvfs: Path, tmp_path: Path) -> None:
+    """Wine reaches every path through $WINEPREFIX/dosdevices/z: -> /: the same
+    writes through that prefix and through the direct path leave the same
+    physical trees (new files in overwrite, mods changed only in place)."""
+    from conftest import build_layout, snapshot_tree
+
+    trees, outputs = [], []
+    for via_alias in (False, True):
+        root = tmp_path / ("alias" if via_alias else "direct")
+        layout = build_layout(root)
+        z = root / "dosdevices" / "z:"
+        z.parent.mkdir()
+        os.symlink("/", z)
+        d = f"{z}{layout.base}" if via_alias else str(layout.base)
+        r = run_view(usvfs, layout, ["sh", "-c", ALIAS_SCRIPT], env=dict(os.environ, D=d))
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout.decode("latin-1").replace(d, "D"))
+        trees.append({k: snapshot_tree(root / k) for k in ("game", "mods", "overwrite")})
+    assert outputs[0] == outputs[1]
+    assert trees[0] == trees[1]
+    # And the writes did land in overwrite, not in a mod.
+    assert (tmp_path / "alias" / "overwrite" / "textures" / "new.dds").read_text() == "new\n"
+    assert (tmp_path / "alias" / "overwrite" / "fresh_moved" / "f.nif").read_text() == "f\n"
