@@ -13,15 +13,16 @@
 //! physical path the kernel reports for them.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 const SLOTS: usize = 1 << 16;
 
 pub struct FdEntry {
     pub vpath: Box<[u8]>,
-    /// The file the descriptor referred to when recorded (`st_dev`, `st_ino`).
-    pub dev: u64,
-    pub ino: u64,
+    /// The file the descriptor refers to (`st_dev`, `st_ino`); inode 0: not
+    /// taken yet (see [`Ident`]).
+    pub dev: AtomicU64,
+    pub ino: AtomicU64,
     /// Cursor of `getdents64` on a virtual directory descriptor.
     pub dents: Mutex<Option<usvfs_view::semantics::listing::Cursor>>,
 }
@@ -69,17 +70,41 @@ pub fn identity(fd: i32) -> Option<(u64, u64)> {
     Some((s.st_dev, s.st_ino))
 }
 
+/// When an entry learns which file its descriptor refers to.
+#[derive(Clone, Copy)]
+pub enum Ident {
+    /// Now (one `fstat`): directories, whose entries later calls resolve
+    /// against, so a descriptor reused behind our back is caught.
+    Now,
+    /// At first use relative to it: plain file opens stay one system call.
+    Later,
+    Known(u64, u64),
+}
+
 /// Records that `fd` was opened on virtual path `vpath`.
-pub fn insert(fd: i32, vpath: &[u8]) {
+pub fn insert(fd: i32, vpath: &[u8], ident: Ident) {
     let Some(s) = slot(fd) else { return };
-    let (dev, ino) = identity(fd).unwrap_or((0, 0));
+    let (dev, ino) = match ident {
+        Ident::Now => identity(fd).unwrap_or((0, 0)),
+        Ident::Later => (0, 0),
+        Ident::Known(d, i) => (d, i),
+    };
     let e = Box::into_raw(Box::new(FdEntry {
         vpath: vpath.into(),
-        dev,
-        ino,
+        dev: AtomicU64::new(dev),
+        ino: AtomicU64::new(ino),
         dents: Mutex::new(None),
     }));
     release(s.swap(e, Ordering::AcqRel));
+}
+
+/// Insert with the identity `O_DIRECTORY`/`O_PATH` opens call for.
+pub fn ident_for_flags(flags: i32) -> Ident {
+    if flags & (libc::O_DIRECTORY | libc::O_PATH) != 0 {
+        Ident::Now
+    } else {
+        Ident::Later
+    }
 }
 
 /// Records that `fd` was opened on the real disk, outside the view.
@@ -150,7 +175,13 @@ pub fn copy(from: i32, to: i32) {
     match state(from) {
         Slot::Virtual(e) => {
             let vpath = e.vpath.clone();
-            insert(to, &vpath);
+            let (dev, ino) = (e.dev.load(Ordering::Relaxed), e.ino.load(Ordering::Relaxed));
+            let ident = if ino == 0 {
+                Ident::Later
+            } else {
+                Ident::Known(dev, ino)
+            };
+            insert(to, &vpath, ident);
         }
         Slot::Physical => mark_physical(to),
         Slot::Unknown => remove(to),

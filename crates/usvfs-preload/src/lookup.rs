@@ -202,7 +202,19 @@ pub fn fd_entry(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
     match fdtable::state(fd) {
         fdtable::Slot::Physical => None,
         fdtable::Slot::Virtual(e) => {
-            if fdtable::identity(fd) == Some((e.dev, e.ino)) {
+            let now = fdtable::identity(fd);
+            let ino = e.ino.load(std::sync::atomic::Ordering::Relaxed);
+            if ino == 0 {
+                // Recorded without its identity (a plain file open): take it
+                // now, at the first use relative to it.
+                if let Some((d, i)) = now {
+                    e.dev.store(d, std::sync::atomic::Ordering::Relaxed);
+                    e.ino.store(i, std::sync::atomic::Ordering::Relaxed);
+                    return Some(e);
+                }
+                return classify(st, fd);
+            }
+            if now == Some((e.dev.load(std::sync::atomic::Ordering::Relaxed), ino)) {
                 Some(e)
             } else {
                 classify(st, fd)
@@ -249,7 +261,7 @@ fn classify(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
         && view.resolve(virt.as_bytes(), true, &mut lk).is_ok()
         && lk.res.in_view();
     if in_view {
-        fdtable::insert(fd, lk.virt.as_bytes());
+        fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Now);
         fdtable::get(fd)
     } else {
         fdtable::mark_physical(fd);

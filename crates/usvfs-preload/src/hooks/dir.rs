@@ -107,7 +107,8 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
                 let d = unsafe { real::opendir(lk.phys.as_c_ptr()) };
                 if !d.is_null() {
                     // SAFETY: d is the open stream opendir just returned.
-                    fdtable::insert(unsafe { real::dirfd(d) }, lk.virt.as_bytes());
+                    let fd = unsafe { real::dirfd(d) };
+                    fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Now);
                 }
                 return d;
             }
@@ -115,7 +116,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut DIR {
             if fd < 0 {
                 return std::ptr::null_mut();
             }
-            fdtable::insert(fd, lk.virt.as_bytes());
+            fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Now);
             match catch_unwind(AssertUnwindSafe(|| new_vdir(st, lk, fd))) {
                 Ok(d) => d,
                 Err(_) => {

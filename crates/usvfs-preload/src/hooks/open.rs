@@ -61,7 +61,7 @@ pub unsafe extern "C" fn usvfs_openat(
             // (absolute, so AT_FDCWD is right).
             let fd = unsafe { real::openat(AT_FDCWD, lk.phys.as_c_ptr(), flags, mode) };
             if fd >= 0 {
-                fdtable::insert(fd, lk.virt.as_bytes());
+                fdtable::insert(fd, lk.virt.as_bytes(), fdtable::ident_for_flags(flags));
             }
             fd
         },
@@ -157,7 +157,8 @@ macro_rules! fopen_hook {
                     let f = unsafe { real::$name(lk.phys.as_c_ptr(), mode) };
                     if !f.is_null() {
                         // SAFETY: f is the open stream fopen just returned.
-                        fdtable::insert(unsafe { libc::fileno(f) }, lk.virt.as_bytes());
+                        let fd = unsafe { libc::fileno(f) };
+                        fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Later);
                     }
                     f
                 },
@@ -211,7 +212,8 @@ macro_rules! freopen_hook {
                     let f = unsafe { real::$name(lk.phys.as_c_ptr(), mode, stream) };
                     if !f.is_null() {
                         // SAFETY: f is the open stream freopen just returned.
-                        fdtable::insert(unsafe { libc::fileno(f) }, lk.virt.as_bytes());
+                        let fd = unsafe { libc::fileno(f) };
+                        fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Later);
                     }
                     f
                 },

@@ -87,7 +87,7 @@ pub(crate) fn open_create(
                 // SAFETY: as above, on the winning physical file.
                 let fd = unsafe { real::openat(AT_FDCWD, f.r.phys.as_c_ptr(), flags, mode) };
                 if fd >= 0 {
-                    fdtable::insert(fd, f.r.virt.as_bytes());
+                    fdtable::insert(fd, f.r.virt.as_bytes(), fdtable::Ident::Later);
                 }
                 sys(fd)
             }
@@ -100,7 +100,7 @@ pub(crate) fn open_create(
                     return Detour::Error(e);
                 }
                 place.commit(&v, FileKind::File);
-                fdtable::insert(fd, place.virt.as_bytes());
+                fdtable::insert(fd, place.virt.as_bytes(), fdtable::Ident::Later);
                 Detour::Success(fd)
             }
         }
@@ -134,7 +134,7 @@ pub(crate) fn open_tmpfile(
         // SAFETY: a NUL-terminated directory path; flags and mode are the caller's.
         let fd = unsafe { real::openat(AT_FDCWD, dir.as_c_ptr(), flags, mode) };
         if fd >= 0 {
-            fdtable::insert(fd, lk.virt.as_bytes());
+            fdtable::insert(fd, lk.virt.as_bytes(), fdtable::Ident::Later);
         }
         sys(fd)
     })
