@@ -243,3 +243,14 @@ def test_vfork_child_exec_leaves_the_parent_in_the_view(usvfs: Path, layout: Lay
         r = run_view(usvfs, layout, [str(cbin["vfork_exec"]), how, "data/only_m2/readme.txt"],
                      cwd=layout.base.parent)
         assert (r.returncode, r.stdout) == (0, b"child 0, data/only_m2/readme.txt visible\n"), (how, r.stderr)
+
+
+def test_a_directory_gone_from_the_top_layer_leaves_the_merged_one(usvfs: Path, layout: Layout) -> None:
+    # m3 (the top mod) has an empty `deep/`, m1 a file in it: m3's wins.
+    (layout.mods[2] / "deep").mkdir()
+    (layout.mods[0] / "deep").mkdir()
+    (layout.mods[0] / "deep" / "a.txt").write_text("from m1\n")
+    script = f'ls data/deep; rmdir "{layout.mods[2]}/deep"; ls data/deep; cat data/deep/a.txt; test -d data/deep && echo dir'
+    r = run_view(usvfs, layout, ["sh", "-c", script], cwd=layout.base.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"a.txt\na.txt\nfrom m1\ndir\n", r.stderr

@@ -99,7 +99,44 @@ impl<'a> View<'a> {
             phys,
             scratch,
         )?;
+        if let Some(n) = res.node
+            && !res.from_journal
+            && self.snap.kind(n) == NodeKind::Dir
+            && self.snap.layer(n).is_some()
+            && !self.fs.lstat(phys.as_bytes()).is_ok_and(|m| m.is_dir())
+        {
+            self.other_provider(v.as_bytes(), phys);
+        }
         Ok(())
+    }
+
+    /// The winning layer's directory at `virt` disappeared from its source
+    /// after the mapping was set (e.g. an empty folder removed from a mod):
+    /// the merged directory still stands on the next layer that provides it,
+    /// or on the real directory. Leaves `phys` as it is when none does.
+    #[cold]
+    fn other_provider(&self, virt: &[u8], phys: &mut PathBuffer) {
+        let mut cand = PathBuffer::new();
+        for l in (0..self.snap.layer_count() as u32).rev() {
+            let (src, dest) = (self.snap.layer_source(l), self.snap.layer_dest(l));
+            // The real directory (a case-insensitive index's base layer) is
+            // the lowest layer: tried last, below.
+            let Some(rest) = crate::path::strip_prefix(virt, dest).filter(|_| src != dest) else {
+                continue;
+            };
+            if cand.set(src).is_err() || (!rest.is_empty() && cand.push_component(rest).is_err()) {
+                continue;
+            }
+            if cand.as_bytes() != phys.as_bytes()
+                && self.fs.lstat(cand.as_bytes()).is_ok_and(|m| m.is_dir())
+            {
+                let _ = phys.set(cand.as_bytes());
+                return;
+            }
+        }
+        if self.fs.lstat(virt).is_ok_and(|m| m.is_dir()) {
+            let _ = phys.set(virt);
+        }
     }
 
     /// Like [`View::resolve`] into a new heap buffer.
