@@ -95,6 +95,9 @@ originals! {
     dup2(fd: c_int, to: c_int) -> c_int;
     dup3(fd: c_int, to: c_int, flags: c_int) -> c_int;
     recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t;
+    bind(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int;
+    connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int;
+    sendto(fd: c_int, buf: *const libc::c_void, n: size_t, flags: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> ssize_t;
     recvmmsg(fd: c_int, msgs: *mut libc::mmsghdr, n: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int;
     fopen(path: *const c_char, mode: *const c_char) -> *mut FILE;
     fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE;

@@ -58,6 +58,7 @@ pub mod fd;
 pub mod inplace;
 pub mod link;
 pub mod open;
+pub mod socket;
 pub mod stat;
 pub mod walk_fts;
 pub mod walk_nftw;
