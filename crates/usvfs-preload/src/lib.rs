@@ -96,7 +96,10 @@ fn start() -> Option<()> {
 
 /// The original `realpath`, for the view's `SysFs`: called by name from inside
 /// this library, `realpath` would bind to our own hook.
-unsafe extern "C" fn original_realpath(p: *const libc::c_char, out: *mut libc::c_char) -> *mut libc::c_char {
+unsafe extern "C" fn original_realpath(
+    p: *const libc::c_char,
+    out: *mut libc::c_char,
+) -> *mut libc::c_char {
     // SAFETY: the caller's arguments, forwarded under realpath(3)'s contract.
     unsafe { real::realpath(p, out) }
 }

@@ -63,8 +63,13 @@ impl Spare {
     /// Parks `p` in a free slot; false when every slot is taken.
     fn park(&self, p: *mut Lookup) -> bool {
         self.0.iter().any(|s| {
-            s.compare_exchange(std::ptr::null_mut(), p, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
+            s.compare_exchange(
+                std::ptr::null_mut(),
+                p,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
         })
     }
 }

@@ -244,7 +244,8 @@ impl Fs for SysFs {
 }
 
 /// The C signature of `realpath(3)`.
-pub type RealpathFn = unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char) -> *mut libc::c_char;
+pub type RealpathFn =
+    unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char) -> *mut libc::c_char;
 
 /// The `realpath(3)` [`SysFs`] calls, when set (0: the C library's by name).
 static REALPATH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
