@@ -1,7 +1,8 @@
 //! The physical file system as the semantics see it: a small trait with one
 //! implementation on raw system calls ([`SysFs`], through `rustix`, which never
 //! goes through the C library, so an engine's own calls never re-enter its
-//! hooks and never touch `errno`) and an in-memory fake ([`crate::fake::FakeFs`])
+//! hooks and never touch `errno`; the one exception, `realpath(3)`, calls
+//! the function an engine sets with [`set_realpath`]) and an in-memory fake ([`crate::fake::FakeFs`])
 //! for unit tests. Paths are absolute physical paths, as bytes.
 
 use crate::path::PathBuffer;
