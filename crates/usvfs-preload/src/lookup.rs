@@ -380,3 +380,32 @@ pub unsafe fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     // SAFETY: per the contract.
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lookups nested three deep (a two-lookup hook and a signal handler's
+    /// call on top) come from the thread's parked buffers once warmed up.
+    #[test]
+    fn nested_lookups_reuse_parked_buffers() {
+        let addr = |l: &LookupBox| l.0.as_ptr() as usize;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let a = Lookup::new();
+            let b = Lookup::new();
+            let c = Lookup::new();
+            let here = [addr(&a), addr(&b), addr(&c)];
+            assert_eq!(
+                here.iter().collect::<std::collections::HashSet<_>>().len(),
+                3
+            );
+            seen.extend(here);
+        }
+        assert!(
+            seen.len() <= SPARES,
+            "{} buffers for 3 nested lookups",
+            seen.len()
+        );
+    }
+}
