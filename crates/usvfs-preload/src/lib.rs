@@ -94,8 +94,19 @@ fn start() -> Option<()> {
     Some(())
 }
 
+/// The original `realpath`, for the view's `SysFs`: called by name from inside
+/// this library, `realpath` would bind to our own hook.
+unsafe extern "C" fn original_realpath(
+    p: *const libc::c_char,
+    out: *mut libc::c_char,
+) -> *mut libc::c_char {
+    // SAFETY: the caller's arguments, forwarded under realpath(3)'s contract.
+    unsafe { real::realpath(p, out) }
+}
+
 extern "C" fn init() {
     real::resolve_all();
+    usvfs_view::fs::set_realpath(original_realpath);
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
     // Never let a failure here take the host program down: without a view it

@@ -3,6 +3,7 @@
 
 use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::semantics::Resolved;
@@ -10,8 +11,8 @@ use usvfs_view::semantics::Resolved;
 use crate::fdtable;
 use crate::state::{self, State};
 
-/// A lookup's buffers and result. About 20 KiB: kept on the heap, one spare
-/// per thread reused from call to call, so hooked calls need little stack
+/// A lookup's buffers and result. About 20 KiB: kept on the heap, a few
+/// spares per thread reused from call to call, so hooked calls need little stack
 /// (small thread stacks stay safe) and allocate nothing in the steady state.
 pub struct Lookup {
     input: PathBuffer,
@@ -33,23 +34,70 @@ impl std::ops::DerefMut for Lookup {
     }
 }
 
+/// Parked lookups per thread. More than one: a signal handler whose call
+/// enters a hook while the interrupted hook holds a lookup (or two, for
+/// `rename`) takes another parked one instead of allocating.
+const SPARES: usize = 4;
+
 thread_local! {
-    static SPARE: Spare = const { Spare(std::cell::Cell::new(std::ptr::null_mut())) };
+    static SPARE: Spare = const { Spare([const { AtomicPtr::new(std::ptr::null_mut()) }; SPARES]) };
 }
 
-struct Spare(std::cell::Cell<*mut Lookup>);
+/// Atomic slots although per thread: a signal handler may run between any
+/// two instructions of the code taking or parking a lookup, and a single
+/// swap or compare-exchange is never split by it.
+struct Spare([AtomicPtr<Lookup>; SPARES]);
+
+impl Spare {
+    /// A parked lookup, taken out of its slot.
+    fn take(&self) -> *mut Lookup {
+        for s in &self.0 {
+            let p = s.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        std::ptr::null_mut()
+    }
+
+    /// Parks `p` in a free slot; false when every slot is taken.
+    fn park(&self, p: *mut Lookup) -> bool {
+        self.0.iter().any(|s| {
+            s.compare_exchange(
+                std::ptr::null_mut(),
+                p,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        })
+    }
+}
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        let p = self.0.replace(std::ptr::null_mut());
-        if !p.is_null() {
-            // SAFETY: allocated by `Lookup::new` with this layout.
+        loop {
+            let p = self.take();
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
             unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
         }
     }
 }
 
-/// An owned `Lookup` that returns to the thread's spare slot when dropped.
+/// Memory for one `Lookup` (uninitialized).
+fn alloc_lookup() -> *mut Lookup {
+    // SAFETY: non-zero-sized layout.
+    let p = unsafe { std::alloc::alloc(std::alloc::Layout::new::<Lookup>()) } as *mut Lookup;
+    if p.is_null() {
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<Lookup>());
+    }
+    p
+}
+
+/// An owned `Lookup` that returns to the thread's spare slots when dropped.
 pub struct LookupBox(std::ptr::NonNull<Lookup>);
 
 impl std::ops::Deref for LookupBox {
@@ -70,38 +118,27 @@ impl std::ops::DerefMut for LookupBox {
 impl Drop for LookupBox {
     fn drop(&mut self) {
         let p = self.0.as_ptr();
-        let kept = SPARE
-            .try_with(|s| {
-                if s.0.get().is_null() {
-                    s.0.set(p);
-                    true
-                } else {
-                    false
-                }
-            })
-            .unwrap_or(false);
-        if !kept {
-            // SAFETY: allocated by `Lookup::new` with this layout.
+        if !SPARE.try_with(|s| s.park(p)).unwrap_or(false) {
+            // SAFETY: allocated by `alloc_lookup` with this layout.
             unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
         }
     }
 }
 
 impl Lookup {
-    /// A lookup ready for use (the thread's spare, or a fresh allocation).
-    #[allow(clippy::new_ret_no_self)] // the owner type returns it to the spare slot
+    /// A lookup ready for use: a parked one of this thread, or a fresh
+    /// allocation. A miss parks one more as well, so the next call nested
+    /// at that depth (a signal handler's) finds one without allocating.
+    #[allow(clippy::new_ret_no_self)] // the owner type returns it to the spare slots
     pub fn new() -> LookupBox {
-        let spare = SPARE
-            .try_with(|s| s.0.replace(std::ptr::null_mut()))
-            .unwrap_or(std::ptr::null_mut());
+        let spare = SPARE.try_with(Spare::take).unwrap_or(std::ptr::null_mut());
         let p = if spare.is_null() {
-            // SAFETY: non-zero-sized layout.
-            let p =
-                unsafe { std::alloc::alloc(std::alloc::Layout::new::<Lookup>()) } as *mut Lookup;
-            if p.is_null() {
-                std::alloc::handle_alloc_error(std::alloc::Layout::new::<Lookup>());
+            let extra = alloc_lookup();
+            if !SPARE.try_with(|s| s.park(extra)).unwrap_or(false) {
+                // SAFETY: just allocated with this layout, never shared.
+                unsafe { std::alloc::dealloc(extra.cast(), std::alloc::Layout::new::<Lookup>()) };
             }
-            p
+            alloc_lookup()
         } else {
             spare
         };
@@ -342,4 +379,33 @@ pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut 
 pub unsafe fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     // SAFETY: per the contract.
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lookups nested three deep (a two-lookup hook and a signal handler's
+    /// call on top) come from the thread's parked buffers once warmed up.
+    #[test]
+    fn nested_lookups_reuse_parked_buffers() {
+        let addr = |l: &LookupBox| l.0.as_ptr() as usize;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let a = Lookup::new();
+            let b = Lookup::new();
+            let c = Lookup::new();
+            let here = [addr(&a), addr(&b), addr(&c)];
+            assert_eq!(
+                here.iter().collect::<std::collections::HashSet<_>>().len(),
+                3
+            );
+            seen.extend(here);
+        }
+        assert!(
+            seen.len() <= SPARES,
+            "{} buffers for 3 nested lookups",
+            seen.len()
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! The physical file system as the semantics see it: a small trait with one
 //! implementation on raw system calls ([`SysFs`], through `rustix`, which never
 //! goes through the C library, so an engine's own calls never re-enter its
-//! hooks and never touch `errno`) and an in-memory fake ([`crate::fake::FakeFs`])
+//! hooks and never touch `errno`; the one exception, `realpath(3)`, calls
+//! the function an engine sets with [`set_realpath`]) and an in-memory fake ([`crate::fake::FakeFs`])
 //! for unit tests. Paths are absolute physical paths, as bytes.
 
 use crate::path::PathBuffer;
@@ -243,13 +244,32 @@ impl Fs for SysFs {
     }
 }
 
+/// The C signature of `realpath(3)`.
+pub type RealpathFn =
+    unsafe extern "C" fn(*const libc::c_char, *mut libc::c_char) -> *mut libc::c_char;
+
+/// The `realpath(3)` [`SysFs`] calls, when set (0: the C library's by name).
+static REALPATH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes [`SysFs`] call `f` for `realpath(3)`. An engine that exports a
+/// `realpath` of its own (an interposing library) passes the original here:
+/// a call by name from inside it would bind to its own hook again.
+pub fn set_realpath(f: RealpathFn) {
+    REALPATH.store(f as usize, std::sync::atomic::Ordering::Release);
+}
+
 /// `realpath(3)`. Heap buffers: engines call this on small thread stacks.
 fn realpath_uncached(path: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
     let p = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
     let mut buf = vec![0u8; crate::path::PATH_MAX + 1];
+    let f = match REALPATH.load(std::sync::atomic::Ordering::Acquire) {
+        0 => libc::realpath as RealpathFn,
+        // SAFETY: only `set_realpath` stores a non-zero value: a `RealpathFn`.
+        a => unsafe { std::mem::transmute::<usize, RealpathFn>(a) },
+    };
     // SAFETY: `p` is NUL-terminated and `buf` holds PATH_MAX+1 bytes, the
     // most realpath(3) writes.
-    let r = unsafe { libc::realpath(p.as_ptr(), buf.as_mut_ptr().cast()) };
+    let r = unsafe { f(p.as_ptr(), buf.as_mut_ptr().cast()) };
     if r.is_null() {
         return Err(std::io::Error::last_os_error()
             .raw_os_error()

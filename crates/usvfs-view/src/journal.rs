@@ -353,12 +353,27 @@ impl Journal {
         if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
             return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
+        // Signals stay blocked while this thread holds the lock: a handler
+        // that records a change itself (a hooked call from a signal handler)
+        // would otherwise wait for its own thread forever.
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: both sets are writable sigset_t; sigfillset initializes `all`
+        // and pthread_sigmask fills `old` in.
+        let masked = unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
+        };
         let me = self.lock();
         let r = self.put_locked(vpath, h, self.key_hash(parent), op, kind, phys);
         let _ = self
             .header()
             .lock
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+        if masked {
+            // SAFETY: `old` was filled in by the successful call above.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+        }
         r
     }
 

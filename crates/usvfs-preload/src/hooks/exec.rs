@@ -363,11 +363,11 @@ pub unsafe extern "C" fn posix_spawnp(
     }
     let Some(st) = state::get() else {
         // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
-        return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
+        return unsafe { real::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
     let Some(_g) = guard::enter() else {
         // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
-        return unsafe { libc::posix_spawnp(pid, file, fa, attr, argv, envp) };
+        return unsafe { real::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
     // Find the first PATH entry that is an executable file in the view.
     let found = search_path(f, |cand| {

@@ -95,11 +95,13 @@ macro_rules! or_bypass {
 pub(crate) use or_bypass;
 
 /// The one hook skeleton. Cheap exits first: no state yet or this thread is
-/// already inside a hook (our own calls) → `original`. Otherwise `decide`
+/// inside one of the library's internal sections (see `guard`) → `original`.
+/// A hook body takes no guard: its own calls go to the originals, so a call
+/// arriving here during a body comes from a signal handler and gets the view. Otherwise `decide`
 /// runs with panics contained (a panic bypasses to `original`: a bug in a
 /// hook never takes the host down); then `errno` is restored to the caller's
 /// value and `act` turns the decision into the result, so errno changes only
-/// where the call itself fails. `act` runs with the guard still held.
+/// where the call itself fails.
 #[inline(always)]
 pub(crate) fn hook<T, R: Failure>(
     original: impl FnOnce() -> R,
@@ -120,25 +122,23 @@ fn hook_with<T, R: Failure>(
     decide: impl FnOnce(&'static State) -> Detour<T>,
     act: impl FnOnce(&'static State, T) -> R,
 ) -> R {
-    let Some(g) = guard::enter() else {
+    if guard::internal() {
         return original();
-    };
+    }
+    // On this frame's stack: a signal handler whose calls enter hooks on top
+    // of this one saves and restores its own.
     let saved = errno();
     match catch_unwind(AssertUnwindSafe(|| decide(st))) {
         Ok(Detour::Success(t)) => {
             set_errno(saved);
-            let r = act(st, t);
-            drop(g);
-            r
+            act(st, t)
         }
         Ok(Detour::Error(e)) => {
-            drop(g);
             set_errno(e);
             R::failure()
         }
         Ok(Detour::Bypass) | Err(_) => {
             set_errno(saved);
-            drop(g);
             original()
         }
     }
