@@ -75,20 +75,35 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Builds the mapping's index and publishes it in the instance. Returns the
-/// instance and the log level the profile asks for.
+/// An instance this controller joined.
+struct Joined {
+    inst: Instance,
+    /// The other live processes it had.
+    others: Vec<i32>,
+    /// The log level the profile asks for.
+    log_level: Option<String>,
+    private: Option<PrivateServer>,
+}
+
+/// Builds the mapping's index and publishes it in the instance, registering
+/// `me` with it first.
 fn publish(
     a: &cli::MappingArgs,
     m: &clap::ArgMatches,
     wine: Option<&Prefix>,
     me: i32,
-) -> Result<(Instance, Vec<i32>, Option<String>, Option<PrivateServer>)> {
+) -> Result<Joined> {
     let mut built = mapping_args::build(a, m)?;
     // Registered first, so nobody takes the instance for a leftover while
     // the index is built.
     let (inst, others) = Instance::join_new(&built.instance, me)?;
     match publish_into(&inst, &mut built, wine) {
-        Ok((level, private)) => Ok((inst, others, level, private)),
+        Ok((log_level, private)) => Ok(Joined {
+            inst,
+            others,
+            log_level,
+            private,
+        }),
         Err(e) => {
             let _ = inst.leave(me);
             Err(e)
@@ -148,13 +163,23 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     let me = std::process::id() as i32;
     // This controller counts as live until the program ends (processes of
     // an earlier one that were killed are forgotten meanwhile).
-    let (inst, others, profile_level, private) = if mapping_args::has_rules(&a.mapping) {
+    let Joined {
+        inst,
+        others,
+        log_level: profile_level,
+        private,
+    } = if mapping_args::has_rules(&a.mapping) {
         publish(&a.mapping, m, wine.as_ref(), me)?
     } else {
         let inst = existing_instance(&a.mapping)?;
         let others = inst.live_pids();
         inst.register(me)?;
-        (inst, others, None, None)
+        Joined {
+            inst,
+            others,
+            log_level: None,
+            private: None,
+        }
     };
     // Hooked processes read the level when they start. Without one given, a
     // running instance keeps its level and a new one (or the leftover of a

@@ -295,7 +295,7 @@ impl Instance {
                 .unwrap_or(0);
             // A zombie has left already (its exit hook may not have run).
             match process_state(pid) {
-                Some((state, _)) if matches!(state, b'Z' | b'X') => {
+                Some((b'Z' | b'X', _)) => {
                     let _ = fs::remove_file(e.path());
                 }
                 // An empty entry (a registration that could not read its
@@ -500,6 +500,41 @@ mod tests {
         assert_eq!(inst.read_log(16).unwrap(), (b"new\n".to_vec(), 4));
         assert_eq!(parse_log_level(" Warn ").as_deref(), Some("warn"));
         assert_eq!(parse_log_level("warning"), None);
+    }
+
+    #[test]
+    fn registry_counts_pid_and_start_time() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = Instance::from_dir(t.path());
+        fs::create_dir(t.path().join("procs")).unwrap();
+        let me = std::process::id() as i32;
+        inst.register(me).unwrap();
+        assert_eq!(inst.live_pids(), [me]);
+        // The same pid with another start time: a reused pid.
+        fs::write(t.path().join("procs").join(me.to_string()), "1").unwrap();
+        assert!(inst.live_pids().is_empty());
+        assert!(!t.path().join("procs").join(me.to_string()).exists());
+        // An exited, unreaped child (a zombie) with its true start time.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid).unwrap();
+        fs::write(
+            t.path().join("procs").join(pid.to_string()),
+            start.to_string(),
+        )
+        .unwrap();
+        while process_state(pid).map(|(s, _)| s) != Some(b'Z') {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(inst.live_pids().is_empty());
+        child.wait().unwrap();
+        // An empty entry of a process that does not map the index.
+        fs::write(t.path().join("procs").join(me.to_string()), "").unwrap();
+        assert!(inst.live_pids().is_empty());
+        // No live process: the instance is a leftover and goes away.
+        fs::write(t.path().join("index"), "").unwrap();
+        assert!(inst.remove_if_unused().unwrap());
+        assert!(!t.path().exists());
     }
 
     #[test]

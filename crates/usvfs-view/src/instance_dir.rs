@@ -247,7 +247,7 @@ mod tests {
             b"42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(line), Some((b'S', 987654)));
         assert_eq!(parse_stat(b"42 (x) Z 1"), None);
-        let me = std::fs::read("/proc/self/stat").unwrap();
+        let me = std::fs::read("/proc/thread-self/stat").unwrap();
         assert_eq!(parse_stat(&me).map(|(s, _)| s), Some(b'R'));
     }
 
