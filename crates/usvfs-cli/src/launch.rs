@@ -47,6 +47,8 @@ pub struct Launch<'a> {
     pub argv: &'a [std::ffi::OsString],
     /// (physical dir to chdir to, virtual path to report)
     pub cwd: Option<(PathBuf, Vec<u8>)>,
+    /// Takes the signals sent to usvfs and forwards them to the program.
+    pub signals: &'a crate::signals::Forwarder,
 }
 
 /// Runs the program and returns its exit code (128+N when killed by signal N).
@@ -82,21 +84,24 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
     if let Some((phys, _)) = &l.cwd {
         cmd.current_dir(phys);
     }
-    // Like system(3): the terminal's ^C and ^\ go to the program; we wait.
-    // SAFETY: setting signal dispositions to ignore.
+    // The program stays in our process group, so the terminal's ^C and ^\
+    // reach it; other signals sent to usvfs are forwarded (signals.rs).
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: child_setup makes async-signal-safe calls only.
     unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            Ok(())
-        });
+        cmd.pre_exec(move || crate::signals::child_setup(parent));
     }
-    let mut child = cmd
-        .spawn()
+    let mut child = l
+        .signals
+        .spawn(|| {
+            let c = cmd.spawn()?;
+            let pid = c.id() as libc::pid_t;
+            Ok((c, pid))
+        })
         .with_context(|| format!("cannot start {}", l.program_phys.display()))?;
     tracing::debug!(pid = child.id(), "started");
+    l.signals.wait_exit(child.id() as libc::pid_t);
     let status = child.wait().context("waiting for the program")?;
     Ok(status
         .code()

@@ -3,6 +3,7 @@
 mod cli;
 mod launch;
 mod mapping_args;
+mod signals;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -74,15 +75,47 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Builds the mapping's index and publishes it in the instance. Returns the
-/// instance and the log level the profile asks for.
+/// An instance this controller joined.
+struct Joined {
+    inst: Instance,
+    /// The other live processes it had.
+    others: Vec<i32>,
+    /// The log level the profile asks for.
+    log_level: Option<String>,
+    private: Option<PrivateServer>,
+}
+
+/// Builds the mapping's index and publishes it in the instance, registering
+/// `me` with it first.
 fn publish(
     a: &cli::MappingArgs,
     m: &clap::ArgMatches,
     wine: Option<&Prefix>,
-) -> Result<(Instance, Option<String>, Option<PrivateServer>)> {
+    me: i32,
+) -> Result<Joined> {
     let mut built = mapping_args::build(a, m)?;
-    let inst = Instance::open_or_create(&built.instance)?;
+    // Registered first, so nobody takes the instance for a leftover while
+    // the index is built.
+    let (inst, others) = Instance::join_new(&built.instance, me)?;
+    match publish_into(&inst, &mut built, wine) {
+        Ok((log_level, private)) => Ok(Joined {
+            inst,
+            others,
+            log_level,
+            private,
+        }),
+        Err(e) => {
+            let _ = inst.leave(me);
+            Err(e)
+        }
+    }
+}
+
+fn publish_into(
+    inst: &Instance,
+    built: &mut mapping_args::Built,
+    wine: Option<&Prefix>,
+) -> Result<(Option<String>, Option<PrivateServer>)> {
     // A Wine run gets its own wineserver, which programs outside never reach.
     let private = match wine {
         Some(prefix) => {
@@ -97,7 +130,7 @@ fn publish(
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     inst.publish(&bytes)?;
-    Ok((inst, built.log_level, private))
+    Ok((built.log_level.take(), private))
 }
 
 /// The running instance named by `--instance` (or the default), for commands
@@ -112,25 +145,42 @@ fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
     let name = a.instance.as_deref().unwrap_or(instance::DEFAULT_NAME);
     Instance::open_existing(name)?.ok_or_else(|| {
         anyhow!(
-            "no mapping given and no running instance named {name:?}: add --dir/--file/--create-target rules or --profile"
+            "no mapping given and instance {name:?} is not running (no live process uses it): \
+             add --dir/--file/--create-target rules or --profile to start it"
         )
     })
 }
 
 fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
+    // First, before any thread starts: every thread must block the signals
+    // the forwarding thread takes.
+    let signals = signals::Forwarder::start().context("setting up signal forwarding")?;
     let lib = launch::find_preload_lib()?;
     let wine = Prefix::detect(&a.program, |k| std::env::var_os(k));
     if let Some(prefix) = &wine {
         prefix.check_no_outside_server()?;
     }
-    let (inst, profile_level, private) = if mapping_args::has_rules(&a.mapping) {
-        publish(&a.mapping, m, wine.as_ref())?
+    let me = std::process::id() as i32;
+    // This controller counts as live until the program ends (processes of
+    // an earlier one that were killed are forgotten meanwhile).
+    let Joined {
+        inst,
+        others,
+        log_level: profile_level,
+        private,
+    } = if mapping_args::has_rules(&a.mapping) {
+        publish(&a.mapping, m, wine.as_ref(), me)?
     } else {
-        (existing_instance(&a.mapping)?, None, None)
+        let inst = existing_instance(&a.mapping)?;
+        let others = inst.live_pids();
+        inst.register(me)?;
+        Joined {
+            inst,
+            others,
+            log_level: None,
+            private: None,
+        }
     };
-    // Forget processes of an earlier controller that were killed (no exit hook
-    // ran), then count this controller as live until the program ends.
-    let others = inst.live_pids();
     // Hooked processes read the level when they start. Without one given, a
     // running instance keeps its level and a new one (or the leftover of a
     // crashed one) logs nothing.
@@ -139,8 +189,6 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         None if others.is_empty() => inst.set_log_level(None)?,
         None => {}
     }
-    let me = std::process::id() as i32;
-    inst.register(me)?;
     let result = (|| {
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let snap = mapped.snapshot();
@@ -172,6 +220,7 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
             program_phys: &phys,
             argv: &a.program,
             cwd,
+            signals: &signals,
         })
     })();
     if let Some(p) = &private

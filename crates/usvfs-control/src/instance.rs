@@ -1,15 +1,19 @@
 //! Instances: a named directory of private runtime state (mode 0700, owned by
 //! the user) holding the published index snapshot and one entry per live
-//! process. The last process to leave removes the directory.
+//! process. The last process to leave removes the directory; an instance
+//! whose processes all left without their exit hook (killed, crashed, `_exit`)
+//! is removed by the next controller that opens it.
 //!
 //! Layout of `<runtime>/usvfs/<name>/`:
 //! * `index`    — the current snapshot (written to a temporary name, renamed);
 //! * `lock`     — `flock`ed while registering, leaving and cleaning up;
-//! * `procs/N`  — one file per live process (pid N), holding its start time.
+//! * `procs/N`  — one file per live process (pid N), holding its start time
+//!   (field 22 of `/proc/N/stat`): an entry counts only while a process with
+//!   that pid and that start time runs (not a zombie), so processes that left
+//!   without their exit hook and pids reused since never count as live.
 //! * `log_level` — the level hooked processes log at (absent: off);
 //! * `log`      — the lines they log, appended one `write` each.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -121,17 +125,58 @@ impl Instance {
         })
     }
 
-    /// Opens an existing instance, without creating anything.
+    /// Opens a running instance, without creating anything. An instance with
+    /// no live process left (its processes were killed or crashed) is a
+    /// leftover: it is removed, and this returns `None`.
     pub fn open_existing(name: &str) -> Result<Option<Self>> {
         validate_name(name)?;
         let dir = runtime_root()?.join(name);
         if !dir.join("index").exists() {
             return Ok(None);
         }
-        Ok(Some(Instance {
+        let inst = Instance {
             name: name.into(),
             dir,
-        }))
+        };
+        Ok((!inst.remove_if_unused()?).then_some(inst))
+    }
+
+    /// Removes the instance when no live process uses it (a leftover of
+    /// killed or crashed processes). Returns true when it was removed.
+    pub fn remove_if_unused(&self) -> Result<bool> {
+        if !self.live_pids().is_empty() {
+            return Ok(false);
+        }
+        self.with_lock(|| {
+            if self.live_pids().is_empty() {
+                let _ = fs::remove_dir_all(&self.dir);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Creates (if needed) the named instance and registers `pid` with it,
+    /// under the instance lock, so a controller cleaning up a leftover of the
+    /// same name never removes it between creation and registration. Returns
+    /// the instance and the other live processes it had.
+    pub fn join_new(name: &str, pid: i32) -> Result<(Self, Vec<i32>)> {
+        loop {
+            let inst = Self::open_or_create(name)?;
+            let joined = inst.with_lock(|| -> Result<Option<Vec<i32>>> {
+                if !inst.dir.join("procs").is_dir() {
+                    // Removed while we waited for the lock: start over.
+                    return Ok(None);
+                }
+                let others = inst.live_pids();
+                inst.register(pid)?;
+                Ok(Some(others))
+            })?;
+            if let Some(others) = joined? {
+                return Ok((inst, others));
+            }
+        }
     }
 
     /// An instance known by its directory (what hooked processes get).
@@ -180,21 +225,33 @@ impl Instance {
 
     fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         let p = self.dir.join("lock");
-        let file = fs::OpenOptions::new()
+        let file = match fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
-            .map_err(|e| Error::io("opening the instance lock", &p, e))?;
-        // SAFETY: valid fd; the lock is released when `file` closes.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        {
+            Ok(f) => Some(f),
+            // The instance was removed meanwhile: nothing to lock against.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("opening the instance lock", &p, e)),
+        };
+        if let Some(file) = &file {
+            // SAFETY: valid fd; the lock is released when `file` closes.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        }
         Ok(f())
     }
 
-    /// Records `pid` as a live process of the instance.
+    /// Records `pid` as a live process of the instance, with its start time.
     pub fn register(&self, pid: i32) -> Result<()> {
         let entry = self.dir.join("procs").join(pid.to_string());
-        let start = start_time(pid).unwrap_or(0);
+        let start = start_time(pid).ok_or_else(|| {
+            inst_err(
+                &self.name,
+                format!("cannot register process {pid}: it is not running"),
+            )
+        })?;
         fs::write(&entry, start.to_string())
             .map_err(|e| Error::io("registering process", &entry, e))
     }
@@ -236,9 +293,15 @@ impl Instance {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(0);
-            match start_time(pid) {
+            // A zombie has left already (its exit hook may not have run).
+            match process_state(pid) {
+                Some((b'Z' | b'X', _)) => {
+                    let _ = fs::remove_file(e.path());
+                }
+                // An empty entry (a registration that could not read its
+                // start time): live while the process maps this index.
                 Some(_) if recorded == 0 && self.maps_index(pid) => out.push(pid),
-                Some(t) if recorded != 0 && t == recorded => out.push(pid),
+                Some((_, t)) if recorded != 0 && t == recorded => out.push(pid),
                 _ => {
                     let _ = fs::remove_file(e.path());
                 }
@@ -365,6 +428,7 @@ pub fn list_instances() -> Result<Vec<Instance>> {
         .flatten()
         .filter(|e| e.path().join("index").exists())
         .map(|e| Instance::from_dir(&e.path()))
+        .filter(|i| !i.remove_if_unused().unwrap_or(false))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -373,11 +437,13 @@ pub fn list_instances() -> Result<Vec<Instance>> {
 /// The start time of a process (field 22 of `/proc/PID/stat`), to tell a live
 /// process from a reused pid.
 pub fn start_time(pid: i32) -> Option<u64> {
+    process_state(pid).map(|(_, t)| t)
+}
+
+/// The state letter (field 3) and start time (field 22) of a process.
+fn process_state(pid: i32) -> Option<(u8, u64)> {
     let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.iter().rposition(|&c| c == b')')?;
-    let rest = OsStr::from_bytes(&stat[close + 2..]).to_str()?;
-    // Fields after the command: state is field 3, start time field 22.
-    rest.split(' ').nth(19)?.parse().ok()
+    usvfs_view::instance_dir::parse_stat(&stat)
 }
 
 #[cfg(test)]
@@ -434,6 +500,41 @@ mod tests {
         assert_eq!(inst.read_log(16).unwrap(), (b"new\n".to_vec(), 4));
         assert_eq!(parse_log_level(" Warn ").as_deref(), Some("warn"));
         assert_eq!(parse_log_level("warning"), None);
+    }
+
+    #[test]
+    fn registry_counts_pid_and_start_time() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = Instance::from_dir(t.path());
+        fs::create_dir(t.path().join("procs")).unwrap();
+        let me = std::process::id() as i32;
+        inst.register(me).unwrap();
+        assert_eq!(inst.live_pids(), [me]);
+        // The same pid with another start time: a reused pid.
+        fs::write(t.path().join("procs").join(me.to_string()), "1").unwrap();
+        assert!(inst.live_pids().is_empty());
+        assert!(!t.path().join("procs").join(me.to_string()).exists());
+        // An exited, unreaped child (a zombie) with its true start time.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid).unwrap();
+        fs::write(
+            t.path().join("procs").join(pid.to_string()),
+            start.to_string(),
+        )
+        .unwrap();
+        while process_state(pid).map(|(s, _)| s) != Some(b'Z') {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(inst.live_pids().is_empty());
+        child.wait().unwrap();
+        // An empty entry of a process that does not map the index.
+        fs::write(t.path().join("procs").join(me.to_string()), "").unwrap();
+        assert!(inst.live_pids().is_empty());
+        // No live process: the instance is a leftover and goes away.
+        fs::write(t.path().join("index"), "").unwrap();
+        assert!(inst.remove_if_unused().unwrap());
+        assert!(!t.path().exists());
     }
 
     #[test]

@@ -117,7 +117,9 @@ fn publish(
         let nodes = usvfs_control::Snapshot::parse(&bytes)
             .map(|s| s.node_count())
             .unwrap_or(0);
-        let inst = Instance::open_or_create(&name)?;
+        // The caller (the controller) is registered first, so nobody takes
+        // the instance for a leftover of dead processes meanwhile.
+        let (inst, _) = Instance::join_new(&name, std::process::id() as i32)?;
         inst.publish(&bytes)?;
         Ok((inst.dir, nodes))
     });

@@ -113,9 +113,11 @@ impl InstanceDir {
             .unwrap_or_default()
     }
 
-    /// Cheap registration for hooked processes (two system calls at start):
-    /// an empty entry. The controller tells a reused pid apart by whether the
-    /// process maps this instance's index.
+    /// Cheap registration for hooked processes (a few system calls at start):
+    /// an entry holding the process's start time (field 22 of
+    /// `/proc/self/stat`), so the controller tells this process from one that
+    /// left without its exit hook (`_exit`, a crash, a signal) and from a
+    /// later process that got the same pid. Raw system calls only.
     pub fn register_quick(&self, pid: i32) {
         use rustix::fs::{CWD, Mode, OFlags, openat};
         let p = self
@@ -123,14 +125,51 @@ impl InstanceDir {
             .join(pid.to_string())
             .into_os_string()
             .into_vec();
+        let mut buf = [0u8; 1024];
+        let start = openat(
+            CWD,
+            c"/proc/self/stat",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .and_then(|fd| {
+            let mut len = 0;
+            while len < buf.len() {
+                match rustix::io::read(&fd, &mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return None,
+                }
+            }
+            parse_stat(&buf[..len]).map(|(_, t)| t)
+        });
         // The descriptor closes when dropped; failing to register only hides
-        // the process from `usvfs ps`.
-        let _ = openat(
+        // the process from `usvfs ps` (an empty entry: the controller then
+        // checks whether the process maps the index).
+        let Ok(fd) = openat(
             CWD,
             p.as_slice(),
-            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
-        );
+        ) else {
+            return;
+        };
+        if let Some(t) = start {
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            let mut v = t;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            let _ = rustix::io::write(&fd, &digits[i..]);
+        }
     }
 
     /// Fast leave for hooked processes at exit: forget `pid`, and remove the
@@ -158,6 +197,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         })
 }
 
+/// The state (field 3) and start time (field 22, clock ticks since boot) of a
+/// process, from the contents of its `/proc/PID/stat`.
+pub fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
+    // The command (field 2) is in parentheses and may hold anything: the
+    // fields after it start after the last ')'.
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let mut fields = stat.get(close + 2..)?.split(|&c| c == b' ');
+    let state = *fields.next()?.first()?;
+    let start = fields.nth(18)?;
+    if start.is_empty() || !start.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in start {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((state, v))
+}
+
 /// The log levels of an instance, least verbose first (`off` logs nothing).
 pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -182,6 +240,30 @@ pub fn parse_log_level(s: &[u8]) -> Option<Option<tracing::Level>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_fields() {
+        let line =
+            b"42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some((b'S', 987654)));
+        assert_eq!(parse_stat(b"42 (x) Z 1"), None);
+        let me = std::fs::read("/proc/thread-self/stat").unwrap();
+        assert_eq!(parse_stat(&me).map(|(s, _)| s), Some(b'R'));
+    }
+
+    #[test]
+    fn quick_registration_records_the_start_time() {
+        let t = tempfile::tempdir().unwrap();
+        let d = InstanceDir::new(t.path());
+        std::fs::create_dir(d.procs_dir()).unwrap();
+        let me = std::process::id() as i32;
+        d.register_quick(me);
+        let entry = std::fs::read_to_string(d.procs_dir().join(me.to_string())).unwrap();
+        let stat = std::fs::read("/proc/self/stat").unwrap();
+        assert_eq!(entry, parse_stat(&stat).unwrap().1.to_string());
+        d.leave_quick(me);
+        assert!(!t.path().exists());
+    }
 
     #[test]
     fn log_level_round_trip() {

@@ -1,0 +1,242 @@
+"""`usvfs run` owns its program's life: signals sent to usvfs reach the
+program, the program learns when usvfs is killed, and the registry never
+counts processes that left without their exit hook (or pids reused since)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Layout
+
+TIMEOUT = 20
+
+# Traps the forwarded signals; on one, writes its number to argv[1] and exits
+# with 40+N. With argv[2] == "count": SIGINT is counted (one line each) and
+# SIGUSR1 ends the program with 3.
+PROGRAM = r"""
+import os, signal, sys, time
+out, mode = sys.argv[1], sys.argv[2]
+def note(s):
+    with open(out, "a") as f:
+        f.write(f"{s}\n")
+def on_signal(s, _frame):
+    if mode == "count" and s == signal.SIGINT:
+        note(s)
+        return
+    if mode == "count" and s == signal.SIGUSR1:
+        os._exit(3)
+    note(s)
+    os._exit(40 + s)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+          signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH):
+    signal.signal(s, on_signal)
+open(out + ".ready", "w").close()
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+os._exit(99)
+"""
+
+
+def wait_for(cond, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def start(usvfs: Path, layout: Layout, instance: str, cmd: list, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(usvfs), "run", "--instance", instance, *layout.mapping_args(), "--", *cmd],
+        cwd=layout.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+def program(tmp_path: Path, mode: str = "exit") -> tuple[list[str], Path]:
+    script = tmp_path / "trap.py"
+    script.write_text(PROGRAM)
+    out = tmp_path / "signals.txt"
+    return [sys.executable, str(script), str(out), mode], out
+
+
+def lines(p: Path) -> list[str]:
+    return p.read_text().split() if p.exists() else []
+
+
+def instance_dir(name: str) -> Path:
+    return Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / name
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH],
+    ids=lambda s: s.name,
+)
+def test_signal_sent_to_usvfs_alone_reaches_the_program(usvfs: Path, layout: Layout, tmp_path: Path, sig) -> None:
+    cmd, out = program(tmp_path)
+    p = start(usvfs, layout, "life", cmd)
+    try:
+        wait_for(lambda: Path(str(out) + ".ready").exists(), "the program to trap its signals")
+        os.kill(p.pid, sig)
+        rc = p.wait(timeout=TIMEOUT)
+    finally:
+        p.kill()
+        p.wait()
+    assert lines(out) == [str(int(sig))], p.stderr.read()
+    assert rc == 40 + sig, "usvfs exits with the program's status"
+
+
+def test_terminal_interrupt_reaches_the_program_once(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    """A real ^C: the terminal sends SIGINT to its whole foreground process
+    group (usvfs and the program); usvfs must not forward a second one."""
+    cmd, out = program(tmp_path, "count")
+    master, slave = os.openpty()
+
+    def controlling_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    p = start(
+        usvfs,
+        layout,
+        "life",
+        cmd,
+        stdin=slave,
+        start_new_session=True,
+        preexec_fn=controlling_terminal,
+        env={**os.environ, "USVFS_LOG": "usvfs=debug"},
+    )
+    os.close(slave)
+    try:
+        wait_for(lambda: Path(str(out) + ".ready").exists(), "the program to trap its signals")
+        os.write(master, b"\x03")
+        wait_for(lambda: lines(out), "the program to see ^C")
+        # Anything usvfs forwarded would have been sent before this SIGUSR1.
+        os.kill(p.pid, signal.SIGUSR1)
+        rc = p.wait(timeout=TIMEOUT)
+    finally:
+        p.kill()
+        p.wait()
+        os.close(master)
+    err = re.sub(r"\x1b\[[0-9;]*m", "", p.stderr.read().decode())
+    assert lines(out) == [str(int(signal.SIGINT))], "exactly one SIGINT"
+    assert rc == 3
+    # Two SIGINTs close together may merge into one pending signal, so the
+    # count alone cannot show a duplicate: usvfs says what it forwarded.
+    forwarded = [line for line in err.splitlines() if "forwarding signal" in line]
+    assert len(forwarded) == 1 and f"sig={int(signal.SIGUSR1)}" in forwarded[0], err
+
+
+def test_killing_usvfs_terminates_the_program(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    cmd, out = program(tmp_path)
+    p = start(usvfs, layout, "life", cmd)
+    try:
+        wait_for(lambda: Path(str(out) + ".ready").exists(), "the program to trap its signals")
+        p.kill()
+        assert p.wait(timeout=TIMEOUT) == -signal.SIGKILL
+        wait_for(lambda: lines(out), "the program to get SIGTERM")
+    finally:
+        p.kill()
+        p.wait()
+    assert lines(out) == [str(int(signal.SIGTERM))]
+
+
+EXIT_WITHOUT_HOOK = r"""
+import os, subprocess, sys, time
+usvfs, out, procs = sys.argv[1], sys.argv[2], sys.argv[3]
+child = subprocess.Popen([sys.executable, "-c", "import os; os._exit(0)"])
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    with open(f"/proc/{child.pid}/stat") as f:
+        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+    time.sleep(0.01)
+registered = os.path.exists(os.path.join(procs, str(child.pid)))
+ps = subprocess.run([usvfs, "ps", "--instance", "life"], capture_output=True).stdout.decode()
+with open(out, "w") as f:
+    f.write(f"{child.pid}\n{os.getpid()}\n{registered}\n{ps}")
+child.wait()
+"""
+
+
+def test_process_that_left_by_exit_without_hook_is_not_listed(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    script = tmp_path / "leave.py"
+    script.write_text(EXIT_WITHOUT_HOOK)
+    out = tmp_path / "ps.txt"
+    procs = instance_dir("life") / "procs"
+    r = subprocess.run(
+        [str(usvfs), "run", "--instance", "life", *layout.mapping_args(), "--",
+         sys.executable, str(script), str(usvfs), str(out), str(procs)],
+        cwd=layout.root, capture_output=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    child, me, registered, *ps = out.read_text().splitlines()
+    assert registered == "True", "the child registered and its exit hook never ran"
+    listed = [line.split()[0] for line in ps[1:]]
+    assert me in listed, ps
+    assert child not in listed, f"the _exit-ed child (a zombie) is listed: {ps}"
+
+
+def test_stale_and_reused_pids_are_not_listed(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    waiter = tmp_path / "wait.py"
+    waiter.write_text("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.02)\n")
+    p = start(usvfs, layout, "life", [sys.executable, str(waiter), str(go)])
+    procs = instance_dir("life") / "procs"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_for(lambda: procs.is_dir() and len(list(procs.iterdir())) >= 2, "usvfs and its program to register")
+        # This test's pid with another start time: a pid reused since.
+        (procs / str(os.getpid())).write_text("1")
+        # An empty entry for a process that does not map the index.
+        (procs / str(sleeper.pid)).write_text("")
+        # A pid that has no process.
+        (procs / "999999999").write_text("12345")
+        r = subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True, timeout=TIMEOUT)
+        listed = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+        assert str(p.pid) in listed and len(listed) == 2, listed
+        assert sorted(e.name for e in procs.iterdir()) == sorted(listed)
+        go.touch()
+        assert p.wait(timeout=TIMEOUT) == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        p.kill()
+        p.wait()
+    assert not instance_dir("life").exists()
+
+
+def test_joining_a_dead_leftover_instance_fails(usvfs: Path, layout: Layout) -> None:
+    # The program kills usvfs; SIGTERM (PDEATHSIG) then ends the program:
+    # no exit hook runs anywhere, so the instance directory stays behind.
+    r = subprocess.run(
+        [str(usvfs), "run", "--instance", "gone", *layout.mapping_args(), "--", sys.executable, "-c",
+         "import os, time; os.kill(os.getppid(), 9); time.sleep(20)"],
+        cwd=layout.root, capture_output=True, timeout=TIMEOUT,
+    )
+    assert r.returncode == -signal.SIGKILL
+    assert (instance_dir("gone") / "index").exists()
+    r = subprocess.run([str(usvfs), "run", "--instance", "gone", "--", "true"],
+                       cwd=layout.root, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 125
+    err = r.stderr.decode()
+    assert '"gone"' in err and "not running" in err and "--profile" in err, err
+    assert not instance_dir("gone").exists(), "the leftover is removed"
+    # With rules, the name starts a fresh instance.
+    r = subprocess.run([str(usvfs), "run", "--instance", "gone", *layout.mapping_args(), "--", "true"],
+                       cwd=layout.root, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
