@@ -201,7 +201,7 @@ impl Journal {
     /// folded form (for the index of a case-insensitive mapping).
     pub fn create_with(path: &Path, generation: u64, case_insensitive: bool) -> Result<()> {
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let r = Self::create_sized(&tmp, generation, case_insensitive, SLOTS, MIN_CAP);
+        let r = Self::create_sized(&tmp, path, generation, case_insensitive, SLOTS, MIN_CAP);
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -213,6 +213,7 @@ impl Journal {
     /// its space allocated.
     fn create_sized(
         path: &Path,
+        shown: &Path,
         generation: u64,
         case_insensitive: bool,
         slots: usize,
@@ -234,7 +235,7 @@ impl Journal {
         let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
         if r != 0 {
             return Err(Error::Index {
-                path: path.into(),
+                path: shown.into(),
                 message: format!(
                     "cannot allocate {} MiB for the journal: {}; free space on that file system (or point XDG_RUNTIME_DIR at one with room) and start again",
                     len >> 20,
@@ -643,7 +644,7 @@ impl Journal {
         let tmp = self
             .path
             .with_extension(format!("grow.{}", std::process::id()));
-        let made = Self::create_sized(&tmp, self.generation(), self.fold, slots, cap)
+        let made = Self::create_sized(&tmp, &self.path, self.generation(), self.fold, slots, cap)
             .and_then(|()| Journal::open(&tmp));
         let new = match made {
             Ok(j) => j,
@@ -752,8 +753,7 @@ impl Journal {
 
     /// Every current record, sorted by path.
     pub fn records(&self) -> Vec<Record<'_>> {
-        let mut out: Vec<Record<'_>> =
-            self.read(|a| self.current_in(a).map(|(_, r)| r).collect());
+        let mut out: Vec<Record<'_>> = self.read(|a| self.current_in(a).map(|(_, r)| r).collect());
         out.sort_by(|a, b| a.vpath.cmp(b.vpath));
         out
     }
