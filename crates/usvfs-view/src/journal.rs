@@ -140,6 +140,8 @@ pub struct Journal {
     slots: usize,
     cap: u64,
     path: PathBuf,
+    /// The largest file this process grows the journal to.
+    size_limit: std::sync::atomic::AtomicUsize,
     _file: File,
 }
 
@@ -314,6 +316,7 @@ impl Journal {
             slots,
             cap,
             path: path.into(),
+            size_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
             _file: file,
         };
         j.fold = j.header().flags & FLAG_FOLD != 0;
@@ -437,6 +440,12 @@ impl Journal {
     /// Bytes of the journal file (both areas).
     pub fn file_len(&self) -> usize {
         self.len
+    }
+
+    /// Limits the file size this handle grows the journal to (beyond it,
+    /// changes fail with ENOSPC), as a full file system would.
+    pub fn set_size_limit(&self, bytes: usize) {
+        self.size_limit.store(bytes, Ordering::Relaxed);
     }
 
     /// A larger journal replaced this one (writers forward to it).
@@ -604,8 +613,8 @@ impl Journal {
             return Ok(None);
         }
         let need_keys = (live_keys + keys) as usize;
-        let slots = (need_keys * 4).next_power_of_two().max(SLOTS);
-        let cap = ((live_bytes + bytes) * 4).div_ceil(8) * 8;
+        let slots = (need_keys * 3).next_power_of_two().max(SLOTS);
+        let cap = ((live_bytes + bytes) * 3).div_ceil(8) * 8;
         let cap = cap.max(MIN_CAP);
         self.grow(slots, cap).map(Some)
     }
@@ -641,6 +650,9 @@ impl Journal {
     /// Under the lock: writes the current records into a new, larger journal
     /// file, renames it over this one and marks this one moved.
     fn grow(&self, slots: usize, cap: u64) -> std::io::Result<Journal> {
+        if file_len(slots, cap) > self.size_limit.load(Ordering::Relaxed) {
+            return Err(enospc());
+        }
         let tmp = self
             .path
             .with_extension(format!("grow.{}", std::process::id()));
@@ -889,6 +901,242 @@ mod tests {
         let c = Journal::open(&q).unwrap();
         c.put(b"/d/New.txt", file).unwrap();
         assert_eq!(c.get(b"/d/new.txt", c.key_hash(b"/d/new.txt")), None);
+    }
+
+    fn phys(p: &[u8]) -> Entry<'_> {
+        Entry::Physical { phys: p, kind: 2 }
+    }
+
+    fn fresh() -> (tempfile::TempDir, PathBuf, Journal) {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create(&p, 1).unwrap();
+        let j = Journal::open(&p).unwrap();
+        (t, p, j)
+    }
+
+    /// Forks a child that takes the writers' lock, runs `then` while holding
+    /// it, and never unlocks. Returns its pid once it holds the lock.
+    fn child_holding(j: &Journal, then: fn(&Journal)) -> libc::pid_t {
+        let mut fds = [0; 2];
+        // SAFETY: a pipe into a two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only locks, writes to the mapping and the pipe,
+        // and leaves with _exit or a signal.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: in the child, as above.
+            unsafe {
+                libc::pthread_mutex_lock(j.mutex());
+                libc::write(fds[1], b"x".as_ptr().cast(), 1);
+                then(j);
+                libc::_exit(0);
+            }
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a one-byte buffer.
+        unsafe {
+            assert_eq!(libc::read(fds[0], b.as_mut_ptr().cast(), 1), 1);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        pid
+    }
+
+    fn reap(pid: libc::pid_t) {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+
+    #[test]
+    fn lock_of_a_writer_that_exited_mid_write_is_recovered() {
+        let (_t, _p, j) = fresh();
+        j.put(b"/a", phys(b"/x/a")).unwrap();
+        // The child scribbles a half record past the used bytes, then exits
+        // holding the lock.
+        let pid = child_holding(&j, |j| {
+            let a = j.active();
+            let off = j.header().used[a].load(Ordering::Relaxed) as usize;
+            // SAFETY: inside the active area's records.
+            unsafe { std::ptr::write_bytes(j.base.add(j.area(a) + j.slots * 4 + off), 0xAB, 40) };
+        });
+        reap(pid);
+        j.put(b"/b", phys(b"/x/b")).unwrap();
+        assert_eq!(j.get(b"/a", path_hash(b"/a")), Some(phys(b"/x/a")));
+        assert_eq!(j.get(b"/b", path_hash(b"/b")), Some(phys(b"/x/b")));
+        assert_eq!(j.records().len(), 2);
+        assert_eq!(j.len(), 2);
+    }
+
+    #[test]
+    fn waiting_writer_sleeps_while_a_stopped_holder_holds_the_lock() {
+        let (_t, _p, j) = fresh();
+        let pid = child_holding(&j, |_| {
+            // SAFETY: stopping ourselves; the parent kills us.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        });
+        let start = std::time::Instant::now();
+        let cpu = std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                j.put(b"/w", Entry::Whiteout).unwrap();
+                let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+                // SAFETY: reading this thread's CPU clock into ts.
+                unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+                std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+            });
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            assert!(!w.is_finished(), "the writer must wait for the holder");
+            // SAFETY: killing our own (stopped) child: its lock is recovered.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            w.join().unwrap()
+        });
+        reap(pid);
+        assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+        assert!(
+            cpu < std::time::Duration::from_millis(200),
+            "waiting cost {cpu:?} of CPU"
+        );
+        assert_eq!(j.get(b"/w", path_hash(b"/w")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_current_records() {
+        let (_t, _p, j) = fresh();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..2000u32 {
+            let v = format!("/d{}/f{}", i % 5, i % 250);
+            let ph = format!("/phys/{i}");
+            let e = if i % 3 == 0 {
+                Entry::Whiteout
+            } else {
+                phys(ph.as_bytes())
+            };
+            j.put(v.as_bytes(), e).unwrap();
+            want.insert(v, ph_of(&e));
+        }
+        let before: Vec<(Vec<u8>, Option<Vec<u8>>)> = snapshot_of(&j);
+        let used_before = j.header().used[j.active()].load(Ordering::Relaxed);
+        {
+            let _g = j.lock().unwrap();
+            j.compact();
+        }
+        let after = snapshot_of(&j);
+        assert_eq!(before, after);
+        assert_eq!(after.len(), want.len());
+        for (v, p) in &after {
+            assert_eq!(
+                &want[std::str::from_utf8(v).unwrap()],
+                &p.clone().unwrap_or_default()
+            );
+        }
+        assert!(j.header().used[j.active()].load(Ordering::Relaxed) < used_before / 4);
+        for (v, p) in &after {
+            let got = j.get(v, path_hash(v)).unwrap();
+            assert_eq!(got, p.as_deref().map_or(Entry::Whiteout, phys));
+        }
+        // Twice more: the areas alternate.
+        for _ in 0..2 {
+            let _g = j.lock().unwrap();
+            j.compact();
+        }
+        assert_eq!(snapshot_of(&j), before);
+    }
+
+    fn ph_of(e: &Entry<'_>) -> Vec<u8> {
+        match e {
+            Entry::Whiteout => Vec::new(),
+            Entry::Physical { phys, .. } => phys.to_vec(),
+        }
+    }
+
+    fn snapshot_of(j: &Journal) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        j.records()
+            .iter()
+            .map(|r| {
+                (
+                    r.vpath.to_vec(),
+                    match r.entry {
+                        Entry::Whiteout => None,
+                        Entry::Physical { phys, .. } => Some(phys.to_vec()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_million_cycles_of_one_path_keep_the_file_size() {
+        let (_t, _p, j) = fresh();
+        let len = j.file_len();
+        j.put(b"/keep", phys(b"/x/keep")).unwrap();
+        for _ in 0..1_000_000 {
+            j.put(b"/d/churn.txt", phys(b"/overwrite/d/churn.txt"))
+                .unwrap();
+            j.put(b"/d/churn.txt", Entry::Whiteout).unwrap();
+        }
+        assert!(!j.is_moved());
+        assert_eq!(j.file_len(), len);
+        assert_eq!(j.len(), 2);
+        assert_eq!(
+            j.get(b"/d/churn.txt", path_hash(b"/d/churn.txt")),
+            Some(Entry::Whiteout)
+        );
+        assert_eq!(j.get(b"/keep", path_hash(b"/keep")), Some(phys(b"/x/keep")));
+        assert_eq!(j.children(b"/d").len(), 1);
+    }
+
+    #[test]
+    fn distinct_paths_grow_the_journal_in_proportion() {
+        let (_t, p, first) = fresh();
+        let mut j = Journal::open(&p).unwrap();
+        const N: usize = 300_000;
+        for i in 0..N {
+            if j.is_moved() {
+                j = Journal::open(&p).unwrap();
+            }
+            let v = format!("/game/data/dir{}/file{i}.esp", i % 100);
+            let ph = format!("/mods/overwrite/data/dir{}/file{i}.esp", i % 100);
+            j.put(v.as_bytes(), phys(ph.as_bytes())).unwrap();
+        }
+        assert!(first.is_superseded() && first.is_moved());
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.len(), N);
+        assert_eq!(j.generation(), 1);
+        for i in (0..N).step_by(997) {
+            let v = format!("/game/data/dir{}/file{i}.esp", i % 100);
+            let ph = format!("/mods/overwrite/data/dir{}/file{i}.esp", i % 100);
+            assert_eq!(
+                j.get(v.as_bytes(), j.key_hash(v.as_bytes())),
+                Some(phys(ph.as_bytes()))
+            );
+        }
+        assert_eq!(j.children(b"/game/data/dir7").len(), N / 100);
+        // Records of ~110 bytes: the file stays within a small multiple.
+        assert!(j.file_len() < 40 * N * 110 / 10, "{} bytes", j.file_len());
+        // Writes through the first handle still land in the current file.
+        first.put(b"/late", Entry::Whiteout).unwrap();
+        assert_eq!(j.get(b"/late", path_hash(b"/late")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn no_room_is_enospc_at_reservation() {
+        let (_t, _p, j) = fresh();
+        j.set_size_limit(j.file_len());
+        let mut i = 0u64;
+        let err = loop {
+            if let Err(e) = j.reserve(1) {
+                break e;
+            }
+            let v = format!("/d/file{i}");
+            j.put(v.as_bytes(), phys(b"/o/d/f")).unwrap();
+            i += 1;
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert!(i > 10_000, "{i} records");
+        // Nothing was lost; a replacement of a known path still fits.
+        assert_eq!(j.len() as u64, i);
+        assert!(!j.is_moved());
     }
 
     #[test]
