@@ -181,7 +181,7 @@ impl Instance {
         let guard = match &previous {
             Some(p) => Some(
                 p.lock()
-                    .map_err(|e| Error::io("locking journal", &self.journal_path(), e))?,
+                    .map_err(|e| Error::io("locking journal", self.journal_path(), e))?,
             ),
             None => None,
         };

@@ -980,7 +980,10 @@ mod tests {
         let cpu = std::thread::scope(|s| {
             let w = s.spawn(|| {
                 j.put(b"/w", Entry::Whiteout).unwrap();
-                let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
                 // SAFETY: reading this thread's CPU clock into ts.
                 unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
                 std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
