@@ -347,9 +347,11 @@ impl Journal {
                 // Repair: records, slots and the active area are published
                 // by single atomic stores; an area being rewritten is not
                 // active and is cleared by the next compaction. Readers
-                // compare epochs, not their parity: nothing to undo.
+                // compare epochs, not their parity: nothing to undo there.
+                // A replacement renamed over this file is announced.
                 // SAFETY: we own the mutex (EOWNERDEAD returns it locked).
                 unsafe { libc::pthread_mutex_consistent(self.mutex()) };
+                self.repair_replaced();
                 Ok(LockGuard(self))
             }
             e => Err(std::io::Error::from_raw_os_error(e)),
@@ -555,7 +557,10 @@ impl Journal {
         let g = self.lock()?;
         if self.is_moved() {
             drop(g);
-            return self.forward()?.put(vpath, entry);
+            return match self.forward()? {
+                Some(j) => j.put(vpath, entry),
+                None => Ok(()),
+            };
         }
         if let Some(bigger) = self.make_room(size, 1)? {
             drop(g);
@@ -576,20 +581,41 @@ impl Journal {
         let g = self.lock()?;
         if self.is_moved() {
             drop(g);
-            return self.forward()?.reserve(records);
+            return match self.forward()? {
+                Some(j) => j.reserve(records),
+                None => Ok(()),
+            };
         }
         let bytes = records as u64 * MAX_RECORD.min(self.cap / 8) + HEADROOM_BYTES;
         self.make_room(bytes, records as u32 + HEADROOM_SLOTS)?;
         Ok(())
     }
 
-    /// The journal that replaced this one (same generation).
-    fn forward(&self) -> std::io::Result<Journal> {
+    /// The journal that replaced this one (same generation); `None` when a
+    /// new mapping replaced it since (its records no longer matter: every
+    /// process switches to the new mapping).
+    fn forward(&self) -> std::io::Result<Option<Journal>> {
         let j = Journal::open(&self.path).map_err(|_| enospc())?;
-        if j.generation() != self.generation() {
-            return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+        Ok((j.generation() == self.generation()).then_some(j))
+    }
+
+    /// After a writer died holding the lock: if it had already renamed a
+    /// replacement over this journal (growth, or a publish) but not yet said
+    /// so, say it now, so no process keeps writing here.
+    fn repair_replaced(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(ours), Ok(there)) = (self._file.metadata(), std::fs::metadata(&self.path)) else {
+            return;
+        };
+        if (ours.dev(), ours.ino()) == (there.dev(), there.ino()) {
+            return;
         }
-        Ok(j)
+        if let Ok(j) = Journal::open(&self.path)
+            && j.generation() == self.generation()
+        {
+            self.header().moved.store(1, Ordering::Release);
+        }
+        self.set_superseded();
     }
 
     fn has_room(&self, a: usize, bytes: u64, keys: u32) -> bool {
@@ -967,6 +993,22 @@ mod tests {
         assert_eq!(j.get(b"/b", path_hash(b"/b")), Some(phys(b"/x/b")));
         assert_eq!(j.records().len(), 2);
         assert_eq!(j.len(), 2);
+    }
+
+    #[test]
+    fn a_replacement_renamed_by_a_dead_writer_is_announced() {
+        let (t, p, j) = fresh();
+        j.put(b"/a", Entry::Whiteout).unwrap();
+        let pid = child_holding(&j, |_| {});
+        reap(pid);
+        // As if the dead writer had renamed a larger journal over this one.
+        let q = t.path().join("bigger");
+        Journal::create(&q, 1).unwrap();
+        std::fs::rename(&q, &p).unwrap();
+        j.put(b"/b", Entry::Whiteout).unwrap();
+        assert!(j.is_moved() && j.is_superseded());
+        let now = Journal::open(&p).unwrap();
+        assert_eq!(now.get(b"/b", path_hash(b"/b")), Some(Entry::Whiteout));
     }
 
     #[test]
