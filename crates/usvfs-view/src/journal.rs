@@ -1012,6 +1012,47 @@ mod tests {
     }
 
     #[test]
+    fn lock_of_a_writer_in_another_pid_namespace_is_recovered() {
+        let (_t, _p, j) = fresh();
+        // SAFETY: the child only calls unshare, fork, waitpid, the lock and
+        // _exit; the grandchild is process 1 of a new PID namespace.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(77);
+                }
+                let c = libc::fork();
+                if c == 0 {
+                    libc::pthread_mutex_lock(j.mutex());
+                    libc::_exit(if libc::getpid() == 1 { 0 } else { 3 });
+                }
+                let mut st = 0;
+                libc::waitpid(c, &mut st, 0);
+                libc::_exit(if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    4
+                });
+            }
+        }
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let code = libc::WEXITSTATUS(st);
+        if code == 77 {
+            eprintln!("skipped: cannot make a PID namespace here");
+            return;
+        }
+        assert_eq!(code, 0, "the holder ran as process 1 of its namespace");
+        let start = std::time::Instant::now();
+        j.put(b"/ns", Entry::Whiteout).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(j.get(b"/ns", path_hash(b"/ns")), Some(Entry::Whiteout));
+    }
+
+    #[test]
     fn waiting_writer_sleeps_while_a_stopped_holder_holds_the_lock() {
         let (_t, _p, j) = fresh();
         let pid = child_holding(&j, |_| {
