@@ -642,7 +642,12 @@ impl Journal {
         let slots = (need_keys * 3).next_power_of_two().max(SLOTS);
         let cap = ((live_bytes + bytes) * 3).div_ceil(8) * 8;
         let cap = cap.max(MIN_CAP);
-        self.grow(slots, cap).map(Some)
+        match self.grow(slots, cap) {
+            Ok(j) => Ok(Some(j)),
+            // Crowded but not full: go on here while there is room.
+            Err(_) if self.has_room(self.active(), bytes, keys) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Under the lock: copies the current records of the active area into
