@@ -252,7 +252,10 @@ fn dump_cmd(a: &DumpArgs, m: &clap::ArgMatches) -> Result<()> {
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let mut text = dump(&mapped.snapshot());
         if let Ok(j) = usvfs_control::journal::Journal::open(&inst.journal_path()) {
-            text.extend(usvfs_control::index::dump::dump_changes(&j));
+            text.extend(usvfs_control::index::dump::dump_changes(
+                &j,
+                &mapped.snapshot(),
+            ));
         }
         text
     };

@@ -212,14 +212,38 @@ impl Instance {
         let (generation, case_insensitive) = crate::Snapshot::parse(snapshot)
             .map(|s| (s.generation(), s.case_insensitive()))
             .unwrap_or((0, false));
-        let previous = crate::journal::Journal::open(&self.journal_path()).ok();
+        // The previous journal's writers' lock is held throughout, so no
+        // writer moves it to a larger file meanwhile (a moved one is
+        // followed to the file that replaced it).
+        let previous = loop {
+            let Ok(p) = crate::journal::Journal::open(&self.journal_path()) else {
+                break None;
+            };
+            if !p.is_moved() {
+                break Some(p);
+            }
+        };
+        let guard = match &previous {
+            Some(p) => Some(
+                p.lock()
+                    .map_err(|e| Error::io("locking journal", self.journal_path(), e))?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &previous
+            && p.is_moved()
+        {
+            drop(guard);
+            return self.publish(snapshot);
+        }
         crate::journal::Journal::create_with(&self.journal_path(), generation, case_insensitive)?;
         let index = self.index_path();
         write_atomically(&index, snapshot).map_err(|e| Error::io("publishing index", &index, e))?;
         // Running processes of the previous mapping switch to this one.
-        if let Some(p) = previous {
+        if let Some(p) = &previous {
             p.set_superseded();
         }
+        drop(guard);
         Ok(())
     }
 

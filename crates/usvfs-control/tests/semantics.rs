@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::{CT, REC, Scene, s, symlink, write};
 use usvfs_control::{LinkFlags, Mapping};
-use usvfs_view::journal::Journal;
+use usvfs_view::journal::{Entry, Journal};
 use usvfs_view::semantics::exec::{self, ExecRules, Located};
 use usvfs_view::semantics::{Change, Probe, Resolved, View};
 use usvfs_view::{FileKind, Fs};
@@ -1448,4 +1448,31 @@ fn rename_across_file_systems_copies_then_removes() {
         "overwrite/mfolder1/moved.txt"
     );
     assert!(!sc.exists("mfolder1/mfile1.txt"));
+}
+
+#[test]
+fn a_change_the_journal_has_no_room_for_fails_with_enospc_before_the_disk_changes() {
+    let sc = Scene::new();
+    // The journal may not grow (a full runtime file system): fill it.
+    sc.journal.set_size_limit(sc.journal.file_len());
+    let mut i = 0;
+    while sc.journal.reserve(1).is_ok() {
+        let v = format!("{}/fill/f{i}", sc.root);
+        sc.journal.put(v.as_bytes(), Entry::Whiteout).unwrap();
+        i += 1;
+    }
+    let before = sc.all();
+    assert_eq!(sc.create("mfolder2/new.txt", "x\n"), Err(libc::ENOSPC));
+    assert_eq!(sc.mkdir("newdir"), Err(libc::ENOSPC));
+    assert_eq!(
+        sc.delete("mfile.txt", Some(false)),
+        Change::Fail(libc::ENOSPC)
+    );
+    assert_eq!(
+        sc.rename("mfolder2/mfile2.txt", "mfolder2/moved.txt", 0),
+        Change::Fail(libc::ENOSPC)
+    );
+    // Nothing changed on disk, not even a parent directory.
+    assert_eq!(sc.all(), before);
+    assert_eq!(sc.journal.len(), i);
 }

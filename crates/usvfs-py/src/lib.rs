@@ -183,7 +183,7 @@ fn dump<'py>(py: Python<'py>, instance: &str) -> PyResult<Bound<'py, PyBytes>> {
     let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     let mut text = dump_tree(&m.snapshot());
     if let Ok(j) = usvfs_control::journal::Journal::open(&inst.journal_path()) {
-        text.extend(usvfs_control::index::dump::dump_changes(&j));
+        text.extend(usvfs_control::index::dump::dump_changes(&j, &m.snapshot()));
     }
     Ok(PyBytes::new(py, &text))
 }

@@ -4,33 +4,59 @@
 //! process maps it read-write and shared, so a change one process makes is seen
 //! by all at once.
 //!
-//! Layout: a header, an open-addressing hash table of record offsets keyed by
-//! virtual path, then an append-only record area. The journal of a
-//! case-insensitive instance keys paths by their folded form
-//! ([`crate::fold`]): a record made for `/d/New.txt` answers for
-//! `/d/NEW.TXT`, and keeps the spelling it was made with. Readers take no lock: a
-//! record is fully written before its offset is published with a release
-//! store. Writers serialize with a lock word in the mapping holding the
-//! writer's thread id (a dead holder is detected and replaced). The file is
-//! sparse: untouched pages cost nothing.
+//! Layout (version 2): a header, then two areas, each an open-addressing hash
+//! table of record offsets keyed by virtual path followed by an append-only
+//! record area; one area is active. The journal of a case-insensitive
+//! instance keys paths by their folded form ([`crate::fold`]): a record made
+//! for `/d/New.txt` answers for `/d/NEW.TXT`, and keeps the spelling it was
+//! made with.
+//!
+//! Readers take no lock: a record is fully written before its offset is
+//! published with a release store. Writers serialize with a process-shared
+//! robust pthread mutex in the header (initialized once by the creator): a
+//! waiter sleeps in the kernel, and a holder that dies (in any PID namespace)
+//! hands the lock to the next writer with `EOWNERDEAD`. Every change becomes
+//! visible by one final atomic store (area length, then a table slot, or the
+//! active area), so a holder that died mid-write left nothing half-visible.
+//!
+//! Space: the file is allocated up front (`posix_fallocate`), so a full file
+//! system is an error when the journal is created, never a SIGBUS later. When
+//! the active area is full, the writer compacts: it copies the current
+//! records (the latest per path) into the other area and switches the active
+//! area with one store (readers retry when the `epoch` moved under them).
+//! When even the current records crowd an area, the writer builds a larger
+//! journal file of the same generation, renames it over this one and marks
+//! this one `moved` (and superseded, so processes switch to it; writers that
+//! still hold this one forward to it). [`Journal::reserve`] makes room before
+//! a physical change, so a change that cannot be recorded fails with ENOSPC
+//! before anything on disk changes.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN1");
-pub const SLOTS: usize = 1 << 18;
-const RECORDS_CAPACITY: u64 = 256 << 20;
-const HEADER_SIZE: usize = 64;
-const TABLE_OFF: usize = HEADER_SIZE;
-const RECORDS_OFF: usize = TABLE_OFF + SLOTS * 4;
+const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN2");
+/// Hash slots of a new journal's areas (a power of two).
+pub const SLOTS: usize = 1 << 16;
+/// Record bytes of a new journal's areas.
+const MIN_CAP: u64 = 4 << 20;
+const HEADER_SIZE: usize = 4096;
 const REC_HEADER: usize = 24;
+/// The largest record: both paths at their longest.
+const MAX_RECORD: u64 = (REC_HEADER + 2 * u16::MAX as usize + 8) as u64;
+/// Room [`Journal::reserve`] keeps beyond what it was asked for, for writers
+/// racing between their reservation and their record.
+const HEADROOM_BYTES: u64 = 256 << 10;
+const HEADROOM_SLOTS: u32 = 256;
 
 pub const OP_WHITEOUT: u8 = 1;
 pub const OP_PHYSICAL: u8 = 2;
+
+/// `PTHREAD_MUTEX_ROBUST` (not exported by `libc` for every target).
+const MUTEX_ROBUST: libc::c_int = 1;
 
 /// FNV-1a, 64-bit: hashes a virtual path, and extends a parent's hash with
 /// `/component` so the resolver can hash every prefix as it walks.
@@ -58,20 +84,34 @@ pub fn path_hash(p: &[u8]) -> u64 {
 struct Header {
     magic: u64,
     generation: u64,
-    /// Number of records; 0 lets readers skip the journal entirely.
-    count: AtomicU32,
-    /// Set when a new mapping was published: processes that still use this
-    /// journal switch to the new index and journal.
-    superseded: AtomicU32,
-    /// Bytes used in the record area.
-    used: AtomicU64,
-    /// Writer lock: 0 when free, else the holder's thread id. Lives in the
-    /// shared mapping so it excludes threads, forked children and other
-    /// processes alike (flock would not: threads and forks share its lock).
-    lock: AtomicU32,
     /// `FLAG_FOLD`: paths are keyed case-insensitively.
     flags: u32,
+    /// Set when a new mapping (or a larger journal) was published: processes
+    /// that still use this journal switch to the new index and journal.
+    superseded: AtomicU32,
+    /// Set when a larger journal of the same generation replaced this one:
+    /// writers forward their records to it.
+    moved: AtomicU32,
+    /// The area readers use (0 or 1).
+    active: AtomicU32,
+    /// Hash slots per area (a power of two).
+    slots: u32,
+    _pad: u32,
+    /// Record bytes per area.
+    cap: u64,
+    /// Bumped before and after a compaction rewrites the inactive area.
+    epoch: AtomicU64,
+    /// Keys (occupied slots) per area; 0 lets readers skip the journal.
+    count: [AtomicU32; 2],
+    /// Bytes used in each area's records.
+    used: [AtomicU64; 2],
+    /// The writers' lock: process-shared and robust. Lives in the shared
+    /// mapping so it excludes threads, forked children and other processes
+    /// alike (flock would not: threads and forks share its lock).
+    mutex: libc::pthread_mutex_t,
 }
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
 /// Journal flag: paths are keyed by their folded form.
 const FLAG_FOLD: u32 = 0x1;
@@ -97,11 +137,17 @@ pub struct Journal {
     base: *mut u8,
     len: usize,
     fold: bool,
+    slots: usize,
+    cap: u64,
+    path: PathBuf,
+    /// The largest file this process grows the journal to.
+    size_limit: std::sync::atomic::AtomicUsize,
     _file: File,
 }
 
 // SAFETY: the mapping is owned by the Journal and unmapped only on drop; all
-// shared state in it is accessed through atomics or immutable published records.
+// shared state in it is accessed through atomics, the process-shared mutex or
+// immutable published records.
 unsafe impl Send for Journal {}
 // SAFETY: as above: concurrent readers and the lock-serialized writer touch
 // the mapping only through atomics and records that are immutable once published.
@@ -125,9 +171,53 @@ fn map(file: &File, len: usize) -> std::io::Result<*mut u8> {
     Ok(p.cast())
 }
 
-impl Journal {
-    const LEN: usize = RECORDS_OFF + RECORDS_CAPACITY as usize;
+fn area_len(slots: usize, cap: u64) -> usize {
+    slots * 4 + cap as usize
+}
 
+fn file_len(slots: usize, cap: u64) -> usize {
+    HEADER_SIZE + 2 * area_len(slots, cap)
+}
+
+/// Holds the writers' lock; unlocks on drop.
+/// The writers' lock, held. Signals stay blocked on this thread while it is
+/// held: a handler that records a change itself (a hooked call from a signal
+/// handler) would otherwise wait for its own thread forever.
+pub struct LockGuard<'a> {
+    journal: &'a Journal,
+    /// The signal mask to restore (`None`: blocking failed, nothing to undo).
+    mask: Option<libc::sigset_t>,
+}
+
+/// Blocks every signal on this thread; returns the mask to restore.
+fn block_signals() -> Option<libc::sigset_t> {
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: both sets are writable sigset_t; sigfillset initializes `all`
+    // and a successful pthread_sigmask fills `old` in.
+    unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        (libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0)
+            .then(|| old.assume_init())
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard's thread locked the mutex.
+        unsafe { libc::pthread_mutex_unlock(self.journal.mutex()) };
+        if let Some(old) = &self.mask {
+            // SAFETY: `old` is the mask block_signals saved on this thread.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+        }
+    }
+}
+
+fn enospc() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+impl Journal {
     /// Creates an empty journal at `path` (replacing any), for a new mapping.
     pub fn create(path: &Path, generation: u64) -> Result<()> {
         Self::create_with(path, generation, false)
@@ -137,6 +227,24 @@ impl Journal {
     /// folded form (for the index of a case-insensitive mapping).
     pub fn create_with(path: &Path, generation: u64, case_insensitive: bool) -> Result<()> {
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let r = Self::create_sized(&tmp, path, generation, case_insensitive, SLOTS, MIN_CAP);
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("publishing journal", path, e))
+    }
+
+    /// Writes an empty journal file with areas of `slots` and `cap` bytes,
+    /// its space allocated.
+    fn create_sized(
+        path: &Path,
+        shown: &Path,
+        generation: u64,
+        case_insensitive: bool,
+        slots: usize,
+        cap: u64,
+    ) -> Result<()> {
         let f = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
@@ -145,21 +253,48 @@ impl Journal {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| Error::io("creating journal", &tmp, e))?
+                .open(path)
+                .map_err(|e| Error::io("creating journal", path, e))?
         };
-        f.set_len(Self::LEN as u64)
-            .map_err(|e| Error::io("sizing journal", &tmp, e))?;
-        let base = map(&f, HEADER_SIZE).map_err(|e| Error::io("mapping journal", &tmp, e))?;
-        // SAFETY: the header lies in the fresh mapping.
+        let len = file_len(slots, cap);
+        // SAFETY: a valid descriptor; allocates the whole file now.
+        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+        if r != 0 {
+            return Err(Error::Index {
+                path: shown.into(),
+                message: format!(
+                    "cannot allocate {} MiB for the journal: {}; free space on that file system (or point XDG_RUNTIME_DIR at one with room) and start again",
+                    len >> 20,
+                    std::io::Error::from_raw_os_error(r)
+                ),
+            });
+        }
+        let base = map(&f, HEADER_SIZE).map_err(|e| Error::io("mapping journal", path, e))?;
+        // SAFETY: the header lies in the fresh mapping, which no one else
+        // sees yet; the mutex is initialized once, here.
         unsafe {
             let h = &mut *(base as *mut Header);
             h.magic = MAGIC;
             h.generation = generation;
             h.flags = if case_insensitive { FLAG_FOLD } else { 0 };
+            h.slots = slots as u32;
+            h.cap = cap;
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(&mut attr, MUTEX_ROBUST);
+            let r = libc::pthread_mutex_init(&mut h.mutex, &attr);
+            libc::pthread_mutexattr_destroy(&mut attr);
             libc::munmap(base.cast(), HEADER_SIZE);
+            if r != 0 {
+                return Err(Error::io(
+                    "initializing the journal lock",
+                    path,
+                    std::io::Error::from_raw_os_error(r),
+                ));
+            }
         }
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("publishing journal", path, e))
+        Ok(())
     }
 
     /// Maps an existing journal.
@@ -173,39 +308,107 @@ impl Journal {
             .metadata()
             .map_err(|e| Error::io("opening journal", path, e))?
             .len() as usize;
-        if len < Self::LEN {
-            return Err(Error::Index {
-                path: path.into(),
-                message: "journal is truncated: set the mapping again (a new `usvfs run` with rules) to recreate it".into(),
-            });
+        let bad = |m: &str| Error::Index {
+            path: path.into(),
+            message: format!(
+                "journal {m}: set the mapping again (a new `usvfs run` with rules) to recreate it"
+            ),
+        };
+        if len < HEADER_SIZE {
+            return Err(bad("is truncated"));
         }
-        let base = map(&file, Self::LEN).map_err(|e| Error::io("mapping journal", path, e))?;
+        let head = map(&file, HEADER_SIZE).map_err(|e| Error::io("mapping journal", path, e))?;
+        // SAFETY: the header lies in the mapping; read, then unmapped.
+        let (magic, slots, cap) = unsafe {
+            let h = &*(head as *const Header);
+            let v = (h.magic, h.slots as usize, h.cap);
+            libc::munmap(head.cast(), HEADER_SIZE);
+            v
+        };
+        if magic != MAGIC {
+            return Err(bad("has an older format"));
+        }
+        if !slots.is_power_of_two() || cap % 8 != 0 || len < file_len(slots, cap) {
+            return Err(bad("is truncated"));
+        }
+        let len = file_len(slots, cap);
+        let base = map(&file, len).map_err(|e| Error::io("mapping journal", path, e))?;
         let mut j = Journal {
             base,
-            len: Self::LEN,
+            len,
             fold: false,
+            slots,
+            cap,
+            path: path.into(),
+            size_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
             _file: file,
         };
         j.fold = j.header().flags & FLAG_FOLD != 0;
-        if j.header().magic != MAGIC {
-            return Err(Error::Index {
-                path: path.into(),
-                message:
-                    "not a usvfs journal: remove the instance directory or set the mapping again"
-                        .into(),
-            });
-        }
         Ok(j)
     }
 
+    #[inline(always)]
     fn header(&self) -> &Header {
-        // SAFETY: the mapping starts with the header.
+        // SAFETY: the header lies at the start of the mapping.
         unsafe { &*(self.base as *const Header) }
     }
 
-    fn slot(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: i < SLOTS; the table lies inside the mapping, 4-aligned.
-        unsafe { &*(self.base.add(TABLE_OFF + (i % SLOTS) * 4) as *const AtomicU32) }
+    fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        // SAFETY: the header lies at the start of the mapping.
+        unsafe { std::ptr::addr_of_mut!((*(self.base as *mut Header)).mutex) }
+    }
+
+    /// Takes the writers' lock, sleeping while another writer holds it. A
+    /// holder that died left nothing half-visible (see the module doc): the
+    /// lock is marked consistent and taken.
+    pub fn lock(&self) -> std::io::Result<LockGuard<'_>> {
+        let mask = block_signals();
+        let guard = LockGuard {
+            journal: self,
+            mask,
+        };
+        // SAFETY: the mutex was initialized by the creator and lives in the
+        // shared mapping for as long as `self`.
+        let r = unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        match r {
+            0 => Ok(guard),
+            libc::EOWNERDEAD => {
+                // Repair: records, slots and the active area are published
+                // by single atomic stores; an area being rewritten is not
+                // active and is cleared by the next compaction. Readers
+                // compare epochs, not their parity: nothing to undo there.
+                // A replacement renamed over this file is announced.
+                // SAFETY: we own the mutex (EOWNERDEAD returns it locked).
+                unsafe { libc::pthread_mutex_consistent(self.mutex()) };
+                self.repair_replaced();
+                Ok(guard)
+            }
+            e => {
+                // Not locked: restore the mask without unlocking.
+                if let Some(old) = &guard.mask {
+                    // SAFETY: the mask block_signals saved on this thread.
+                    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+                }
+                std::mem::forget(guard);
+                Err(std::io::Error::from_raw_os_error(e))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn area(&self, a: usize) -> usize {
+        HEADER_SIZE + a * area_len(self.slots, self.cap)
+    }
+
+    #[inline(always)]
+    fn active(&self) -> usize {
+        (self.header().active.load(Ordering::Acquire) & 1) as usize
+    }
+
+    #[inline(always)]
+    fn slot_in(&self, a: usize, i: usize) -> &AtomicU32 {
+        // SAFETY: i masked to the table; the table lies inside the mapping, 4-aligned.
+        unsafe { &*(self.base.add(self.area(a) + (i & (self.slots - 1)) * 4) as *const AtomicU32) }
     }
 
     /// Paths are keyed case-insensitively.
@@ -265,20 +468,40 @@ impl Journal {
     /// True while no change was recorded: the common, fast case.
     #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.header().count.load(Ordering::Acquire) == 0
+        self.len() == 0
     }
 
+    /// Number of paths with a record.
     pub fn len(&self) -> usize {
-        self.header().count.load(Ordering::Acquire) as usize
+        self.header().count[self.active()].load(Ordering::Acquire) as usize
     }
 
-    /// Reads the record at `off` (relative to the record area).
-    fn record(&self, off: u64) -> Option<(u64, Record<'_>)> {
-        let start = RECORDS_OFF + off as usize;
-        if start + REC_HEADER > self.len {
+    /// Bytes of the journal file (both areas).
+    pub fn file_len(&self) -> usize {
+        self.len
+    }
+
+    /// Limits the file size this handle grows the journal to (beyond it,
+    /// changes fail with ENOSPC), as a full file system would.
+    pub fn set_size_limit(&self, bytes: usize) {
+        self.size_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A larger journal replaced this one (writers forward to it).
+    pub fn is_moved(&self) -> bool {
+        self.header().moved.load(Ordering::Acquire) != 0
+    }
+
+    /// Reads the record at `off` of area `a`'s records.
+    fn record(&self, a: usize, off: u64) -> Option<(u64, Record<'_>)> {
+        if off + REC_HEADER as u64 > self.cap {
             return None;
         }
-        // SAFETY: bounds checked; records are immutable once published.
+        let start = self.area(a) + self.slots * 4 + off as usize;
+        let end = self.area(a) + area_len(self.slots, self.cap);
+        // SAFETY: bounds checked against the area; records are immutable
+        // once published (until a compaction reuses the area: readers
+        // check the epoch).
         unsafe {
             let p = self.base.add(start);
             let hash = (p as *const u64).read();
@@ -287,7 +510,7 @@ impl Journal {
             let kind = *p.add(17);
             let vlen = (p.add(18) as *const u16).read_unaligned() as usize;
             let plen = (p.add(20) as *const u16).read_unaligned() as usize;
-            if start + REC_HEADER + vlen + plen > self.len {
+            if start + REC_HEADER + vlen + plen > end {
                 return None;
             }
             let vpath = std::slice::from_raw_parts(p.add(REC_HEADER), vlen);
@@ -318,17 +541,34 @@ impl Journal {
         self.get_record(vpath, h).map(|(e, _)| e)
     }
 
+    /// Runs a read of the active area again until no compaction switched
+    /// areas under it.
+    #[inline(always)]
+    fn read<T>(&self, f: impl Fn(usize) -> T) -> T {
+        loop {
+            let e = self.header().epoch.load(Ordering::Acquire);
+            let out = f(self.active());
+            if self.header().epoch.load(Ordering::Acquire) == e {
+                return out;
+            }
+        }
+    }
+
     /// The current entry for `vpath` (hash `h = key_hash(vpath)`) and the
     /// path as the record spells it.
     #[inline]
     pub fn get_record(&self, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {
+        self.read(|a| self.get_in(a, vpath, h))
+    }
+
+    fn get_in(&self, a: usize, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {
         let mut i = h as usize;
-        for _ in 0..SLOTS {
-            let v = self.slot(i).load(Ordering::Acquire);
+        for _ in 0..self.slots {
+            let v = self.slot_in(a, i).load(Ordering::Acquire);
             if v == 0 {
                 return None;
             }
-            if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
+            if let Some((rh, r)) = self.record(a, ((v - 1) as u64) * 8)
                 && rh == h
                 && self.same_key(r.vpath, vpath)
             {
@@ -339,13 +579,10 @@ impl Journal {
         None
     }
 
-    /// Records an entry for `vpath` (replacing the previous one).
+    /// Records an entry for `vpath` (replacing the previous one). Makes room
+    /// first (compaction, a larger journal); ENOSPC when there is none.
     pub fn put(&self, vpath: &[u8], entry: Entry<'_>) -> std::io::Result<()> {
         let h = self.key_hash(vpath);
-        let parent = match vpath.iter().rposition(|&c| c == b'/') {
-            Some(0) | None => b"/".as_slice(),
-            Some(i) => &vpath[..i],
-        };
         let (op, kind, phys) = match entry {
             Entry::Whiteout => (OP_WHITEOUT, 0u8, &b""[..]),
             Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
@@ -353,80 +590,198 @@ impl Journal {
         if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
             return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
-        // Signals stay blocked while this thread holds the lock: a handler
-        // that records a change itself (a hooked call from a signal handler)
-        // would otherwise wait for its own thread forever.
-        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: both sets are writable sigset_t; sigfillset initializes `all`
-        // and pthread_sigmask fills `old` in.
-        let masked = unsafe {
-            libc::sigfillset(all.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
+        let size = Self::record_size(vpath.len(), phys.len());
+        let g = self.lock()?;
+        if self.is_moved() {
+            drop(g);
+            return match self.forward()? {
+                Some(j) => j.put(vpath, entry),
+                None => Ok(()),
+            };
+        }
+        if let Some(bigger) = self.make_room(size, 1)? {
+            drop(g);
+            return bigger.put(vpath, entry);
+        }
+        let ph = self.key_hash(parent_of(vpath));
+        self.put_in(self.active(), vpath, h, ph, op, kind, phys)
+            .ok_or_else(enospc)?;
+        drop(g);
+        Ok(())
+    }
+
+    /// Makes sure `records` records can be written now (compacting, or
+    /// moving to a larger journal, when needed): ENOSPC when the journal
+    /// cannot make room. Call it before a physical change that will be
+    /// recorded, so a change that cannot be recorded is refused up front.
+    pub fn reserve(&self, records: usize) -> std::io::Result<()> {
+        let g = self.lock()?;
+        if self.is_moved() {
+            drop(g);
+            return match self.forward()? {
+                Some(j) => j.reserve(records),
+                None => Ok(()),
+            };
+        }
+        let bytes = records as u64 * MAX_RECORD.min(self.cap / 8) + HEADROOM_BYTES;
+        self.make_room(bytes, records as u32 + HEADROOM_SLOTS)?;
+        Ok(())
+    }
+
+    /// The journal that replaced this one (same generation); `None` when a
+    /// new mapping replaced it since (its records no longer matter: every
+    /// process switches to the new mapping).
+    fn forward(&self) -> std::io::Result<Option<Journal>> {
+        let j = Journal::open(&self.path).map_err(|_| enospc())?;
+        Ok((j.generation() == self.generation()).then_some(j))
+    }
+
+    /// After a writer died holding the lock: if it had already renamed a
+    /// replacement over this journal (growth, or a publish) but not yet said
+    /// so, say it now, so no process keeps writing here.
+    fn repair_replaced(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(ours), Ok(there)) = (self._file.metadata(), std::fs::metadata(&self.path)) else {
+            return;
         };
-        let me = self.lock();
-        let r = self.put_locked(vpath, h, self.key_hash(parent), op, kind, phys);
-        let _ = self
-            .header()
-            .lock
-            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
-        if masked {
-            // SAFETY: `old` was filled in by the successful call above.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+        if (ours.dev(), ours.ino()) == (there.dev(), there.ino()) {
+            return;
         }
-        r
+        if let Ok(j) = Journal::open(&self.path)
+            && j.generation() == self.generation()
+        {
+            self.header().moved.store(1, Ordering::Release);
+        }
+        self.set_superseded();
     }
 
-    /// Takes the writer lock; a holder that died is replaced.
-    fn lock(&self) -> u32 {
-        // SAFETY: gettid cannot fail.
-        let me = unsafe { libc::gettid() } as u32;
-        let lock = &self.header().lock;
-        let mut spins = 0u32;
-        loop {
-            match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return me,
-                Err(holder) => {
-                    spins += 1;
-                    if spins.is_multiple_of(64) {
-                        // SAFETY: probing whether the holder still exists.
-                        let gone = unsafe { libc::kill(holder as libc::pid_t, 0) } != 0
-                            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-                        if gone
-                            && lock
-                                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                                .is_ok()
-                        {
-                            return me;
-                        }
-                    }
-                    // SAFETY: yielding the CPU.
-                    unsafe { libc::sched_yield() };
-                }
+    fn has_room(&self, a: usize, bytes: u64, keys: u32) -> bool {
+        let h = self.header();
+        h.used[a].load(Ordering::Relaxed) + bytes <= self.cap
+            && (h.count[a].load(Ordering::Relaxed) + keys) as usize <= self.slots * 3 / 4
+    }
+
+    /// Under the lock: room for `bytes` and `keys` in the active area, by
+    /// compaction, else in a larger journal (returned; this one is moved).
+    fn make_room(&self, bytes: u64, keys: u32) -> std::io::Result<Option<Journal>> {
+        if self.has_room(self.active(), bytes, keys) {
+            return Ok(None);
+        }
+        let (live_bytes, live_keys) = self.compact();
+        // Still crowded: current records fill half an area.
+        if self.has_room(self.active(), bytes, keys)
+            && live_bytes * 2 <= self.cap
+            && live_keys as usize * 2 <= self.slots * 3 / 4
+        {
+            return Ok(None);
+        }
+        let need_keys = (live_keys + keys) as usize;
+        let slots = (need_keys * 3).next_power_of_two().max(SLOTS);
+        let cap = ((live_bytes + bytes) * 3).div_ceil(8) * 8;
+        let cap = cap.max(MIN_CAP);
+        match self.grow(slots, cap) {
+            Ok(j) => Ok(Some(j)),
+            // Crowded but not full: go on here while there is room.
+            Err(_) if self.has_room(self.active(), bytes, keys) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Under the lock: copies the current records of the active area into
+    /// the other one and makes it active. Returns the bytes and keys copied.
+    fn compact(&self) -> (u64, u32) {
+        let h = self.header();
+        let from = self.active();
+        let to = 1 - from;
+        h.epoch.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the inactive area's table lies inside the mapping; no
+        // reader uses it (readers of an older epoch retry).
+        unsafe { std::ptr::write_bytes(self.base.add(self.area(to)), 0, self.slots * 4) };
+        h.used[to].store(0, Ordering::Release);
+        h.count[to].store(0, Ordering::Release);
+        for (hash, r) in self.current_in(from) {
+            let (op, kind, phys) = match r.entry {
+                Entry::Whiteout => (OP_WHITEOUT, 0, &b""[..]),
+                Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
+            };
+            // The same records fit in an area of the same size.
+            let _ = self.put_in(to, r.vpath, hash, r.parent_hash, op, kind, phys);
+        }
+        h.active.store(to as u32, Ordering::Release);
+        h.epoch.fetch_add(1, Ordering::AcqRel);
+        (
+            h.used[to].load(Ordering::Relaxed),
+            h.count[to].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Under the lock: writes the current records into a new, larger journal
+    /// file, renames it over this one and marks this one moved.
+    fn grow(&self, slots: usize, cap: u64) -> std::io::Result<Journal> {
+        if file_len(slots, cap) > self.size_limit.load(Ordering::Relaxed) {
+            return Err(enospc());
+        }
+        let tmp = self
+            .path
+            .with_extension(format!("grow.{}", std::process::id()));
+        let made = Self::create_sized(&tmp, &self.path, self.generation(), self.fold, slots, cap)
+            .and_then(|()| Journal::open(&tmp));
+        let new = match made {
+            Ok(j) => j,
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(enospc());
             }
+        };
+        let from = self.active();
+        for (hash, r) in self.current_in(from) {
+            let (op, kind, phys) = match r.entry {
+                Entry::Whiteout => (OP_WHITEOUT, 0, &b""[..]),
+                Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
+            };
+            let _ = new.put_in(0, r.vpath, hash, r.parent_hash, op, kind, phys);
         }
+        // A newer mapping replaced this journal meanwhile: not ours to replace.
+        if self.is_superseded() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let mut new = new;
+        new.path = self.path.clone();
+        self.header().moved.store(1, Ordering::Release);
+        self.set_superseded();
+        Ok(new)
     }
 
-    fn put_locked(
+    /// Under the lock (or before the journal is shared): appends a record
+    /// to area `a` and points its key's slot at it. `None` when the area is
+    /// full. Each step is published by one store: the record by `used`, the
+    /// key by its slot (counted first, so a count never misses a key).
+    #[allow(clippy::too_many_arguments)]
+    fn put_in(
         &self,
+        a: usize,
         vpath: &[u8],
         h: u64,
         ph: u64,
         op: u8,
         kind: u8,
         phys: &[u8],
-    ) -> std::io::Result<()> {
+    ) -> Option<()> {
         let hdr = self.header();
-        let off = hdr.used.load(Ordering::Acquire);
+        let off = hdr.used[a].load(Ordering::Acquire);
         let size = Self::record_size(vpath.len(), phys.len());
-        if off + size > RECORDS_CAPACITY
-            || hdr.count.load(Ordering::Relaxed) as usize >= SLOTS * 3 / 4
+        if off + size > self.cap || hdr.count[a].load(Ordering::Relaxed) as usize >= self.slots - 1
         {
-            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            return None;
         }
-        // SAFETY: the record area from `off` is unused and inside the mapping.
+        // SAFETY: the record area from `off` is unused and inside the area.
         unsafe {
-            let p = self.base.add(RECORDS_OFF + off as usize);
+            let p = self.base.add(self.area(a) + self.slots * 4 + off as usize);
             (p as *mut u64).write(h);
             (p.add(8) as *mut u64).write(ph);
             *p.add(16) = op;
@@ -440,60 +795,45 @@ impl Journal {
                 phys.len(),
             );
         }
-        hdr.used.store(off + size, Ordering::Release);
+        hdr.used[a].store(off + size, Ordering::Release);
         let value = (off / 8) as u32 + 1;
         let mut i = h as usize;
         loop {
-            let s = self.slot(i);
+            let s = self.slot_in(a, i);
             let v = s.load(Ordering::Acquire);
             if v == 0 {
+                hdr.count[a].fetch_add(1, Ordering::AcqRel);
                 s.store(value, Ordering::Release);
-                hdr.count.fetch_add(1, Ordering::AcqRel);
-                return Ok(());
+                return Some(());
             }
-            if let Some((rh, r)) = self.record(((v - 1) as u64) * 8)
+            if let Some((rh, r)) = self.record(a, ((v - 1) as u64) * 8)
                 && rh == h
                 && self.same_key(r.vpath, vpath)
             {
                 s.store(value, Ordering::Release);
-                // Count stays: the key already had a slot. Bump it anyway so
-                // readers that cache "empty" notice a change.
-                return Ok(());
+                return Some(());
             }
             i = i.wrapping_add(1);
         }
     }
 
-    /// The current records (the latest per path), in the order they were made.
-    /// A record is current when the table still points at it, so each path
-    /// appears once.
-    fn current(&self) -> impl Iterator<Item = Record<'_>> {
-        let used = self.header().used.load(Ordering::Acquire);
-        let mut off = 0u64;
-        std::iter::from_fn(move || {
-            while off < used {
-                let (h, r) = self.record(off)?;
-                let plen = match r.entry {
-                    Entry::Whiteout => 0,
-                    Entry::Physical { phys, .. } => phys.len(),
-                };
-                off += Self::record_size(r.vpath.len(), plen);
-                // The table points at this very record (records are told
-                // apart by where they live: two whiteouts look alike).
-                if self
-                    .get_record(r.vpath, h)
-                    .is_some_and(|(_, v)| std::ptr::eq(v.as_ptr(), r.vpath.as_ptr()))
-                {
-                    return Some(r);
-                }
-            }
-            None
-        })
+    /// The current records of area `a` (the latest per path) with their key
+    /// hashes, in the order they were made: one walk of the table, so the
+    /// cost follows the number of paths, not of changes ever made.
+    fn current_in(&self, a: usize) -> impl Iterator<Item = (u64, Record<'_>)> {
+        let mut offs: Vec<u64> = (0..self.slots)
+            .filter_map(|i| {
+                let v = self.slot_in(a, i).load(Ordering::Acquire);
+                (v != 0).then(|| ((v - 1) as u64) * 8)
+            })
+            .collect();
+        offs.sort_unstable();
+        offs.into_iter().filter_map(move |off| self.record(a, off))
     }
 
     /// Every current record, sorted by path.
     pub fn records(&self) -> Vec<Record<'_>> {
-        let mut out: Vec<Record<'_>> = self.current().collect();
+        let mut out: Vec<Record<'_>> = self.read(|a| self.current_in(a).map(|(_, r)| r).collect());
         out.sort_by(|a, b| a.vpath.cmp(b.vpath));
         out
     }
@@ -501,14 +841,17 @@ impl Journal {
     /// Current records of the entries of directory `parent`.
     pub fn children(&self, parent: &[u8]) -> Vec<Record<'_>> {
         let ph = self.key_hash(parent);
-        self.current()
-            .filter(|r| r.parent_hash == ph && self.same_key(parent_of(r.vpath), parent))
-            .collect()
+        self.read(|a| {
+            self.current_in(a)
+                .map(|(_, r)| r)
+                .filter(|r| r.parent_hash == ph && self.same_key(parent_of(r.vpath), parent))
+                .collect()
+        })
     }
 
     /// True if any current record lies strictly below `dir`.
     pub fn has_records_below(&self, dir: &[u8]) -> bool {
-        self.current().any(|r| self.below(r.vpath, dir))
+        self.read(|a| self.current_in(a).any(|(_, r)| self.below(r.vpath, dir)))
     }
 
     /// `p` lies strictly below `dir` (as keys: folded when the journal folds).
@@ -626,6 +969,302 @@ mod tests {
         let c = Journal::open(&q).unwrap();
         c.put(b"/d/New.txt", file).unwrap();
         assert_eq!(c.get(b"/d/new.txt", c.key_hash(b"/d/new.txt")), None);
+    }
+
+    fn phys(p: &[u8]) -> Entry<'_> {
+        Entry::Physical { phys: p, kind: 2 }
+    }
+
+    fn fresh() -> (tempfile::TempDir, PathBuf, Journal) {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create(&p, 1).unwrap();
+        let j = Journal::open(&p).unwrap();
+        (t, p, j)
+    }
+
+    /// Forks a child that takes the writers' lock, runs `then` while holding
+    /// it, and never unlocks. Returns its pid once it holds the lock.
+    fn child_holding(j: &Journal, then: fn(&Journal)) -> libc::pid_t {
+        let mut fds = [0; 2];
+        // SAFETY: a pipe into a two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only locks, writes to the mapping and the pipe,
+        // and leaves with _exit or a signal.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: in the child, as above.
+            unsafe {
+                libc::pthread_mutex_lock(j.mutex());
+                libc::write(fds[1], b"x".as_ptr().cast(), 1);
+                then(j);
+                libc::_exit(0);
+            }
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a one-byte buffer.
+        unsafe {
+            assert_eq!(libc::read(fds[0], b.as_mut_ptr().cast(), 1), 1);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        pid
+    }
+
+    fn reap(pid: libc::pid_t) {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+
+    #[test]
+    fn lock_of_a_writer_that_exited_mid_write_is_recovered() {
+        let (_t, _p, j) = fresh();
+        j.put(b"/a", phys(b"/x/a")).unwrap();
+        // The child scribbles a half record past the used bytes, then exits
+        // holding the lock.
+        let pid = child_holding(&j, |j| {
+            let a = j.active();
+            let off = j.header().used[a].load(Ordering::Relaxed) as usize;
+            // SAFETY: inside the active area's records.
+            unsafe { std::ptr::write_bytes(j.base.add(j.area(a) + j.slots * 4 + off), 0xAB, 40) };
+        });
+        reap(pid);
+        j.put(b"/b", phys(b"/x/b")).unwrap();
+        assert_eq!(j.get(b"/a", path_hash(b"/a")), Some(phys(b"/x/a")));
+        assert_eq!(j.get(b"/b", path_hash(b"/b")), Some(phys(b"/x/b")));
+        assert_eq!(j.records().len(), 2);
+        assert_eq!(j.len(), 2);
+    }
+
+    #[test]
+    fn a_replacement_renamed_by_a_dead_writer_is_announced() {
+        let (t, p, j) = fresh();
+        j.put(b"/a", Entry::Whiteout).unwrap();
+        let pid = child_holding(&j, |_| {});
+        reap(pid);
+        // As if the dead writer had renamed a larger journal over this one.
+        let q = t.path().join("bigger");
+        Journal::create(&q, 1).unwrap();
+        std::fs::rename(&q, &p).unwrap();
+        j.put(b"/b", Entry::Whiteout).unwrap();
+        assert!(j.is_moved() && j.is_superseded());
+        let now = Journal::open(&p).unwrap();
+        assert_eq!(now.get(b"/b", path_hash(b"/b")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn lock_of_a_writer_in_another_pid_namespace_is_recovered() {
+        let (_t, _p, j) = fresh();
+        // SAFETY: the child only calls unshare, fork, waitpid, the lock and
+        // _exit; the grandchild is process 1 of a new PID namespace.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(77);
+                }
+                let c = libc::fork();
+                if c == 0 {
+                    libc::pthread_mutex_lock(j.mutex());
+                    libc::_exit(if libc::getpid() == 1 { 0 } else { 3 });
+                }
+                let mut st = 0;
+                libc::waitpid(c, &mut st, 0);
+                libc::_exit(if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    4
+                });
+            }
+        }
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        let code = libc::WEXITSTATUS(st);
+        if code == 77 {
+            eprintln!("skipped: cannot make a PID namespace here");
+            return;
+        }
+        assert_eq!(code, 0, "the holder ran as process 1 of its namespace");
+        let start = std::time::Instant::now();
+        j.put(b"/ns", Entry::Whiteout).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(j.get(b"/ns", path_hash(b"/ns")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn waiting_writer_sleeps_while_a_stopped_holder_holds_the_lock() {
+        let (_t, _p, j) = fresh();
+        let pid = child_holding(&j, |_| {
+            // SAFETY: stopping ourselves; the parent kills us.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        });
+        let start = std::time::Instant::now();
+        let cpu = std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                j.put(b"/w", Entry::Whiteout).unwrap();
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: reading this thread's CPU clock into ts.
+                unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+                std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+            });
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            assert!(!w.is_finished(), "the writer must wait for the holder");
+            // SAFETY: killing our own (stopped) child: its lock is recovered.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            w.join().unwrap()
+        });
+        reap(pid);
+        assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+        assert!(
+            cpu < std::time::Duration::from_millis(200),
+            "waiting cost {cpu:?} of CPU"
+        );
+        assert_eq!(j.get(b"/w", path_hash(b"/w")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_current_records() {
+        let (_t, _p, j) = fresh();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..2000u32 {
+            let v = format!("/d{}/f{}", i % 5, i % 250);
+            let ph = format!("/phys/{i}");
+            let e = if i % 3 == 0 {
+                Entry::Whiteout
+            } else {
+                phys(ph.as_bytes())
+            };
+            j.put(v.as_bytes(), e).unwrap();
+            want.insert(v, ph_of(&e));
+        }
+        let before: Vec<(Vec<u8>, Option<Vec<u8>>)> = snapshot_of(&j);
+        let used_before = j.header().used[j.active()].load(Ordering::Relaxed);
+        {
+            let _g = j.lock().unwrap();
+            j.compact();
+        }
+        let after = snapshot_of(&j);
+        assert_eq!(before, after);
+        assert_eq!(after.len(), want.len());
+        for (v, p) in &after {
+            assert_eq!(
+                &want[std::str::from_utf8(v).unwrap()],
+                &p.clone().unwrap_or_default()
+            );
+        }
+        assert!(j.header().used[j.active()].load(Ordering::Relaxed) < used_before / 4);
+        for (v, p) in &after {
+            let got = j.get(v, path_hash(v)).unwrap();
+            assert_eq!(got, p.as_deref().map_or(Entry::Whiteout, phys));
+        }
+        // Twice more: the areas alternate.
+        for _ in 0..2 {
+            let _g = j.lock().unwrap();
+            j.compact();
+        }
+        assert_eq!(snapshot_of(&j), before);
+    }
+
+    fn ph_of(e: &Entry<'_>) -> Vec<u8> {
+        match e {
+            Entry::Whiteout => Vec::new(),
+            Entry::Physical { phys, .. } => phys.to_vec(),
+        }
+    }
+
+    fn snapshot_of(j: &Journal) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        j.records()
+            .iter()
+            .map(|r| {
+                (
+                    r.vpath.to_vec(),
+                    match r.entry {
+                        Entry::Whiteout => None,
+                        Entry::Physical { phys, .. } => Some(phys.to_vec()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_million_cycles_of_one_path_keep_the_file_size() {
+        let (_t, _p, j) = fresh();
+        let len = j.file_len();
+        j.put(b"/keep", phys(b"/x/keep")).unwrap();
+        for _ in 0..1_000_000 {
+            j.put(b"/d/churn.txt", phys(b"/overwrite/d/churn.txt"))
+                .unwrap();
+            j.put(b"/d/churn.txt", Entry::Whiteout).unwrap();
+        }
+        assert!(!j.is_moved());
+        assert_eq!(j.file_len(), len);
+        assert_eq!(j.len(), 2);
+        assert_eq!(
+            j.get(b"/d/churn.txt", path_hash(b"/d/churn.txt")),
+            Some(Entry::Whiteout)
+        );
+        assert_eq!(j.get(b"/keep", path_hash(b"/keep")), Some(phys(b"/x/keep")));
+        assert_eq!(j.children(b"/d").len(), 1);
+    }
+
+    #[test]
+    fn distinct_paths_grow_the_journal_in_proportion() {
+        let (_t, p, first) = fresh();
+        let mut j = Journal::open(&p).unwrap();
+        const N: usize = 300_000;
+        for i in 0..N {
+            if j.is_moved() {
+                j = Journal::open(&p).unwrap();
+            }
+            let v = format!("/game/data/dir{}/file{i}.esp", i % 100);
+            let ph = format!("/mods/overwrite/data/dir{}/file{i}.esp", i % 100);
+            j.put(v.as_bytes(), phys(ph.as_bytes())).unwrap();
+        }
+        assert!(first.is_superseded() && first.is_moved());
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.len(), N);
+        assert_eq!(j.generation(), 1);
+        for i in (0..N).step_by(997) {
+            let v = format!("/game/data/dir{}/file{i}.esp", i % 100);
+            let ph = format!("/mods/overwrite/data/dir{}/file{i}.esp", i % 100);
+            assert_eq!(
+                j.get(v.as_bytes(), j.key_hash(v.as_bytes())),
+                Some(phys(ph.as_bytes()))
+            );
+        }
+        assert_eq!(j.children(b"/game/data/dir7").len(), N / 100);
+        // Records of ~110 bytes: the file stays within a small multiple.
+        assert!(j.file_len() < 40 * N * 110 / 10, "{} bytes", j.file_len());
+        // Writes through the first handle still land in the current file.
+        first.put(b"/late", Entry::Whiteout).unwrap();
+        assert_eq!(j.get(b"/late", path_hash(b"/late")), Some(Entry::Whiteout));
+    }
+
+    #[test]
+    fn no_room_is_enospc_at_reservation() {
+        let (_t, _p, j) = fresh();
+        j.set_size_limit(j.file_len());
+        let mut i = 0u64;
+        let err = loop {
+            if let Err(e) = j.reserve(1) {
+                break e;
+            }
+            let v = format!("/d/file{i}");
+            j.put(v.as_bytes(), phys(b"/o/d/f")).unwrap();
+            i += 1;
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert!(i > 10_000, "{i} records");
+        // Nothing was lost; a replacement of a known path still fits.
+        assert_eq!(j.len() as u64, i);
+        assert!(!j.is_moved());
     }
 
     #[test]

@@ -62,12 +62,24 @@ pub fn dump(snap: &Snapshot<'_>) -> Vec<u8> {
     out
 }
 
-/// The changes hooked processes made since the mapping was set, one line each:
-/// `+ virtual -> physical` for a path that now lives somewhere, `- virtual` for
-/// a deleted one. Empty when nothing changed.
-pub fn dump_changes(journal: &crate::journal::Journal) -> Vec<u8> {
+/// The changes hooked processes made since the mapping was set, as they stand
+/// now, one line each: `+ virtual -> physical` for a path that now lives
+/// somewhere, `- virtual` for a deleted path of the index. A path created and
+/// deleted again since is not a change. Empty when nothing changed.
+pub fn dump_changes(journal: &crate::journal::Journal, snap: &Snapshot<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    let records = journal.records();
+    let in_index = |v: &[u8]| {
+        let mut n = snap.root();
+        for c in crate::path::components(v) {
+            match snap.lookup(n, c) {
+                Some(x) => n = x,
+                None => return false,
+            }
+        }
+        true
+    };
+    let mut records = journal.records();
+    records.retain(|r| r.entry != crate::journal::Entry::Whiteout || in_index(r.vpath));
     if records.is_empty() {
         return out;
     }

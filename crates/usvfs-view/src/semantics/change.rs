@@ -160,6 +160,10 @@ impl<'a> View<'a> {
             Ok(m) if !m.is_dir() => return Probe::Fail(libc::ENOTDIR),
             Ok(_) => {}
         }
+        // Room for the record first: a create that cannot be recorded fails.
+        if let Err(e) = self.reserve(1) {
+            return Probe::Fail(e);
+        }
         let mut place = Box::new(Place {
             virt,
             loc: PathBuffer::new(),
@@ -238,6 +242,11 @@ impl<'a> View<'a> {
         }
         if !want_dir && dir {
             return Change::Fail(libc::EISDIR);
+        }
+        if self.needs_whiteout(r.res.node, r.virt.as_bytes())
+            && let Err(e) = self.reserve(1)
+        {
+            return Change::Fail(e);
         }
         if want_dir {
             if !self.dir_is_empty(r.res.node, r.virt.as_bytes()) {
@@ -332,6 +341,10 @@ impl<'a> View<'a> {
         {
             abort(&place);
             return Change::Fail(libc::EXDEV);
+        }
+        if let Err(e) = self.reserve(2) {
+            abort(&place);
+            return Change::Fail(e);
         }
         let mut r = self.fs.rename(ophys.as_bytes(), dest.as_bytes(), flags);
         if r == Err(libc::EXDEV) && !exchange && !ost.is_dir() {

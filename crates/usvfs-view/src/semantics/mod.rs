@@ -163,8 +163,22 @@ impl<'a> View<'a> {
         self.fs.lstat(phys)
     }
 
-    /// Records that `virt` now lives at `phys`. A failure to record is
-    /// logged: the disk already changed and must not be undone blindly.
+    /// Makes room in the journal for `records` records before a physical
+    /// change that will record them: ENOSPC when there is none, so the call
+    /// fails before anything on disk changes.
+    pub fn reserve(&self, records: usize) -> Result<(), Errno> {
+        match self.journal {
+            Some(j) => j.reserve(records).map_err(|e| {
+                tracing::error!(error = %e, "journal: no room for a change; refusing it");
+                e.raw_os_error().unwrap_or(libc::ENOSPC)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `virt` now lives at `phys`. A failure to record (rare:
+    /// [`View::reserve`] made room first) is logged: the disk already
+    /// changed and must not be undone blindly.
     pub fn record(&self, virt: &[u8], phys: &[u8], kind: u8) {
         if let Some(j) = self.journal
             && let Err(e) = j.put(virt, Entry::Physical { phys, kind })
