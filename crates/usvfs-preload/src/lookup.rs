@@ -271,18 +271,8 @@ fn classify(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
     }
     let mut link = PathBuffer::new();
     let _ = link.set(b"/proc/self/fd/");
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = fd as u32;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let _ = link.push_bytes(&digits[i..]);
+    let mut digits = [0u8; 20];
+    let _ = link.push_bytes(path::decimal(fd as u64, &mut digits));
     let mut target = [0u8; path::PATH_MAX];
     let view = st.view();
     let Ok(n) = view.fs.readlink(link.as_bytes(), &mut target) else {

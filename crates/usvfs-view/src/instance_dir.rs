@@ -60,15 +60,7 @@ impl InstanceDir {
         )
         .ok()?;
         let mut buf = [0u8; 16];
-        let mut len = 0;
-        while len < buf.len() {
-            match rustix::io::read(&fd, &mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return None,
-            }
-        }
+        let len = read_up_to(&fd, &mut buf)?;
         parse_log_level(buf[..len].trim_ascii())?
     }
 
@@ -134,15 +126,7 @@ impl InstanceDir {
         )
         .ok()
         .and_then(|fd| {
-            let mut len = 0;
-            while len < buf.len() {
-                match rustix::io::read(&fd, &mut buf[len..]) {
-                    Ok(0) => break,
-                    Ok(n) => len += n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(_) => return None,
-                }
-            }
+            let len = read_up_to(&fd, &mut buf)?;
             parse_stat(&buf[..len]).map(|(_, t)| t)
         });
         // The descriptor closes when dropped; failing to register only hides
@@ -158,17 +142,7 @@ impl InstanceDir {
         };
         if let Some(t) = start {
             let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            let mut v = t;
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            let _ = rustix::io::write(&fd, &digits[i..]);
+            let _ = rustix::io::write(&fd, crate::path::decimal(t, &mut digits));
         }
     }
 
@@ -235,6 +209,21 @@ pub fn parse_log_level(s: &[u8]) -> Option<Option<tracing::Level>> {
         .iter()
         .position(|n| n.as_bytes().eq_ignore_ascii_case(s))
         .map(|i| LEVELS[i])
+}
+
+/// Reads from `fd` until `buf` is full or the end: the length read (raw
+/// system calls, no allocation; `None` on an error).
+fn read_up_to(fd: &rustix::fd::OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    Some(len)
 }
 
 #[cfg(test)]

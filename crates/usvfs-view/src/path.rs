@@ -144,6 +144,19 @@ pub fn from_leaf_up<'a>(leaf_up: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     out
 }
 
+/// `v` in decimal, written into `buf` without allocating.
+pub fn decimal(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let (mut i, mut v) = (buf.len(), v);
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// Iterates the non-empty components of a path, `.` included.
 pub fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
     p.split(|&c| c == b'/').filter(|c| !c.is_empty())
