@@ -232,9 +232,21 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         // registry is saved before we return.
         p.wait_for_server();
     }
-    if inst.leave(me).unwrap_or(false)
-        && let Some(p) = &private
-    {
+    // The instance is gone when we were the last to leave, or when a hooked
+    // process that left after our program (a background one) removed it.
+    let mut gone = inst.leave(me).unwrap_or(false) || !inst.dir.exists();
+    if !gone && private.is_some() && others.is_empty() {
+        // The wineserver's last process may be exiting right now (its lock
+        // is released before it is gone): give it a moment.
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            gone = inst.leave(me).unwrap_or(false) || !inst.dir.exists();
+            if gone {
+                break;
+            }
+        }
+    }
+    if gone && let Some(p) = &private {
         p.remove();
     }
     result
