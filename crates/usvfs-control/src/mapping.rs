@@ -128,15 +128,26 @@ impl Mapping {
         if flags.has(LinkFlags::FAIL_IF_SKIPPED) && self.is_skipped_dir(file_name_os(&source)) {
             return Err(Error::Skipped { path: source });
         }
+        self.push_rule(LinkKind::Directory, source, destination, flags);
+        Ok(())
+    }
+
+    /// Appends a checked rule with the skip lists as they are now.
+    fn push_rule(
+        &mut self,
+        kind: LinkKind,
+        source: PathBuf,
+        destination: PathBuf,
+        flags: LinkFlags,
+    ) {
         self.rules.push(Rule {
-            kind: LinkKind::Directory,
+            kind,
             source,
             destination,
             flags,
             skip_suffixes: self.skip_suffixes.clone(),
             skip_dirs: self.skip_dirs.clone(),
         });
-        Ok(())
     }
 
     /// Adds a file link after checking the source.
@@ -152,14 +163,7 @@ impl Mapping {
         if flags.has(LinkFlags::FAIL_IF_SKIPPED) && self.is_skipped_file(file_name_os(&source)) {
             return Err(Error::Skipped { path: source });
         }
-        self.rules.push(Rule {
-            kind: LinkKind::File,
-            source,
-            destination,
-            flags,
-            skip_suffixes: self.skip_suffixes.clone(),
-            skip_dirs: self.skip_dirs.clone(),
-        });
+        self.push_rule(LinkKind::File, source, destination, flags);
         Ok(())
     }
 

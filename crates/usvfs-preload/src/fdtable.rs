@@ -111,10 +111,12 @@ pub fn ident_for_flags(flags: i32) -> Ident {
 #[inline(always)]
 pub fn mark_physical(fd: i32) {
     let Some(s) = slot(fd) else { return };
-    let old = s.swap(physical_mark(), Ordering::AcqRel);
-    if !old.is_null() && old != physical_mark() {
-        release(old);
+    // Usually already marked (a number reused by another physical open):
+    // a plain load then, no read-modify-write.
+    if s.load(Ordering::Relaxed) == physical_mark() {
+        return;
     }
+    release(s.swap(physical_mark(), Ordering::AcqRel));
 }
 
 /// Forgets `fd` (it is being closed or replaced, or arrived from elsewhere).
