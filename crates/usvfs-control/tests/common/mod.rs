@@ -173,7 +173,7 @@ impl Scene {
     pub fn create_at(&self, virt: impl AsRef<[u8]>, data: &str) -> Result<String, i32> {
         let virt = virt.as_ref();
         let v = self.v();
-        match v.probe(virt, true) {
+        match v.probe(virt, true, FileKind::File) {
             Probe::New(place) => {
                 let loc = fake_path(place.loc.as_bytes());
                 let parent = &loc[..loc.rfind('/').unwrap()];
@@ -196,7 +196,7 @@ impl Scene {
     pub fn mkdir_at(&self, virt: impl AsRef<[u8]>) -> Result<String, i32> {
         let virt = virt.as_ref();
         let v = self.v();
-        match v.probe(virt, false) {
+        match v.probe(virt, false, FileKind::Dir) {
             Probe::New(place) => {
                 if let Err(e) = self.fake.mkdir(place.loc.as_bytes(), 0o755) {
                     place.abort(&v);

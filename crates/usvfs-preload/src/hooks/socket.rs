@@ -75,7 +75,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             let mut virt = PathBuffer::new();
             or_bypass!(virtual_target(st, AT_FDCWD, p, &mut virt));
             let v = st.view();
-            match v.probe(virt.as_bytes(), false) {
+            match v.probe(virt.as_bytes(), false, FileKind::Other) {
                 Probe::Outside => Detour::Bypass,
                 Probe::Fail(e) => Detour::Error(e),
                 Probe::Exists(_) => Detour::Error(libc::EADDRINUSE),

@@ -74,7 +74,11 @@ pub(crate) fn open_create(
         let mut t = or_bypass!(target(st, dirfd, p));
         let excl = flags & libc::O_EXCL != 0;
         let v = st.view();
-        match v.probe(t.virt.as_bytes(), !excl && flags & libc::O_NOFOLLOW == 0) {
+        match v.probe(
+            t.virt.as_bytes(),
+            !excl && flags & libc::O_NOFOLLOW == 0,
+            FileKind::File,
+        ) {
             Probe::Outside => {
                 // SAFETY: a NUL-terminated path; flags and mode are the caller's.
                 outside(&mut t, |p| unsafe {
@@ -155,7 +159,7 @@ fn create_with(
     let p = or_bypass!(unsafe { bytes(path) });
     let mut t = or_bypass!(target(st, dirfd, p));
     let v = st.view();
-    match v.probe(t.virt.as_bytes(), false) {
+    match v.probe(t.virt.as_bytes(), false, kind) {
         Probe::Outside => outside(&mut t, op),
         Probe::Fail(e) => Detour::Error(e),
         Probe::Exists(_) => Detour::Error(libc::EEXIST),
@@ -308,7 +312,7 @@ pub unsafe extern "C" fn linkat(
             let new_in_view = target(st, newdirfd, n);
             let v = st.view();
             let probe = match &new_in_view {
-                Some(t) => v.probe(t.virt.as_bytes(), false),
+                Some(t) => v.probe(t.virt.as_bytes(), false, FileKind::File),
                 None => Probe::Outside,
             };
             match probe {

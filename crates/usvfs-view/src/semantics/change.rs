@@ -30,10 +30,17 @@ pub struct Found {
 /// Where a new entry goes, and the directories made to hold it. The engine
 /// creates the entry at `loc`, then calls [`Place::commit`] (or
 /// [`Place::abort`] when that failed).
+///
+/// The journal already names `loc` for the path when the place is handed
+/// out (an intent record): a record whose physical file does not exist
+/// reads as absent, so a process killed before, during or after the create
+/// leaves the view equal to the disk.
 pub struct Place {
     pub virt: PathBuffer,
     pub loc: PathBuffer,
     made: Vec<Vec<u8>>,
+    /// The kind the intent record was written with (a `FileKind` code).
+    kind: u8,
 }
 
 /// What a path that may be created is.
@@ -55,9 +62,17 @@ impl Place {
         }
     }
 
-    /// Publishes the new entry (of `kind`) to every process of the instance.
+    /// The entry was made, of `kind`: the intent record already publishes
+    /// it; only a kind other than the one announced is recorded again.
     pub fn commit(&self, v: &View<'_>, kind: FileKind) {
-        v.record(self.virt.as_bytes(), self.loc.as_bytes(), kind.code());
+        if kind.code() != self.kind {
+            v.record(self.virt.as_bytes(), self.loc.as_bytes(), kind.code());
+        }
+    }
+
+    /// Writes the intent record: the path lives at `loc` once it exists.
+    fn announce(&self, v: &View<'_>) -> Result<(), Errno> {
+        v.record_intent(self.virt.as_bytes(), self.loc.as_bytes(), self.kind)
     }
 }
 
@@ -99,12 +114,23 @@ impl<'a> View<'a> {
         self.resolve_boxed(parent.as_bytes(), true)
     }
 
-    /// Looks `virt` up for an operation that may create it. Where a new
-    /// entry goes is decided from the path the view resolves it to (its
-    /// parent's resolved path plus its name, or what a dangling link names),
-    /// so a symlinked prefix such as Wine's `dosdevices/z: -> /` creates
-    /// exactly where the direct path would.
-    pub fn probe(&self, virt_in: &[u8], follow: bool) -> Probe {
+    /// Looks `virt` up for an operation that may create it (an entry of
+    /// `kind`). Where a new entry goes is decided from the path the view
+    /// resolves it to (its parent's resolved path plus its name, or what a
+    /// dangling link names), so a symlinked prefix such as Wine's
+    /// `dosdevices/z: -> /` creates exactly where the direct path would.
+    /// A new place is recorded in the journal before it is returned.
+    pub fn probe(&self, virt_in: &[u8], follow: bool, kind: FileKind) -> Probe {
+        self.probe_as(virt_in, follow, Some(kind))
+    }
+
+    /// Like [`View::probe`] without recording a new place (for an exchange,
+    /// which needs both paths to exist).
+    fn probe_only(&self, virt: &[u8]) -> Probe {
+        self.probe_as(virt, false, None)
+    }
+
+    fn probe_as(&self, virt_in: &[u8], follow: bool, kind: Option<FileKind>) -> Probe {
         let mut parent: Option<Box<Resolved>> = None;
         let mut r = Resolved::boxed();
         let virt = match self.resolve(virt_in, follow, &mut r) {
@@ -160,14 +186,11 @@ impl<'a> View<'a> {
             Ok(m) if !m.is_dir() => return Probe::Fail(libc::ENOTDIR),
             Ok(_) => {}
         }
-        // Room for the record first: a create that cannot be recorded fails.
-        if let Err(e) = self.reserve(1) {
-            return Probe::Fail(e);
-        }
         let mut place = Box::new(Place {
             virt,
             loc: PathBuffer::new(),
             made: Vec::new(),
+            kind: kind.map_or(0, FileKind::code),
         });
         match ct {
             Some(layer) => {
@@ -194,6 +217,25 @@ impl<'a> View<'a> {
                     return Probe::Fail(libc::ENAMETOOLONG);
                 }
             }
+        }
+        // An empty directory left hidden at the place (the create target's
+        // copy of a deleted directory, e.g. after a kill between removing
+        // two copies) gives way: nothing is lost, and the create works.
+        if kind.is_some()
+            && self
+                .fs
+                .lstat(place.loc.as_bytes())
+                .is_ok_and(|m| m.is_dir())
+        {
+            let _ = self.fs.rmdir(place.loc.as_bytes());
+        }
+        // The record first: a create that cannot be recorded fails, and a
+        // process killed after the create leaves it visible.
+        if kind.is_some()
+            && let Err(e) = self.reserve(1).and_then(|()| place.announce(self))
+        {
+            place.abort(self);
+            return Probe::Fail(e);
         }
         Probe::New(place)
     }
@@ -243,15 +285,19 @@ impl<'a> View<'a> {
         if !want_dir && dir {
             return Change::Fail(libc::EISDIR);
         }
-        if self.needs_whiteout(r.res.node, r.virt.as_bytes())
-            && let Err(e) = self.reserve(1)
-        {
+        let whiteout = self.needs_whiteout(r.res.node, r.virt.as_bytes());
+        if whiteout && let Err(e) = self.reserve(2) {
+            return Change::Fail(e);
+        }
+        if want_dir && !self.dir_is_empty(r.res.node, r.virt.as_bytes()) {
+            return Change::Fail(libc::ENOTEMPTY);
+        }
+        // Pinned once nothing can refuse the delete: a merged directory
+        // recorded at its winning place lists only that place.
+        if whiteout && let Err(e) = self.pin(&r, meta.kind) {
             return Change::Fail(e);
         }
         if want_dir {
-            if !self.dir_is_empty(r.res.node, r.virt.as_bytes()) {
-                return Change::Fail(libc::ENOTEMPTY);
-            }
             if let Err(e) = self.fs.rmdir(r.phys.as_bytes()) {
                 // An index directory whose view is empty may still hold
                 // files that whiteouts hide: keep them, nothing is lost.
@@ -259,13 +305,44 @@ impl<'a> View<'a> {
                     return Change::Fail(e);
                 }
             }
+            self.remove_create_target_copy(&r);
         } else if let Err(e) = self.fs.unlink(r.phys.as_bytes()) {
             return Change::Fail(e);
         }
-        if self.needs_whiteout(r.res.node, r.virt.as_bytes()) {
+        if whiteout {
             self.record_whiteout(r.virt.as_bytes());
         }
         Change::Done(())
+    }
+
+    /// After directory `r` was removed: its copy in the create target (made
+    /// to hold files created in it since) goes too when it is empty, so a
+    /// new mapping does not show the deleted directory again.
+    fn remove_create_target_copy(&self, r: &Resolved) {
+        let Some(layer) = create::create_target(self.snap, r.virt.as_bytes()) else {
+            return;
+        };
+        let mut loc = PathBuffer::new();
+        if create::location(self.snap, layer, r.virt.as_bytes(), &mut loc).is_ok()
+            && loc.as_bytes() != r.phys.as_bytes()
+        {
+            let _ = self.fs.rmdir(loc.as_bytes());
+        }
+    }
+
+    /// Records that `r` lives at its current physical place (unless the
+    /// journal says so already), before that place is removed or moved: a
+    /// process that dies between the physical change and the record that
+    /// follows it leaves a record of a missing file, which reads as absent.
+    fn pin(&self, r: &Resolved, kind: FileKind) -> Result<(), Errno> {
+        let virt = r.virt.as_bytes();
+        if let Some(j) = self.journal
+            && let Some(Entry::Physical { phys, .. }) = j.get(virt, j.key_hash(virt))
+            && phys == r.phys.as_bytes()
+        {
+            return Ok(());
+        }
+        self.record_intent(virt, r.phys.as_bytes(), kind.code())
     }
 
     /// Renames `old` to `new` (`renameat2` flags). The result lives where a
@@ -277,19 +354,30 @@ impl<'a> View<'a> {
             Err(e) => return Change::Fail(e),
         };
         let old_in_view = olk.res.in_view();
-        let target = self.probe(new, false);
+        let ophys = olk.phys.clone();
+        let ost = self.fs.lstat(ophys.as_bytes());
+        let okind = ost.as_ref().map_or(FileKind::File, |m| m.kind);
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let target = if exchange {
+            self.probe_only(new)
+        } else {
+            self.probe(new, false, okind)
+        };
         if !old_in_view && matches!(target, Probe::Outside) {
             return Change::Outside;
         }
-        let ophys = olk.phys.clone();
-        let ost = match self.fs.lstat(ophys.as_bytes()) {
+        let ost = match ost {
             Ok(m) => m,
-            Err(e) => return Change::Fail(e),
+            Err(e) => {
+                if let Probe::New(p) = &target {
+                    p.abort(self);
+                }
+                return Change::Fail(e);
+            }
         };
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        let (dest, place) = match target {
+        let (dest, place, replacing) = match target {
             Probe::Fail(e) => return Change::Fail(e),
-            Probe::Outside => (PathBuffer::from_bytes(new).unwrap_or_default(), None),
+            Probe::Outside => (PathBuffer::from_bytes(new).unwrap_or_default(), None, false),
             Probe::Exists(f) => {
                 if flags & libc::RENAME_NOREPLACE != 0 {
                     return Change::Fail(libc::EEXIST);
@@ -313,15 +401,16 @@ impl<'a> View<'a> {
                     virt: f.r.virt.clone(),
                     loc: f.r.phys.clone(),
                     made: Vec::new(),
+                    kind: f.meta.kind.code(),
                 });
-                (f.r.phys.clone(), Some(place))
+                (f.r.phys.clone(), Some(place), true)
             }
             Probe::New(place) => {
                 if exchange {
                     place.abort(self);
                     return Change::Fail(libc::ENOENT);
                 }
-                (place.loc.clone(), Some(place))
+                (place.loc.clone(), Some(place), false)
             }
         };
         let abort = |place: &Option<Box<Place>>| {
@@ -342,7 +431,22 @@ impl<'a> View<'a> {
             abort(&place);
             return Change::Fail(libc::EXDEV);
         }
-        if let Err(e) = self.reserve(2) {
+        // Both sides recorded at their current places first (see `pin`):
+        // whenever this process dies, each reads as where its file is.
+        let whiteout = old_in_view && self.needs_whiteout(olk.res.node, olk.virt.as_bytes());
+        let pinned = self.reserve(3).and_then(|()| {
+            if exchange {
+                return Ok(());
+            }
+            if let Some(p) = place.as_ref().filter(|_| replacing) {
+                p.announce(self)?;
+            }
+            if whiteout {
+                self.pin(&olk, ost.kind)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = pinned {
             abort(&place);
             return Change::Fail(e);
         }
@@ -360,7 +464,7 @@ impl<'a> View<'a> {
         if exchange {
             return Change::Done(());
         }
-        if old_in_view && self.needs_whiteout(olk.res.node, olk.virt.as_bytes()) {
+        if whiteout {
             self.record_whiteout(olk.virt.as_bytes());
         }
         if let Some(p) = &place {

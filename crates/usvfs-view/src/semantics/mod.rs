@@ -191,6 +191,23 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Records, before a physical change, that `virt` lives at `phys` once
+    /// `phys` exists (a record of a missing file reads as absent). Fails
+    /// (ENOSPC) when the journal has no room, before anything changed.
+    pub fn record_intent(&self, virt: &[u8], phys: &[u8], kind: u8) -> Result<(), Errno> {
+        match self.journal {
+            Some(j) => j.put(virt, Entry::Physical { phys, kind }).map_err(|e| {
+                tracing::error!(
+                    path = %String::from_utf8_lossy(virt),
+                    error = %e,
+                    "journal: no room to record a change; refusing it"
+                );
+                e.raw_os_error().unwrap_or(libc::ENOSPC)
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Records that `virt` is gone (no lower layer shows through).
     pub fn record_whiteout(&self, virt: &[u8]) {
         if let Some(j) = self.journal
