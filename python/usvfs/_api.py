@@ -68,7 +68,9 @@ class VirtualDirectory(_VirtualLink):
 
     link_recursively = _flag_property(dll.LINKFLAG_RECURSIVE, "LINKFLAG_RECURSIVE: link subdirectories too.")
     monitor_changes = _flag_property(
-        dll.LINKFLAG_MONITORCHANGES, "LINKFLAG_MONITORCHANGES: accepted for compatibility (links are re-read per mapping)."
+        dll.LINKFLAG_MONITORCHANGES,
+        "LINKFLAG_MONITORCHANGES: files added to or removed from the real directory while the mapping is "
+        "published appear or disappear in the view (inotify), until the VFS is closed or the mapping set again.",
     )
 
 

@@ -158,12 +158,16 @@ class _Connection:
         self.force_loads: List[Tuple[str, str]] = []
         self.dirty = True
         self.lock = threading.RLock()
+        # Watches the sources of links with LINKFLAG_MONITORCHANGES while connected.
+        self.monitor: Optional[_native.SourceMonitor] = None
 
     def publish(self) -> None:
         with self.lock:
             if not self.dirty and self.dir:
                 return
-            d, nodes = _native.publish(self.name, self.rules, [], self.params.caseInsensitive)
+            if self.monitor is not None:
+                self.monitor.stop()
+            d, nodes, self.monitor = _native.publish(self.name, self.rules, [], self.params.caseInsensitive)
             self.dir = os.fspath(d)
             _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
             _native.register(self.name, os.getpid())
@@ -223,6 +227,9 @@ def DisconnectVFS() -> None:
     with _lock:
         if _current is not None:
             try:
+                if _current.monitor is not None:
+                    _current.monitor.stop()
+                    _current.monitor = None
                 # The instance (and its log) may go away with us: keep what
                 # its processes logged for GetLogMessages.
                 _drain_instance_log(_current.name)

@@ -71,6 +71,11 @@ pub struct MappingArgs {
     /// `case_insensitive = true`.
     #[arg(long)]
     pub case_insensitive: bool,
+    /// Monitor every link's source: files added to or removed from a mod
+    /// while the program runs appear or disappear in the view within a
+    /// second (inotify). Same as a profile's `monitor = true`.
+    #[arg(long)]
+    pub monitor: bool,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
 use usvfs_control::index::dump::dump;
 use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
+use usvfs_control::monitor::Monitor;
 use usvfs_control::wine::{Prefix, PrivateServer};
 use usvfs_control::{Instance, build_snapshot, instance};
 
@@ -83,6 +84,8 @@ struct Joined {
     /// The log level the profile asks for.
     log_level: Option<String>,
     private: Option<PrivateServer>,
+    /// Watches monitored sources while the program runs.
+    _monitor: Option<Monitor>,
 }
 
 /// Builds the mapping's index and publishes it in the instance, registering
@@ -98,11 +101,12 @@ fn publish(
     // the index is built.
     let (inst, others) = Instance::join_new(&built.instance, me)?;
     match publish_into(&inst, &mut built, wine) {
-        Ok((log_level, private)) => Ok(Joined {
+        Ok((log_level, private, monitor)) => Ok(Joined {
             inst,
             others,
             log_level,
             private,
+            _monitor: monitor,
         }),
         Err(e) => {
             let _ = inst.leave(me);
@@ -115,7 +119,7 @@ fn publish_into(
     inst: &Instance,
     built: &mut mapping_args::Built,
     wine: Option<&Prefix>,
-) -> Result<(Option<String>, Option<PrivateServer>)> {
+) -> Result<(Option<String>, Option<PrivateServer>, Option<Monitor>)> {
     // A Wine run gets its own wineserver, which programs outside never reach.
     let private = match wine {
         Some(prefix) => {
@@ -130,12 +134,19 @@ fn publish_into(
     let bytes = build_snapshot(&built.mapping, generation).context("building the index")?;
     tracing::info!(bytes = bytes.len(), elapsed = ?start.elapsed(), "index built");
     inst.publish(&bytes)?;
-    Ok((built.log_level.take(), private))
+    let monitor = Monitor::start(inst, &built.mapping)?;
+    Ok((built.log_level.take(), private, monitor))
 }
 
 /// The running instance named by `--instance` (or the default), for commands
 /// given no rules.
 fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
+    if a.monitor {
+        return Err(anyhow!(
+            "--monitor applies to a new mapping: give --dir/--file/--create-target rules or --profile \
+             (the controller that published a running instance's mapping monitors it)"
+        ));
+    }
     if a.case_insensitive {
         return Err(anyhow!(
             "--case-insensitive applies to a new mapping: give --dir/--file/--create-target rules or --profile \
@@ -168,6 +179,7 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         others,
         log_level: profile_level,
         private,
+        _monitor,
     } = if mapping_args::has_rules(&a.mapping) {
         publish(&a.mapping, m, wine.as_ref(), me)?
     } else {
@@ -179,6 +191,7 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
             others,
             log_level: None,
             private: None,
+            _monitor: None,
         }
     };
     // Hooked processes read the level when they start. Without one given, a

@@ -79,6 +79,11 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         .with_context(|| format!("cannot link {} onto {}", src.display(), dest.display()))?;
     }
     mapping.case_insensitive |= args.case_insensitive;
+    if args.monitor {
+        for r in &mut mapping.rules {
+            r.flags.0 |= LinkFlags::MONITOR_CHANGES;
+        }
+    }
     // Command-line skip lists apply to every rule, the profile's too.
     for r in &mut mapping.rules {
         r.skip_suffixes.extend(args.skip_suffix.iter().cloned());

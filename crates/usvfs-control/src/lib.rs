@@ -9,6 +9,7 @@ pub mod error;
 pub mod index;
 pub mod instance;
 pub mod mapping;
+pub mod monitor;
 pub mod profile;
 pub mod program;
 pub mod wine;

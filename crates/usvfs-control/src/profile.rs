@@ -8,12 +8,15 @@
 //! blacklist = ["crashreporter"]  # optional
 //! log_level = "warn"             # optional: off, error, warn, info, debug, trace
 //! case_insensitive = true        # optional: names match in any case (Wine, Proton)
+//! monitor = true                 # optional: every link's source is monitored
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
 //! to = "game/data"
 //! recursive = true               # optional, default true
 //! create_target = false          # optional
+//! monitor = false                # optional: files added to or removed from
+//!                                # the source show while running
 //! ```
 
 use std::ffi::OsString;
@@ -40,6 +43,8 @@ struct ProfileFile {
     #[serde(default)]
     case_insensitive: bool,
     #[serde(default)]
+    monitor: bool,
+    #[serde(default)]
     link: Vec<LinkEntry>,
 }
 
@@ -55,6 +60,8 @@ struct LinkEntry {
     create_target: bool,
     #[serde(default)]
     fail_if_exists: bool,
+    #[serde(default)]
+    monitor: bool,
 }
 
 fn yes() -> bool {
@@ -125,6 +132,9 @@ pub fn load(file: &Path) -> Result<Profile> {
         let mut flags = 0;
         if l.recursive {
             flags |= LinkFlags::RECURSIVE;
+        }
+        if l.monitor || parsed.monitor {
+            flags |= LinkFlags::MONITOR_CHANGES;
         }
         if l.create_target {
             flags |= LinkFlags::CREATE_TARGET;

@@ -92,8 +92,35 @@ fn add_rule(
     }
 }
 
+/// Watches a published mapping's monitored sources (rules with
+/// MONITOR_CHANGES); stops when `stop()` is called or it is collected.
+#[pyclass(module = "usvfs._native")]
+struct SourceMonitor {
+    inner: std::sync::Mutex<Option<usvfs_control::monitor::Monitor>>,
+}
+
+#[pymethods]
+impl SourceMonitor {
+    /// Stops watching (idempotent).
+    fn stop(&self, py: Python<'_>) {
+        let m = self.inner.lock().ok().and_then(|mut g| g.take());
+        py.allow_threads(move || drop(m));
+    }
+
+    /// Number of directories watched when it started.
+    #[getter]
+    fn watched(&self) -> usize {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|m| m.watched()))
+            .unwrap_or(0)
+    }
+}
+
 /// Builds the index of a mapping and publishes it in the instance (creating
-/// it). Returns (instance directory, node count). Releases the GIL meanwhile.
+/// it). Returns (instance directory, node count, source monitor or None when
+/// no rule is monitored). Releases the GIL meanwhile.
 /// `case_insensitive`: names match in any case below the destinations.
 #[pyfunction]
 #[pyo3(signature = (instance, rules, blacklist, case_insensitive = false))]
@@ -103,9 +130,10 @@ fn publish(
     rules: Vec<RuleArg>,
     blacklist: Vec<OsString>,
     case_insensitive: bool,
-) -> PyResult<(PathBuf, usize)> {
+) -> PyResult<(PathBuf, usize, Option<SourceMonitor>)> {
     let name = instance.to_string();
-    let r = py.allow_threads(move || -> usvfs_control::Result<(PathBuf, usize)> {
+    type Published = (PathBuf, usize, Option<SourceMonitor>);
+    let r = py.allow_threads(move || -> usvfs_control::Result<Published> {
         let mut m = Mapping::new();
         m.blacklist = blacklist;
         m.case_insensitive = case_insensitive;
@@ -121,7 +149,10 @@ fn publish(
         // the instance for a leftover of dead processes meanwhile.
         let (inst, _) = Instance::join_new(&name, std::process::id() as i32)?;
         inst.publish(&bytes)?;
-        Ok((inst.dir, nodes))
+        let monitor = usvfs_control::monitor::Monitor::start(&inst, &m)?.map(|m| SourceMonitor {
+            inner: std::sync::Mutex::new(Some(m)),
+        });
+        Ok((inst.dir, nodes, monitor))
     });
     r.map_err(|e| core_err(py, e))
 }
@@ -276,6 +307,7 @@ fn child_env(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_link, m)?)?;
     m.add_function(wrap_pyfunction!(publish, m)?)?;
+    m.add_class::<SourceMonitor>()?;
     m.add_function(wrap_pyfunction!(write_exec_rules, m)?)?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
     m.add_function(wrap_pyfunction!(leave, m)?)?;

@@ -610,6 +610,45 @@ impl Journal {
         Ok(())
     }
 
+    /// Decides and records under the writers' lock: `decide` sees the
+    /// current entry for `vpath` and returns the entry to record, if any, so
+    /// no writer changes the path between the look and the record.
+    pub fn update(
+        &self,
+        vpath: &[u8],
+        decide: impl FnOnce(Option<Entry<'_>>) -> Option<(u8, u8, Vec<u8>)>,
+    ) -> std::io::Result<()> {
+        let h = self.key_hash(vpath);
+        let g = self.lock()?;
+        if self.is_moved() {
+            drop(g);
+            return match self.forward()? {
+                Some(j) => j.update(vpath, decide),
+                None => Ok(()),
+            };
+        }
+        let Some((op, kind, phys)) = decide(self.get(vpath, h)) else {
+            return Ok(());
+        };
+        if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        let size = Self::record_size(vpath.len(), phys.len());
+        if let Some(bigger) = self.make_room(size, 1)? {
+            drop(g);
+            let entry = match op {
+                OP_WHITEOUT => Entry::Whiteout,
+                _ => Entry::Physical { phys: &phys, kind },
+            };
+            return bigger.put(vpath, entry);
+        }
+        let ph = self.key_hash(parent_of(vpath));
+        self.put_in(self.active(), vpath, h, ph, op, kind, &phys)
+            .ok_or_else(enospc)?;
+        drop(g);
+        Ok(())
+    }
+
     /// Makes sure `records` records can be written now (compacting, or
     /// moving to a larger journal, when needed): ENOSPC when the journal
     /// cannot make room. Call it before a physical change that will be

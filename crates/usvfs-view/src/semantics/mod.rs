@@ -13,6 +13,7 @@ pub mod create;
 pub mod exec;
 pub mod listing;
 pub mod origin;
+pub mod sources;
 
 use crate::fs::{Errno, Fs, Meta};
 use crate::index::{NodeId, NodeKind, Snapshot};
