@@ -189,3 +189,24 @@ def test_monitored_files_change_nothing_on_disk(usvfs: Path, layout: Layout) -> 
     expected_after = dict(expected)
     expected_after[layout.mods[1]] = {k: v for k, v in expected[layout.mods[1]].items() if k != b"x.txt"}
     assert {p: snapshot_tree(p) for p in expected} == expected_after
+
+
+def test_profile_monitors_only_the_links_it_marks(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    m1, m2 = layout.mods[0], layout.mods[1]
+    prof = tmp_path / "p.toml"
+    prof.write_text(
+        f'[[link]]\ndir = "{m1}"\nto = "{layout.base}"\nmonitor = true\n\n'
+        f'[[link]]\ndir = "{m2}"\nto = "{layout.base}"\n'
+    )
+    script = (
+        "import os,sys,time; b,m1,m2=sys.argv[1:4];"
+        "open(os.path.join(m1,'p1.txt'),'w').close(); open(os.path.join(m2,'p2.txt'),'w').close();"
+        "t0=time.monotonic()\n"
+        "while not os.path.exists(os.path.join(b,'p1.txt')) and time.monotonic()-t0<10: time.sleep(0.01)\n"
+        "time.sleep(0.2); print(os.path.exists(os.path.join(b,'p1.txt')), os.path.exists(os.path.join(b,'p2.txt')))"
+    )
+    r = subprocess.run(
+        [str(usvfs), "run", "--profile", str(prof), "--", sys.executable, "-c", script, str(layout.base), str(m1), str(m2)],
+        cwd=layout.root, capture_output=True, timeout=60,
+    )
+    assert r.stdout.decode().split() == ["True", "False"], r.stderr.decode()

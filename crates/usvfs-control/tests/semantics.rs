@@ -1508,3 +1508,76 @@ fn a_change_the_journal_has_no_room_for_fails_with_enospc_before_the_disk_change
     assert_eq!(sc.all(), before);
     assert_eq!(sc.journal.len(), i);
 }
+
+// ------------------------------------------------------- monitored sources
+
+#[test]
+fn source_changes_follow_the_disk_and_keep_what_the_view_deleted() {
+    let sc = Scene::new();
+    // The monitor's candidates for a path: each mod's copy (highest first),
+    // then the real path.
+    let cands = |rel: &str| -> Vec<Vec<u8>> {
+        ["overwrite", "m4", "m3", "m2", "m1", "base"]
+            .iter()
+            .map(|l| sc.p(&format!("{l}/{rel}")).into_bytes())
+            .collect()
+    };
+    let changed = |rel: &str, appeared: bool| {
+        sc.v()
+            .source_changed(sc.b(rel).as_bytes(), &cands(rel), appeared)
+            .unwrap()
+    };
+    // A file added to a mod appears; nothing on disk changes.
+    let before = sc.all();
+    sc.fake.add_file(&sc.p("m3/added.txt"), "added\n");
+    changed("added.txt", true);
+    assert_eq!(sc.phys("added.txt").unwrap(), "m3/added.txt");
+    assert!(sc.ls("").contains(&"added.txt".to_string()));
+    // m2's copy wins over m1's; removing it outside shows m1's.
+    assert_eq!(sc.phys("mfile.txt").unwrap(), "m2/mfile.txt");
+    sc.fake.unlink(sc.p("m2/mfile.txt").as_bytes()).unwrap();
+    changed("mfile.txt", false);
+    assert_eq!(sc.phys("mfile.txt").unwrap(), "m1/mfile.txt");
+    // Repeating an event changes nothing.
+    let n = sc.journal.len();
+    changed("mfile.txt", false);
+    changed("added.txt", true);
+    assert_eq!(sc.journal.len(), n);
+    // Deleted in the view: the lower copy's source vanishing keeps it
+    // deleted; a new file appearing there shows.
+    assert_eq!(sc.delete("mfile.txt", Some(false)), Change::Done(()));
+    sc.fake.add_file(&sc.p("m1/mfile.txt"), "again\n");
+    changed("mfile.txt", false);
+    assert!(!sc.exists("mfile.txt"));
+    changed("mfile.txt", true);
+    assert_eq!(sc.phys("mfile.txt").unwrap(), "m1/mfile.txt");
+    // A file removed from its only source leaves the listing.
+    sc.fake
+        .unlink(sc.p("m3/mfolder3/mfile3.txt").as_bytes())
+        .unwrap();
+    changed("mfolder3/mfile3.txt", false);
+    assert_eq!(sc.ls("mfolder3"), s(&[".", ".."]));
+    // A new directory tree shows with its contents.
+    sc.fake.add_dir(&sc.p("m4/newdir"));
+    sc.fake.add_file(&sc.p("m4/newdir/f.txt"), "f\n");
+    changed("newdir", true);
+    assert_eq!(sc.phys("newdir/f.txt").unwrap(), "m4/newdir/f.txt");
+    // A merged directory gaining a copy in another mod stays merged.
+    sc.fake.add_dir(&sc.p("m4/mfolder1"));
+    changed("mfolder1", true);
+    assert!(sc.ls("mfolder1").contains(&"mfile1.txt".to_string()));
+    let mut after = before;
+    after.retain(|p| p != "m2/mfile.txt" && p != "m3/mfolder3/mfile3.txt" && p != "m1/mfile.txt");
+    after.extend(
+        [
+            "m1/mfile.txt",
+            "m3/added.txt",
+            "m4/mfolder1/",
+            "m4/newdir/",
+            "m4/newdir/f.txt",
+        ]
+        .map(String::from),
+    );
+    after.sort();
+    assert_eq!(sc.all(), after);
+}
