@@ -223,3 +223,36 @@ def test_writes_through_a_symlinked_prefix_land_where_direct_ones_do(usvfs: Path
     # And the writes did land in overwrite, not in a mod.
     assert (tmp_path / "alias" / "overwrite" / "textures" / "new.dds").read_text() == "new\n"
     assert (tmp_path / "alias" / "overwrite" / "fresh_moved" / "f.nif").read_text() == "f\n"
+
+
+def test_files_created_in_a_real_only_directory_are_listed(usvfs: Path, layout: Layout) -> None:
+    """A directory only the real destination has: a file created in it lands
+    in the create target, and every way of listing the directory shows it
+    (readdir, getdents64 on a descriptor, find), until it is deleted again."""
+    (layout.base / "real_only").mkdir()
+    (layout.base / "real_only" / "old.txt").write_text("old\n")
+    script = r"""
+set -e
+cd "$1"
+echo new > real_only/new.txt
+ls real_only
+python3 -c 'import os; print(sorted(os.listdir("real_only"))); print(sorted(e.name for e in os.scandir(os.open("real_only", os.O_RDONLY))))'
+find real_only -type f | sort
+rm real_only/new.txt
+ls real_only
+rmdir real_only 2>/dev/null && echo removed || echo kept
+"""
+    r = run_view(usvfs, layout, ["sh", "-c", script, "sh", str(layout.base)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == [
+        "new.txt",
+        "old.txt",
+        "['new.txt', 'old.txt']",
+        "['new.txt', 'old.txt']",
+        "real_only/new.txt",
+        "real_only/old.txt",
+        "old.txt",
+        "kept",
+    ]
+    assert not (layout.overwrite / "real_only" / "new.txt").exists()
+    assert (layout.base / "real_only" / "old.txt").read_text() == "old\n"

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN2");
+const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN3");
 /// Hash slots of a new journal's areas (a power of two).
 pub const SLOTS: usize = 1 << 16;
 /// Record bytes of a new journal's areas.
@@ -171,8 +171,14 @@ fn map(file: &File, len: usize) -> std::io::Result<*mut u8> {
     Ok(p.cast())
 }
 
+/// Bits of an area's parent filter: bit `parent_hash % PARENT_BITS` is set
+/// once a record of an entry of that directory is written, so listings of
+/// the (many) directories without records skip the journal.
+const PARENT_BITS: usize = 1 << 16;
+const PARENT_BYTES: usize = PARENT_BITS / 8;
+
 fn area_len(slots: usize, cap: u64) -> usize {
-    slots * 4 + cap as usize
+    slots * 4 + PARENT_BYTES + cap as usize
 }
 
 fn file_len(slots: usize, cap: u64) -> usize {
@@ -400,6 +406,41 @@ impl Journal {
         HEADER_SIZE + a * area_len(self.slots, self.cap)
     }
 
+    /// Offset of area `a`'s records.
+    #[inline(always)]
+    fn records_at(&self, a: usize) -> usize {
+        self.area(a) + self.slots * 4 + PARENT_BYTES
+    }
+
+    /// The word of area `a`'s parent filter holding parent hash `ph`'s bit.
+    #[inline(always)]
+    fn parent_word(&self, a: usize, ph: u64) -> (&AtomicU64, u64) {
+        let bit = ph as usize % PARENT_BITS;
+        // SAFETY: the filter lies inside the area, 8-aligned (the table is a
+        // multiple of 8 bytes: slots is a power of two >= 2).
+        let w = unsafe {
+            &*(self
+                .base
+                .add(self.area(a) + self.slots * 4 + (bit / 64) * 8)
+                as *const AtomicU64)
+        };
+        (w, 1u64 << (bit % 64))
+    }
+
+    /// False when no record of an entry of directory `parent` was written
+    /// (the common case: the caller can skip [`Journal::children`]).
+    #[inline]
+    pub fn may_have_children(&self, parent: &[u8]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let ph = self.key_hash(parent);
+        self.read(|a| {
+            let (w, m) = self.parent_word(a, ph);
+            w.load(Ordering::Acquire) & m != 0
+        })
+    }
+
     #[inline(always)]
     fn active(&self) -> usize {
         (self.header().active.load(Ordering::Acquire) & 1) as usize
@@ -497,7 +538,7 @@ impl Journal {
         if off + REC_HEADER as u64 > self.cap {
             return None;
         }
-        let start = self.area(a) + self.slots * 4 + off as usize;
+        let start = self.records_at(a) + off as usize;
         let end = self.area(a) + area_len(self.slots, self.cap);
         // SAFETY: bounds checked against the area; records are immutable
         // once published (until a compaction reuses the area: readers
@@ -735,7 +776,13 @@ impl Journal {
         h.epoch.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the inactive area's table lies inside the mapping; no
         // reader uses it (readers of an older epoch retry).
-        unsafe { std::ptr::write_bytes(self.base.add(self.area(to)), 0, self.slots * 4) };
+        unsafe {
+            std::ptr::write_bytes(
+                self.base.add(self.area(to)),
+                0,
+                self.slots * 4 + PARENT_BYTES,
+            )
+        };
         h.used[to].store(0, Ordering::Release);
         h.count[to].store(0, Ordering::Release);
         for (hash, r) in self.current_in(from) {
@@ -820,7 +867,7 @@ impl Journal {
         }
         // SAFETY: the record area from `off` is unused and inside the area.
         unsafe {
-            let p = self.base.add(self.area(a) + self.slots * 4 + off as usize);
+            let p = self.base.add(self.records_at(a) + off as usize);
             (p as *mut u64).write(h);
             (p.add(8) as *mut u64).write(ph);
             *p.add(16) = op;
@@ -834,6 +881,9 @@ impl Journal {
                 phys.len(),
             );
         }
+        // The parent's filter bit before the record is reachable.
+        let (w, m) = self.parent_word(a, ph);
+        w.fetch_or(m, Ordering::AcqRel);
         hdr.used[a].store(off + size, Ordering::Release);
         let value = (off / 8) as u32 + 1;
         let mut i = h as usize;
@@ -1066,7 +1116,7 @@ mod tests {
             let a = j.active();
             let off = j.header().used[a].load(Ordering::Relaxed) as usize;
             // SAFETY: inside the active area's records.
-            unsafe { std::ptr::write_bytes(j.base.add(j.area(a) + j.slots * 4 + off), 0xAB, 40) };
+            unsafe { std::ptr::write_bytes(j.base.add(j.records_at(a) + off), 0xAB, 40) };
         });
         reap(pid);
         j.put(b"/b", phys(b"/x/b")).unwrap();

@@ -180,8 +180,9 @@ pub fn resolve_in(
                                 .map_err(|_| libc::ENAMETOOLONG)?;
                             continue 'restart;
                         }
-                        if j.folds() && !last {
-                            // Deeper records spell what was made below it.
+                        if !last {
+                            // Deeper records place what was made below it
+                            // (in the create target) and spell it.
                             if let Some(r) = deepest_record(
                                 j,
                                 Some((p, spelled, end)),

@@ -54,8 +54,12 @@ fn self_ino(fd: c_int) -> u64 {
 }
 
 fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
-    let node = lk.res.node.expect("virtual dir has a node");
-    let listing = st.view().list(node, lk.virt.as_bytes(), self_ino(fd));
+    let listing = st.view().listing(
+        lk.res.node,
+        lk.virt.as_bytes(),
+        lk.phys.as_bytes(),
+        self_ino(fd),
+    );
     let v = Box::new(VDir {
         tag: TAG,
         _pad: 0,
@@ -140,7 +144,7 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
         // SAFETY: a plain descriptor number, passed on unchanged.
         || unsafe { real::fdopendir(fd) },
         |st| {
-            // Only a descriptor recorded on a merged directory of the view.
+            // Only a descriptor recorded on a directory the view lists.
             let lk = or_bypass!(fd_entry(st, fd).and_then(|e| merged_dir(st, e)));
             // Same checks glibc makes: a directory, opened for reading.
             let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -521,9 +525,12 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
             };
             if cur.is_none() {
                 let lk = or_bypass!(merged_dir(st, e));
-                let listing =
-                    st.view()
-                        .list(lk.res.node.unwrap_or(0), lk.virt.as_bytes(), self_ino(fd));
+                let listing = st.view().listing(
+                    lk.res.node,
+                    lk.virt.as_bytes(),
+                    lk.phys.as_bytes(),
+                    self_ino(fd),
+                );
                 *cur = Some(Cursor { listing, pos: 0 });
             }
             let c = cur.as_mut().expect("set above");

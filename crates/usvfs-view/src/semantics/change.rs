@@ -114,6 +114,20 @@ impl<'a> View<'a> {
         self.resolve_boxed(parent.as_bytes(), true)
     }
 
+    /// Layers provide directory `r` (or the journal placed it): a new entry
+    /// in it belongs to the view. A directory above every destination (an
+    /// index node only there to lead to one) is the real disk's.
+    fn layered(&self, r: &Resolved) -> bool {
+        r.res.redirected
+            || r.res.from_journal
+            || r.res.node.is_some_and(|n| {
+                self.snap.layer(n).is_some()
+                    || (0..self.snap.layer_count() as u32).any(|l| {
+                        path::strip_prefix(r.virt.as_bytes(), self.snap.layer_dest(l)).is_some()
+                    })
+            })
+    }
+
     /// Looks `virt` up for an operation that may create it (an entry of
     /// `kind`). Where a new entry goes is decided from the path the view
     /// resolves it to (its parent's resolved path plus its name, or what a
@@ -140,7 +154,7 @@ impl<'a> View<'a> {
                     // engine's original call does the job (decided before
                     // any system call).
                     match self.parent(virt_in) {
-                        Ok(p) if p.res.in_view() => parent = Some(p),
+                        Ok(p) if self.layered(&p) => parent = Some(p),
                         _ => return Probe::Outside,
                     }
                 }
@@ -269,7 +283,14 @@ impl<'a> View<'a> {
     /// entry and records a whiteout when a lower copy could show through.
     pub fn delete(&self, virt: &[u8], remove_dir: Option<bool>) -> Change<()> {
         let r = match self.resolve_boxed(virt, false) {
-            Ok(r) if !r.res.in_view() => return Change::Outside,
+            // A real directory that holds entries the view placed elsewhere
+            // (created in it, landing in the create target) is not empty.
+            Ok(r) if !r.res.in_view() => {
+                if remove_dir != Some(false) && self.holds_placed_entries(r.virt.as_bytes()) {
+                    return Change::Fail(libc::ENOTEMPTY);
+                }
+                return Change::Outside;
+            }
             Ok(r) => r,
             Err(e) => return Change::Fail(e),
         };
@@ -313,6 +334,17 @@ impl<'a> View<'a> {
             self.record_whiteout(r.virt.as_bytes());
         }
         Change::Done(())
+    }
+
+    /// The journal places an existing entry directly in directory `virt`.
+    pub(super) fn holds_placed_entries(&self, virt: &[u8]) -> bool {
+        let Some(j) = self.journal.filter(|j| j.may_have_children(virt)) else {
+            return false;
+        };
+        j.children(virt).iter().any(|rec| match rec.entry {
+            Entry::Physical { phys, .. } => self.fs.lstat(phys).is_ok(),
+            Entry::Whiteout => false,
+        })
     }
 
     /// After directory `r` was removed: its copy in the create target (made
@@ -444,6 +476,11 @@ impl<'a> View<'a> {
             if whiteout {
                 self.pin(&olk, ost.kind)?;
             }
+            if ost.is_dir()
+                && let Some(p) = &place
+            {
+                self.carry_records(&olk, p.virt.as_bytes(), dest.as_bytes())?;
+            }
             Ok(())
         });
         if let Err(e) = pinned {
@@ -471,6 +508,51 @@ impl<'a> View<'a> {
             p.commit(self, ost.kind);
         }
         Change::Done(())
+    }
+
+    /// Before directory `old` moves to `dest` (virtual `new`): every path
+    /// the journal knows below either of them is recorded at its place below
+    /// `dest`, so records of what `new` held before (whiteouts of an emptied
+    /// directory) cannot hide what moves in, and what the journal had placed
+    /// inside `old` follows it. Until the move each such place is missing
+    /// (a record of a missing file reads as absent, as the path was).
+    fn carry_records(&self, old: &Resolved, new: &[u8], dest: &[u8]) -> Result<(), Errno> {
+        let Some(j) = self.journal.filter(|j| !j.is_empty()) else {
+            return Ok(());
+        };
+        let mut rels: Vec<Vec<u8>> = Vec::new();
+        for dir in [old.virt.as_bytes(), new] {
+            let depth = path::components(dir).count();
+            for rec in j.records().iter().filter(|r| j.below(r.vpath, dir)) {
+                let mut rel = Vec::new();
+                for c in path::components(rec.vpath).skip(depth) {
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(c);
+                }
+                rels.push(rel);
+            }
+        }
+        rels.sort();
+        rels.dedup();
+        self.reserve(rels.len())?;
+        let (mut virt, mut at, mut now) = (PathBuffer::new(), PathBuffer::new(), PathBuffer::new());
+        for rel in &rels {
+            let too_long = |_| libc::ENAMETOOLONG;
+            virt.set(new).map_err(too_long)?;
+            virt.push_component(rel).map_err(too_long)?;
+            at.set(dest).map_err(too_long)?;
+            at.push_component(rel).map_err(too_long)?;
+            now.set(old.phys.as_bytes()).map_err(too_long)?;
+            now.push_component(rel).map_err(too_long)?;
+            let kind = self
+                .fs
+                .lstat(now.as_bytes())
+                .map_or(FileKind::File, |m| m.kind);
+            self.record_intent(virt.as_bytes(), at.as_bytes(), kind.code())?;
+        }
+        Ok(())
     }
 
     /// The whole view of directory `r` is one physical directory: one layer

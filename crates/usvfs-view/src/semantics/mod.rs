@@ -152,11 +152,14 @@ impl<'a> View<'a> {
         node.is_some_and(|n| self.snap.kind(n) == NodeKind::Dir)
     }
 
-    /// True when a merged directory of the view lists nothing but `.` and
-    /// `..`. A directory outside the index is one physical directory: the
-    /// kernel's own `ENOTEMPTY` decides for it (no extra read here).
+    /// True when a directory of the view lists nothing but `.` and `..`.
     pub fn dir_is_empty(&self, node: Option<NodeId>, vpath: &[u8]) -> bool {
-        node.is_none_or(|n| self.list(n, vpath, 0).entries.len() <= 2)
+        match node {
+            Some(n) => self.list(n, vpath, 0).entries.len() <= 2,
+            // One physical directory: the kernel checks it, but entries the
+            // journal placed elsewhere (created in it) count too.
+            None => !self.holds_placed_entries(vpath),
+        }
     }
 
     /// Physical attributes of a resolved path.
