@@ -76,11 +76,12 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
     if guard::internal() {
         return r;
     }
-    match crate::lookup::fd_entry(st, fd) {
-        Some(e) => {
-            let vpath = e.vpath.clone();
-            adopt_cwd(st, &vpath);
-        }
+    let vpath = {
+        let _pin = crate::fdtable::pin();
+        crate::lookup::fd_entry(st, fd).map(|e| e.vpath.clone())
+    };
+    match vpath {
+        Some(v) => adopt_cwd(st, &v),
         None => adopt_real_cwd(st),
     }
     r

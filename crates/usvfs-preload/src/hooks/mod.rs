@@ -51,6 +51,7 @@ macro_rules! at_call {
     };
 }
 
+pub mod calls;
 pub mod cwd;
 pub mod dir;
 pub mod exec;
@@ -128,6 +129,9 @@ fn hook_with<T, R: Failure>(
     // On this frame's stack: a signal handler whose calls enter hooks on top
     // of this one saves and restores its own.
     let saved = errno();
+    // Descriptor entries the body reads stay allocated until it returns,
+    // even if another thread closes their descriptors meanwhile.
+    let _pin = crate::fdtable::pin();
     match catch_unwind(AssertUnwindSafe(|| decide(st))) {
         Ok(Detour::Success(t)) => {
             set_errno(saved);

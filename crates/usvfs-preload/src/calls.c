@@ -1,0 +1,487 @@
+/* Entry points whose calling convention Rust cannot express, or that must
+ * leave the caller's frame untouched: syscall(2)'s variadic registers,
+ * dlopen's return address (glibc finds the caller's RUNPATH and namespace by
+ * it), vfork's shared stack; and glob/wordexp, which glibc runs on internal
+ * directory calls no preload can reach. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <wordexp.h>
+
+/* Rust side (hooks/calls.rs). */
+int usvfs_view_active(void);
+const char *usvfs_dl_path(const char *file);
+long usvfs_openat2(long dirfd, const char *path, const void *how, unsigned long size);
+/* Our own hooks, by name (the library is first in the lookup scope). */
+int usvfs_openat(int dirfd, const char *path, int flags, unsigned mode);
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+typedef long (*syscall_fn)(long, ...);
+typedef int (*glob_fn)(const char *, int, int (*)(const char *, int), glob_t *);
+typedef int (*wordexp_fn)(const char *, wordexp_t *, int);
+typedef void *(*dlopen_fn)(const char *, int);
+typedef void *(*dlmopen_fn)(Lmid_t, const char *, int);
+
+static syscall_fn real_syscall_p;
+static glob_fn real_glob_p;
+static wordexp_fn real_wordexp_p;
+static dlopen_fn real_dlopen_p;
+static dlmopen_fn real_dlmopen_p;
+HIDDEN void *usvfs_real_vfork;
+
+static void *next(const char *name) {
+    return dlsym(RTLD_NEXT, name);
+}
+
+/* Called by the library's constructor: no hook resolves a symbol later (the
+ * dynamic linker is neither fork- nor signal-safe). Lazy fallbacks below
+ * cover calls that arrive before it. */
+void usvfs_calls_init(void) {
+    real_syscall_p = (syscall_fn)next("syscall");
+    real_glob_p = (glob_fn)next("glob");
+    real_wordexp_p = (wordexp_fn)next("wordexp");
+    real_dlopen_p = (dlopen_fn)next("dlopen");
+    real_dlmopen_p = (dlmopen_fn)next("dlmopen");
+    usvfs_real_vfork = next("vfork");
+    if (!usvfs_real_vfork) usvfs_real_vfork = next("fork");
+}
+
+#define REAL(p, name) ((p) ? (p) : ((p) = (__typeof__(p))next(name)))
+
+/* ------------------------------------------------------------------ syscall */
+
+long usvfs_real_syscall(long nr, long a, long b, long c, long d, long e, long f) {
+    syscall_fn s = REAL(real_syscall_p, "syscall");
+    if (!s) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return s(nr, a, b, c, d, e, f);
+}
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+#ifndef SYS_faccessat2
+#define SYS_faccessat2 439
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+#define P(x) ((const char *)(x))
+#define I(x) ((int)(x))
+
+/* File-system calls go through the same hooks as their libc wrappers; every
+ * other number, and a NULL path (the kernel's own EFAULT/empty-path rules),
+ * reaches the real syscall() with all six registers as given. The libc
+ * wrappers return int or ssize_t with errno set, which is syscall()'s own
+ * convention. */
+long syscall(long nr, ...) {
+    va_list ap;
+    va_start(ap, nr);
+    long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+    long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+    va_end(ap);
+    if (usvfs_view_active()) {
+        switch (nr) {
+#ifdef SYS_open
+        case SYS_open: if (a) return usvfs_openat(AT_FDCWD, P(a), I(b), (unsigned)c); break;
+#endif
+#ifdef SYS_creat
+        case SYS_creat: if (a) return usvfs_openat(AT_FDCWD, P(a), O_CREAT | O_WRONLY | O_TRUNC, (unsigned)b); break;
+#endif
+        case SYS_openat: if (b) return usvfs_openat(I(a), P(b), I(c), (unsigned)d); break;
+        case SYS_openat2: if (b && c) return usvfs_openat2(a, P(b), (const void *)c, (unsigned long)d); break;
+#ifdef SYS_stat
+        case SYS_stat: if (a) return stat(P(a), (struct stat *)b); break;
+#endif
+#ifdef SYS_lstat
+        case SYS_lstat: if (a) return lstat(P(a), (struct stat *)b); break;
+#endif
+#ifdef SYS_newfstatat
+        case SYS_newfstatat: if (b) return fstatat(I(a), P(b), (struct stat *)c, I(d)); break;
+#endif
+        case SYS_statx: if (b) return statx(I(a), P(b), I(c), (unsigned)d, (struct statx *)e); break;
+#ifdef SYS_access
+        case SYS_access: if (a) return access(P(a), I(b)); break;
+#endif
+        case SYS_faccessat: if (b) return faccessat(I(a), P(b), I(c), 0); break;
+        case SYS_faccessat2: if (b) return faccessat(I(a), P(b), I(c), I(d)); break;
+#ifdef SYS_rename
+        case SYS_rename: if (a && b) return rename(P(a), P(b)); break;
+#endif
+#ifdef SYS_renameat
+        case SYS_renameat: if (b && d) return renameat(I(a), P(b), I(c), P(d)); break;
+#endif
+        case SYS_renameat2: if (b && d) return renameat2(I(a), P(b), I(c), P(d), (unsigned)e); break;
+#ifdef SYS_unlink
+        case SYS_unlink: if (a) return unlink(P(a)); break;
+#endif
+#ifdef SYS_rmdir
+        case SYS_rmdir: if (a) return rmdir(P(a)); break;
+#endif
+        case SYS_unlinkat: if (b) return unlinkat(I(a), P(b), I(c)); break;
+#ifdef SYS_mkdir
+        case SYS_mkdir: if (a) return mkdir(P(a), (mode_t)b); break;
+#endif
+        case SYS_mkdirat: if (b) return mkdirat(I(a), P(b), (mode_t)c); break;
+#ifdef SYS_link
+        case SYS_link: if (a && b) return link(P(a), P(b)); break;
+#endif
+        case SYS_linkat: if (b && d) return linkat(I(a), P(b), I(c), P(d), I(e)); break;
+#ifdef SYS_symlink
+        case SYS_symlink: if (a && b) return symlink(P(a), P(b)); break;
+#endif
+        case SYS_symlinkat: if (a && c) return symlinkat(P(a), I(b), P(c)); break;
+#ifdef SYS_readlink
+        case SYS_readlink: if (a) return readlink(P(a), (char *)b, (size_t)c); break;
+#endif
+        case SYS_readlinkat: if (b) return readlinkat(I(a), P(b), (char *)c, (size_t)d); break;
+        case SYS_getdents64: return getdents64(I(a), (void *)b, (size_t)c);
+        case SYS_chdir: if (a) return chdir(P(a)); break;
+        case SYS_fchdir: return fchdir(I(a));
+        case SYS_close: return close(I(a));
+        case SYS_getcwd: {
+            /* The kernel's getcwd returns the length with its NUL. */
+            if (!a) break;
+            char *r = getcwd((char *)a, (size_t)b);
+            return r ? (long)strlen(r) + 1 : -1;
+        }
+        case SYS_truncate: if (a) return truncate(P(a), (off_t)b); break;
+#ifdef SYS_chmod
+        case SYS_chmod: if (a) return chmod(P(a), (mode_t)b); break;
+#endif
+        case SYS_fchmodat: if (b) return fchmodat(I(a), P(b), (mode_t)c, 0); break;
+        case SYS_fchmodat2: if (b) return fchmodat(I(a), P(b), (mode_t)c, I(d)); break;
+#ifdef SYS_chown
+        case SYS_chown: if (a) return chown(P(a), (uid_t)b, (gid_t)c); break;
+#endif
+#ifdef SYS_lchown
+        case SYS_lchown: if (a) return lchown(P(a), (uid_t)b, (gid_t)c); break;
+#endif
+        case SYS_fchownat: if (b) return fchownat(I(a), P(b), (uid_t)c, (gid_t)d, I(e)); break;
+        /* A NULL path means the descriptor itself (futimens): raw. */
+        case SYS_utimensat: if (b) return utimensat(I(a), P(b), (const struct timespec *)c, I(d)); break;
+        case SYS_setxattr: if (a) return setxattr(P(a), P(b), (const void *)c, (size_t)d, I(e)); break;
+        case SYS_lsetxattr: if (a) return lsetxattr(P(a), P(b), (const void *)c, (size_t)d, I(e)); break;
+        case SYS_getxattr: if (a) return getxattr(P(a), P(b), (void *)c, (size_t)d); break;
+        case SYS_lgetxattr: if (a) return lgetxattr(P(a), P(b), (void *)c, (size_t)d); break;
+        case SYS_listxattr: if (a) return listxattr(P(a), (char *)b, (size_t)c); break;
+        case SYS_llistxattr: if (a) return llistxattr(P(a), (char *)b, (size_t)c); break;
+        case SYS_removexattr: if (a) return removexattr(P(a), P(b)); break;
+        case SYS_lremovexattr: if (a) return lremovexattr(P(a), P(b)); break;
+        default: break;
+        }
+    }
+    return usvfs_real_syscall(nr, a, b, c, d, e, f);
+}
+
+/* --------------------------------------------------------------------- glob */
+
+/* glibc's glob reads directories through internal calls; GLOB_ALTDIRFUNC
+ * makes it use ours (the hooked opendir/readdir/closedir/stat/lstat), so it
+ * lists the merged view. A caller's own GLOB_ALTDIRFUNC is left alone. */
+static int view_glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob) {
+    glob_fn real = REAL(real_glob_p, "glob");
+    if (!real) {
+        errno = ENOSYS;
+        return GLOB_ABORTED;
+    }
+    if ((flags & GLOB_ALTDIRFUNC) || !pglob || !usvfs_view_active())
+        return real(pattern, flags, errfunc, pglob);
+    /* Our stream functions take glibc's DIR or our own stream alike. */
+    pglob->gl_closedir = (void (*)(void *))(void (*)(void))closedir;
+    pglob->gl_readdir = (struct dirent * (*)(void *))(void (*)(void))readdir;
+    pglob->gl_opendir = (void *(*)(const char *))(void (*)(void))opendir;
+    pglob->gl_lstat = (int (*)(const char *, struct stat *))lstat;
+    pglob->gl_stat = (int (*)(const char *, struct stat *))stat;
+    int r = real(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
+    /* The caller asked for no ALTDIRFUNC: a later GLOB_APPEND call must not
+     * find one it did not set. */
+    pglob->gl_flags &= ~GLOB_ALTDIRFUNC;
+    return r;
+}
+
+int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob) {
+    return view_glob(pattern, flags, errfunc, pglob);
+}
+
+/* On 64-bit Linux glob64 is glob (one function, two names). */
+#if __SIZEOF_POINTER__ == 8
+int glob64(const char *pattern, int flags, int (*errfunc)(const char *, int), glob64_t *pglob) {
+    return view_glob(pattern, flags, errfunc, (glob_t *)pglob);
+}
+#endif
+
+/* ------------------------------------------------------------------ wordexp */
+
+/* glibc's wordexp runs pathname expansion through its internal glob. Words
+ * made only of literal text and quotes are expanded here, through the
+ * hooked glob; any other input (parameter, arithmetic or command
+ * substitution, a leading tilde, characters wordexp rejects) goes to the
+ * real wordexp, whose globbing then sees the real disk. */
+
+struct words {
+    char **v;
+    size_t n, cap;
+};
+
+static int push(struct words *w, char *s) {
+    if (!s) return -1;
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 8;
+        char **v = realloc(w->v, cap * sizeof *v);
+        if (!v) {
+            free(s);
+            return -1;
+        }
+        w->v = v;
+        w->cap = cap;
+    }
+    w->v[w->n++] = s;
+    return 0;
+}
+
+static void drop_words(struct words *w) {
+    for (size_t i = 0; i < w->n; i++) free(w->v[i]);
+    free(w->v);
+}
+
+/* Splits `s` into words. For each: `lit` is the word after quote removal,
+ * `pat` the glob pattern (quoted characters escaped), `magic` whether an
+ * unquoted *, ? or [ is in it. Returns 1 when the input is out of this
+ * simple subset, -1 on a memory error, 0 when split. */
+static int expand_simple(const char *s, struct words *out) {
+    size_t len = strlen(s);
+    char *lit = malloc(len + 1), *pat = malloc(2 * len + 1);
+    int rc = 0;
+    if (!lit || !pat) {
+        rc = -1;
+        goto done;
+    }
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) break;
+        size_t nl = 0, np = 0;
+        int magic = 0;
+        if (*p == '~') {
+            rc = 1;
+            goto done;
+        }
+        while (*p && *p != ' ' && *p != '\t') {
+            char ch = *p;
+            if (strchr("$`\n|&;<>(){}", ch)) {
+                rc = 1;
+                goto done;
+            }
+            if (ch == '\\') {
+                if (!p[1]) {
+                    rc = 1;
+                    goto done;
+                }
+                lit[nl++] = p[1];
+                pat[np++] = '\\';
+                pat[np++] = p[1];
+                p += 2;
+            } else if (ch == '\'') {
+                const char *q = strchr(p + 1, '\'');
+                if (!q) {
+                    rc = 1;
+                    goto done;
+                }
+                for (p++; p < q; p++) {
+                    lit[nl++] = *p;
+                    pat[np++] = '\\';
+                    pat[np++] = *p;
+                }
+                p = q + 1;
+            } else if (ch == '"') {
+                for (p++; *p != '"'; p++) {
+                    if (!*p || *p == '$' || *p == '`') {
+                        rc = 1;
+                        goto done;
+                    }
+                    if (*p == '\\' && p[1] && strchr("\\\"\n", p[1])) p++;
+                    lit[nl++] = *p;
+                    pat[np++] = '\\';
+                    pat[np++] = *p;
+                }
+                p++;
+            } else {
+                if (ch == '*' || ch == '?' || ch == '[') magic = 1;
+                lit[nl++] = ch;
+                pat[np++] = ch;
+                p++;
+            }
+        }
+        lit[nl] = pat[np] = 0;
+        if (!magic) {
+            if (push(out, strdup(lit))) {
+                rc = -1;
+                goto done;
+            }
+            continue;
+        }
+        glob_t g;
+        memset(&g, 0, sizeof g);
+        int r = view_glob(pat, 0, NULL, &g);
+        if (r == 0) {
+            for (size_t i = 0; i < g.gl_pathc; i++)
+                if (push(out, strdup(g.gl_pathv[i]))) {
+                    globfree(&g);
+                    rc = -1;
+                    goto done;
+                }
+        }
+        globfree(&g);
+        if (r == GLOB_NOMATCH) {
+            /* As the shell: an unmatched pattern stays, quotes removed. */
+            if (push(out, strdup(lit))) {
+                rc = -1;
+                goto done;
+            }
+        } else if (r != 0) {
+            rc = -1;
+            goto done;
+        }
+    }
+done:
+    free(lit);
+    free(pat);
+    return rc;
+}
+
+int wordexp(const char *s, wordexp_t *we, int flags) {
+    wordexp_fn real = REAL(real_wordexp_p, "wordexp");
+    if (!real) return WRDE_NOSPACE;
+    if (!s || !we || !usvfs_view_active()) return real(s, we, flags);
+    struct words w = {0};
+    int rc = expand_simple(s, &w);
+    if (rc != 0) {
+        drop_words(&w);
+        return rc > 0 ? real(s, we, flags) : WRDE_NOSPACE;
+    }
+    if (flags & WRDE_REUSE) {
+        wordfree(we);
+        flags &= ~WRDE_REUSE;
+    }
+    /* The same array layout wordexp builds (we_offs NULLs first with
+     * WRDE_DOOFFS, appended to with WRDE_APPEND), so wordfree frees it. */
+    size_t offs = (flags & WRDE_DOOFFS) ? we->we_offs : 0;
+    size_t have = (flags & WRDE_APPEND) ? we->we_wordc : 0;
+    if (!(flags & WRDE_APPEND)) {
+        we->we_wordv = NULL;
+        we->we_wordc = 0;
+        if (!(flags & WRDE_DOOFFS)) we->we_offs = 0;
+    }
+    char **v = realloc(we->we_wordv, (offs + have + w.n + 1) * sizeof *v);
+    if (!v) {
+        drop_words(&w);
+        return WRDE_NOSPACE;
+    }
+    if (!(flags & WRDE_APPEND))
+        for (size_t i = 0; i < offs; i++) v[i] = NULL;
+    for (size_t i = 0; i < w.n; i++) v[offs + have + i] = w.v[i];
+    v[offs + have + w.n] = NULL;
+    we->we_wordv = v;
+    we->we_wordc = have + w.n;
+    free(w.v);
+    return 0;
+}
+
+/* ------------------------------------------------------------------- dlopen */
+
+/* Tail calls: glibc's dlopen takes the caller's link map (RUNPATH, $ORIGIN,
+ * namespace) from its return address, which must stay the program's. */
+__attribute__((optimize("O2", "optimize-sibling-calls")))
+void *dlopen(const char *file, int mode) {
+    const char *p = usvfs_dl_path(file);
+    dlopen_fn real = REAL(real_dlopen_p, "dlopen");
+    return real(p, mode);
+}
+
+__attribute__((optimize("O2", "optimize-sibling-calls")))
+void *dlmopen(Lmid_t lmid, const char *file, int mode) {
+    const char *p = usvfs_dl_path(file);
+    dlmopen_fn real = REAL(real_dlmopen_p, "dlmopen");
+    return real(lmid, p, mode);
+}
+
+/* -------------------------------------------------------------------- vfork */
+
+/* A vfork child runs on its parent's memory and thread: our tables must not
+ * change under the parent. The trampoline notes the parent's pid in this
+ * thread's storage, then jumps to the real vfork with the stack exactly as
+ * the caller left it (a C wrapper's frame would be clobbered by the child). */
+static __thread pid_t vfork_parent __attribute__((tls_model("initial-exec")));
+static __thread int vfork_chdir __attribute__((tls_model("initial-exec")));
+
+HIDDEN void usvfs_vfork_prepare(void) {
+    if (!usvfs_real_vfork) usvfs_calls_init();
+    vfork_parent = getpid();
+    vfork_chdir = 0;
+}
+
+/* 0: not a vfork child; 1: a vfork child; 2: one that changed directory. */
+int usvfs_vfork_state(void) {
+    pid_t p = vfork_parent;
+    if (__builtin_expect(p == 0, 1)) return 0;
+    if (getpid() == p) {
+        /* The parent runs again: its child has exec'd or exited. */
+        vfork_parent = 0;
+        vfork_chdir = 0;
+        return 0;
+    }
+    return vfork_chdir ? 2 : 1;
+}
+
+void usvfs_vfork_chdir(void) {
+    vfork_chdir = 1;
+}
+
+/* fork copies memory: the child is a process of its own. */
+void usvfs_vfork_forget(void) {
+    vfork_parent = 0;
+    vfork_chdir = 0;
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork,@function\n"
+        "vfork:\n"
+        "    sub $8, %rsp\n"
+        "    call usvfs_vfork_prepare\n"
+        "    add $8, %rsp\n"
+        "    jmp *usvfs_real_vfork(%rip)\n"
+        ".size vfork, .-vfork\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork,%function\n"
+        "vfork:\n"
+        "    stp x29, x30, [sp, #-16]!\n"
+        "    mov x29, sp\n"
+        "    bl usvfs_vfork_prepare\n"
+        "    ldp x29, x30, [sp], #16\n"
+        "    adrp x16, usvfs_real_vfork\n"
+        "    ldr x16, [x16, #:lo12:usvfs_real_vfork]\n"
+        "    br x16\n"
+        ".size vfork, .-vfork\n");
+#else
+int usvfs_vfork_unsupported;
+#endif
