@@ -485,3 +485,59 @@ __asm__(".text\n"
 #else
 int usvfs_vfork_unsupported;
 #endif
+
+/* ------------------------------------------------------------ stack switch */
+
+/* Calls f(arg) with the stack pointer at `top` (16-byte aligned), for hook
+ * bodies on threads whose own stack is too small for them. Frame-pointer
+ * based CFI, so debuggers and backtraces walk through it. */
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl usvfs_call_on_stack\n"
+        ".hidden usvfs_call_on_stack\n"
+        ".type usvfs_call_on_stack,@function\n"
+        "usvfs_call_on_stack:\n"
+        "    .cfi_startproc\n"
+        "    push %rbp\n"
+        "    .cfi_def_cfa_offset 16\n"
+        "    .cfi_offset %rbp, -16\n"
+        "    mov %rsp, %rbp\n"
+        "    .cfi_def_cfa_register %rbp\n"
+        "    mov %rdx, %rsp\n"
+        "    call *%rsi\n"
+        "    mov %rbp, %rsp\n"
+        "    pop %rbp\n"
+        "    .cfi_def_cfa %rsp, 8\n"
+        "    ret\n"
+        "    .cfi_endproc\n"
+        ".size usvfs_call_on_stack, .-usvfs_call_on_stack\n");
+int usvfs_can_switch_stack(void) { return 1; }
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl usvfs_call_on_stack\n"
+        ".hidden usvfs_call_on_stack\n"
+        ".type usvfs_call_on_stack,%function\n"
+        "usvfs_call_on_stack:\n"
+        "    .cfi_startproc\n"
+        "    stp x29, x30, [sp, #-16]!\n"
+        "    .cfi_def_cfa_offset 16\n"
+        "    .cfi_offset x29, -16\n"
+        "    .cfi_offset x30, -8\n"
+        "    mov x29, sp\n"
+        "    .cfi_def_cfa_register x29\n"
+        "    mov sp, x2\n"
+        "    blr x1\n"
+        "    mov sp, x29\n"
+        "    ldp x29, x30, [sp], #16\n"
+        "    .cfi_def_cfa sp, 0\n"
+        "    ret\n"
+        "    .cfi_endproc\n"
+        ".size usvfs_call_on_stack, .-usvfs_call_on_stack\n");
+int usvfs_can_switch_stack(void) { return 1; }
+#else
+void usvfs_call_on_stack(void *arg, void (*f)(void *), void *top) {
+    (void)top;
+    f(arg);
+}
+int usvfs_can_switch_stack(void) { return 0; }
+#endif

@@ -54,8 +54,7 @@ pub fn pin() -> Pin {
 impl Drop for Pin {
     #[inline]
     fn drop(&mut self) {
-        if READERS.fetch_sub(1, Ordering::SeqCst) == 1
-            && !RETIRED.load(Ordering::Relaxed).is_null()
+        if READERS.fetch_sub(1, Ordering::SeqCst) == 1 && !RETIRED.load(Ordering::Relaxed).is_null()
         {
             reclaim();
         }

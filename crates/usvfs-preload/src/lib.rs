@@ -14,6 +14,7 @@ mod log;
 
 mod lookup;
 mod real;
+mod stack;
 mod state;
 
 use std::ffi::{CStr, CString, OsStr};

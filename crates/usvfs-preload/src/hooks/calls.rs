@@ -143,7 +143,11 @@ pub unsafe extern "C" fn usvfs_openat2(
             )
         };
         if fd >= 0 {
-            fdtable::insert(fd as c_int, lk.virt.as_bytes(), fdtable::ident_for_flags(flags));
+            fdtable::insert(
+                fd as c_int,
+                lk.virt.as_bytes(),
+                fdtable::ident_for_flags(flags),
+            );
         }
         fd
     })
@@ -193,7 +197,11 @@ fn dl_physical(st: &State, file: &[u8]) -> Option<Vec<u8>> {
     // SAFETY: getenv returns NULL or a C string (read, not kept).
     let dirs = unsafe { bytes(libc::getenv(c"LD_LIBRARY_PATH".as_ptr())) }?.to_vec();
     for dir in dirs.split(|&c| c == b':' || c == b';') {
-        let mut cand = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+        let mut cand = if dir.is_empty() {
+            b".".to_vec()
+        } else {
+            dir.to_vec()
+        };
         cand.push(b'/');
         cand.extend_from_slice(file);
         match in_view(st, &cand) {
@@ -222,7 +230,9 @@ pub unsafe extern "C" fn usvfs_dl_path(file: *const c_char) -> *const c_char {
         return file;
     }
     let saved = guard::errno();
-    let found = std::panic::catch_unwind(|| dl_physical(st, f)).ok().flatten();
+    let found = std::panic::catch_unwind(|| dl_physical(st, f))
+        .ok()
+        .flatten();
     guard::set_errno(saved);
     let Some(mut phys) = found else { return file };
     phys.push(0);
