@@ -22,9 +22,6 @@
 /* Rust side (hooks/calls.rs). */
 int usvfs_view_active(void);
 const char *usvfs_dl_path(const char *file);
-long usvfs_openat2(long dirfd, const char *path, const void *how, unsigned long size);
-/* Our own hooks, by name (the library is first in the lookup scope). */
-int usvfs_openat(int dirfd, const char *path, int flags, unsigned mode);
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
@@ -71,121 +68,21 @@ long usvfs_real_syscall(long nr, long a, long b, long c, long d, long e, long f)
     return s(nr, a, b, c, d, e, f);
 }
 
-#ifndef SYS_fchmodat2
-#define SYS_fchmodat2 452
-#endif
-#ifndef SYS_faccessat2
-#define SYS_faccessat2 439
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
+int usvfs_syscall_route(long nr, long a, long b, long c, long d, long e, long f, long *out);
 
-#define P(x) ((const char *)(x))
-#define I(x) ((int)(x))
-
-/* File-system calls go through the same hooks as their libc wrappers; every
- * other number, and a NULL path (the kernel's own EFAULT/empty-path rules),
- * reaches the real syscall() with all six registers as given. The libc
- * wrappers return int or ssize_t with errno set, which is syscall()'s own
- * convention. */
+/* File-system calls go through the same hooks as their libc wrappers
+ * (routed in Rust, which calls them directly: a program may define a
+ * function of the same name itself, as gnulib's renameat2 in GNU patch,
+ * which calls syscall() again). Every other number, and a NULL path, reaches
+ * the real syscall() with all six registers as given. */
 long syscall(long nr, ...) {
     va_list ap;
     va_start(ap, nr);
     long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
     long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
     va_end(ap);
-    if (usvfs_view_active()) {
-        switch (nr) {
-#ifdef SYS_open
-        case SYS_open: if (a) return usvfs_openat(AT_FDCWD, P(a), I(b), (unsigned)c); break;
-#endif
-#ifdef SYS_creat
-        case SYS_creat: if (a) return usvfs_openat(AT_FDCWD, P(a), O_CREAT | O_WRONLY | O_TRUNC, (unsigned)b); break;
-#endif
-        case SYS_openat: if (b) return usvfs_openat(I(a), P(b), I(c), (unsigned)d); break;
-        case SYS_openat2: if (b && c) return usvfs_openat2(a, P(b), (const void *)c, (unsigned long)d); break;
-#ifdef SYS_stat
-        case SYS_stat: if (a) return stat(P(a), (struct stat *)b); break;
-#endif
-#ifdef SYS_lstat
-        case SYS_lstat: if (a) return lstat(P(a), (struct stat *)b); break;
-#endif
-#ifdef SYS_newfstatat
-        case SYS_newfstatat: if (b) return fstatat(I(a), P(b), (struct stat *)c, I(d)); break;
-#endif
-        case SYS_statx: if (b) return statx(I(a), P(b), I(c), (unsigned)d, (struct statx *)e); break;
-#ifdef SYS_access
-        case SYS_access: if (a) return access(P(a), I(b)); break;
-#endif
-        case SYS_faccessat: if (b) return faccessat(I(a), P(b), I(c), 0); break;
-        case SYS_faccessat2: if (b) return faccessat(I(a), P(b), I(c), I(d)); break;
-#ifdef SYS_rename
-        case SYS_rename: if (a && b) return rename(P(a), P(b)); break;
-#endif
-#ifdef SYS_renameat
-        case SYS_renameat: if (b && d) return renameat(I(a), P(b), I(c), P(d)); break;
-#endif
-        case SYS_renameat2: if (b && d) return renameat2(I(a), P(b), I(c), P(d), (unsigned)e); break;
-#ifdef SYS_unlink
-        case SYS_unlink: if (a) return unlink(P(a)); break;
-#endif
-#ifdef SYS_rmdir
-        case SYS_rmdir: if (a) return rmdir(P(a)); break;
-#endif
-        case SYS_unlinkat: if (b) return unlinkat(I(a), P(b), I(c)); break;
-#ifdef SYS_mkdir
-        case SYS_mkdir: if (a) return mkdir(P(a), (mode_t)b); break;
-#endif
-        case SYS_mkdirat: if (b) return mkdirat(I(a), P(b), (mode_t)c); break;
-#ifdef SYS_link
-        case SYS_link: if (a && b) return link(P(a), P(b)); break;
-#endif
-        case SYS_linkat: if (b && d) return linkat(I(a), P(b), I(c), P(d), I(e)); break;
-#ifdef SYS_symlink
-        case SYS_symlink: if (a && b) return symlink(P(a), P(b)); break;
-#endif
-        case SYS_symlinkat: if (a && c) return symlinkat(P(a), I(b), P(c)); break;
-#ifdef SYS_readlink
-        case SYS_readlink: if (a) return readlink(P(a), (char *)b, (size_t)c); break;
-#endif
-        case SYS_readlinkat: if (b) return readlinkat(I(a), P(b), (char *)c, (size_t)d); break;
-        case SYS_getdents64: return getdents64(I(a), (void *)b, (size_t)c);
-        case SYS_chdir: if (a) return chdir(P(a)); break;
-        case SYS_fchdir: return fchdir(I(a));
-        case SYS_close: return close(I(a));
-        case SYS_getcwd: {
-            /* The kernel's getcwd returns the length with its NUL. */
-            if (!a) break;
-            char *r = getcwd((char *)a, (size_t)b);
-            return r ? (long)strlen(r) + 1 : -1;
-        }
-        case SYS_truncate: if (a) return truncate(P(a), (off_t)b); break;
-#ifdef SYS_chmod
-        case SYS_chmod: if (a) return chmod(P(a), (mode_t)b); break;
-#endif
-        case SYS_fchmodat: if (b) return fchmodat(I(a), P(b), (mode_t)c, 0); break;
-        case SYS_fchmodat2: if (b) return fchmodat(I(a), P(b), (mode_t)c, I(d)); break;
-#ifdef SYS_chown
-        case SYS_chown: if (a) return chown(P(a), (uid_t)b, (gid_t)c); break;
-#endif
-#ifdef SYS_lchown
-        case SYS_lchown: if (a) return lchown(P(a), (uid_t)b, (gid_t)c); break;
-#endif
-        case SYS_fchownat: if (b) return fchownat(I(a), P(b), (uid_t)c, (gid_t)d, I(e)); break;
-        /* A NULL path means the descriptor itself (futimens): raw. */
-        case SYS_utimensat: if (b) return utimensat(I(a), P(b), (const struct timespec *)c, I(d)); break;
-        case SYS_setxattr: if (a) return setxattr(P(a), P(b), (const void *)c, (size_t)d, I(e)); break;
-        case SYS_lsetxattr: if (a) return lsetxattr(P(a), P(b), (const void *)c, (size_t)d, I(e)); break;
-        case SYS_getxattr: if (a) return getxattr(P(a), P(b), (void *)c, (size_t)d); break;
-        case SYS_lgetxattr: if (a) return lgetxattr(P(a), P(b), (void *)c, (size_t)d); break;
-        case SYS_listxattr: if (a) return listxattr(P(a), (char *)b, (size_t)c); break;
-        case SYS_llistxattr: if (a) return llistxattr(P(a), (char *)b, (size_t)c); break;
-        case SYS_removexattr: if (a) return removexattr(P(a), P(b)); break;
-        case SYS_lremovexattr: if (a) return lremovexattr(P(a), P(b)); break;
-        default: break;
-        }
-    }
+    long r;
+    if (usvfs_view_active() && usvfs_syscall_route(nr, a, b, c, d, e, f, &r)) return r;
     return usvfs_real_syscall(nr, a, b, c, d, e, f);
 }
 

@@ -56,6 +56,267 @@ pub fn vfork_child_chdir() -> bool {
     true
 }
 
+// ------------------------------------------------------------------ syscall
+
+const SYS_FACCESSAT2: c_long = 439;
+const SYS_FCHMODAT2: c_long = 452;
+
+/// `syscall(nr, a..f)` for a file-system call: the hook of its libc wrapper,
+/// called directly (a program's own function of the same name must not be
+/// reached: gnulib's renameat2 calls syscall() itself). `None`: not ours, or a
+/// NULL path (the kernel's own rules apply), so the real syscall().
+///
+/// # Safety
+/// The registers are what the kernel call takes (pointers valid as it needs).
+unsafe fn route(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_long) -> Option<c_long> {
+    use super::{cwd, dir, fd, inplace, link, open, stat, write};
+    let p = |x: c_long| x as *const c_char;
+    let i = |x: c_long| x as c_int;
+    let nonnull = |x: c_long| (x != 0).then_some(());
+    // SAFETY: each hook gets the registers as its libc wrapper's arguments,
+    // under the same contract as the kernel call (our contract).
+    unsafe {
+        Some(match nr {
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_open => {
+                nonnull(a)?;
+                c_long::from(open::usvfs_openat(AT_FDCWD, p(a), i(b), c as c_uint))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_creat => {
+                nonnull(a)?;
+                c_long::from(open::creat(p(a), b as libc::mode_t))
+            }
+            libc::SYS_openat => {
+                nonnull(b)?;
+                c_long::from(open::usvfs_openat(i(a), p(b), i(c), d as c_uint))
+            }
+            libc::SYS_openat2 => {
+                nonnull(b)?;
+                nonnull(c)?;
+                usvfs_openat2(a, p(b), c as *const OpenHow, d as c_ulong)
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_stat => {
+                nonnull(a)?;
+                c_long::from(stat::stat(p(a), b as *mut libc::stat))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lstat => {
+                nonnull(a)?;
+                c_long::from(stat::lstat(p(a), b as *mut libc::stat))
+            }
+            libc::SYS_newfstatat => {
+                nonnull(b)?;
+                c_long::from(stat::fstatat(i(a), p(b), c as *mut libc::stat, i(d)))
+            }
+            libc::SYS_statx => {
+                nonnull(b)?;
+                c_long::from(stat::statx(i(a), p(b), i(c), d as c_uint, e as *mut libc::statx))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_access => {
+                nonnull(a)?;
+                c_long::from(stat::access(p(a), i(b)))
+            }
+            // The kernel's faccessat has no flags argument.
+            libc::SYS_faccessat => {
+                nonnull(b)?;
+                c_long::from(stat::faccessat(i(a), p(b), i(c), 0))
+            }
+            SYS_FACCESSAT2 => {
+                nonnull(b)?;
+                c_long::from(stat::faccessat(i(a), p(b), i(c), i(d)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_rename => {
+                nonnull(a)?;
+                nonnull(b)?;
+                c_long::from(write::rename(p(a), p(b)))
+            }
+            libc::SYS_renameat => {
+                nonnull(b)?;
+                nonnull(d)?;
+                c_long::from(write::renameat(i(a), p(b), i(c), p(d)))
+            }
+            libc::SYS_renameat2 => {
+                nonnull(b)?;
+                nonnull(d)?;
+                c_long::from(write::renameat2(i(a), p(b), i(c), p(d), e as c_uint))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_unlink => {
+                nonnull(a)?;
+                c_long::from(write::unlink(p(a)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_rmdir => {
+                nonnull(a)?;
+                c_long::from(write::rmdir(p(a)))
+            }
+            libc::SYS_unlinkat => {
+                nonnull(b)?;
+                c_long::from(write::unlinkat(i(a), p(b), i(c)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_mkdir => {
+                nonnull(a)?;
+                c_long::from(write::mkdir(p(a), b as libc::mode_t))
+            }
+            libc::SYS_mkdirat => {
+                nonnull(b)?;
+                c_long::from(write::mkdirat(i(a), p(b), c as libc::mode_t))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_link => {
+                nonnull(a)?;
+                nonnull(b)?;
+                c_long::from(write::link(p(a), p(b)))
+            }
+            libc::SYS_linkat => {
+                nonnull(b)?;
+                nonnull(d)?;
+                c_long::from(write::linkat(i(a), p(b), i(c), p(d), i(e)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_symlink => {
+                nonnull(a)?;
+                nonnull(b)?;
+                c_long::from(write::symlink(p(a), p(b)))
+            }
+            libc::SYS_symlinkat => {
+                nonnull(a)?;
+                nonnull(c)?;
+                c_long::from(write::symlinkat(p(a), i(b), p(c)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_readlink => {
+                nonnull(a)?;
+                link::readlink(p(a), b as *mut c_char, c as usize) as c_long
+            }
+            libc::SYS_readlinkat => {
+                nonnull(b)?;
+                link::readlinkat(i(a), p(b), c as *mut c_char, d as usize) as c_long
+            }
+            libc::SYS_getdents64 => dir::getdents64(i(a), b as *mut libc::c_void, c as usize) as c_long,
+            libc::SYS_chdir => {
+                nonnull(a)?;
+                c_long::from(cwd::chdir(p(a)))
+            }
+            libc::SYS_fchdir => c_long::from(cwd::fchdir(i(a))),
+            libc::SYS_close => c_long::from(fd::close(i(a))),
+            // The kernel's getcwd returns the length with the NUL.
+            libc::SYS_getcwd => {
+                nonnull(a)?;
+                let r = cwd::getcwd(a as *mut c_char, b as usize);
+                if r.is_null() {
+                    -1
+                } else {
+                    libc::strlen(r) as c_long + 1
+                }
+            }
+            libc::SYS_truncate => {
+                nonnull(a)?;
+                c_long::from(inplace::truncate(p(a), b as libc::off_t))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chmod => {
+                nonnull(a)?;
+                c_long::from(inplace::chmod(p(a), b as libc::mode_t))
+            }
+            // The kernel's fchmodat has no flags argument.
+            libc::SYS_fchmodat => {
+                nonnull(b)?;
+                c_long::from(inplace::fchmodat(i(a), p(b), c as libc::mode_t, 0))
+            }
+            SYS_FCHMODAT2 => {
+                nonnull(b)?;
+                c_long::from(inplace::fchmodat(i(a), p(b), c as libc::mode_t, i(d)))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chown => {
+                nonnull(a)?;
+                c_long::from(inplace::chown(p(a), b as libc::uid_t, c as libc::gid_t))
+            }
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lchown => {
+                nonnull(a)?;
+                c_long::from(inplace::lchown(p(a), b as libc::uid_t, c as libc::gid_t))
+            }
+            libc::SYS_fchownat => {
+                nonnull(b)?;
+                c_long::from(inplace::fchownat(i(a), p(b), c as libc::uid_t, d as libc::gid_t, i(e)))
+            }
+            // A NULL path means the descriptor itself (futimens): raw.
+            libc::SYS_utimensat => {
+                nonnull(b)?;
+                c_long::from(inplace::utimensat(i(a), p(b), c as *const libc::timespec, i(d)))
+            }
+            libc::SYS_setxattr => {
+                nonnull(a)?;
+                c_long::from(inplace::setxattr(p(a), p(b), c as *const libc::c_void, d as usize, i(e)))
+            }
+            libc::SYS_lsetxattr => {
+                nonnull(a)?;
+                c_long::from(inplace::lsetxattr(p(a), p(b), c as *const libc::c_void, d as usize, i(e)))
+            }
+            libc::SYS_getxattr => {
+                nonnull(a)?;
+                stat::getxattr(p(a), p(b), c as *mut libc::c_void, d as usize) as c_long
+            }
+            libc::SYS_lgetxattr => {
+                nonnull(a)?;
+                stat::lgetxattr(p(a), p(b), c as *mut libc::c_void, d as usize) as c_long
+            }
+            libc::SYS_listxattr => {
+                nonnull(a)?;
+                stat::listxattr(p(a), b as *mut c_char, c as usize) as c_long
+            }
+            libc::SYS_llistxattr => {
+                nonnull(a)?;
+                stat::llistxattr(p(a), b as *mut c_char, c as usize) as c_long
+            }
+            libc::SYS_removexattr => {
+                nonnull(a)?;
+                c_long::from(inplace::removexattr(p(a), p(b)))
+            }
+            libc::SYS_lremovexattr => {
+                nonnull(a)?;
+                c_long::from(inplace::lremovexattr(p(a), p(b)))
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// calls.c's `syscall`: 1 with the result in `out` when the call was a
+/// file-system call routed through its hook, 0 to make the real call.
+///
+/// # Safety
+/// As `syscall(2)` for `nr`; `out` is writable.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn usvfs_syscall_route(
+    nr: c_long,
+    a: c_long,
+    b: c_long,
+    c: c_long,
+    d: c_long,
+    e: c_long,
+    _f: c_long,
+    out: *mut c_long,
+) -> c_int {
+    // SAFETY: the caller's registers under syscall(2)'s contract.
+    match unsafe { route(nr, a, b, c, d, e) } {
+        Some(r) => {
+            // SAFETY: out is writable (our contract).
+            unsafe { *out = r };
+            1
+        }
+        None => 0,
+    }
+}
+
 /// calls.c asks before it routes a call through the view.
 #[unsafe(no_mangle)]
 pub extern "C" fn usvfs_view_active() -> c_int {
