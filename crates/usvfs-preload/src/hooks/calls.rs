@@ -68,7 +68,14 @@ const SYS_FCHMODAT2: c_long = 452;
 ///
 /// # Safety
 /// The registers are what the kernel call takes (pointers valid as it needs).
-unsafe fn route(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_long) -> Option<c_long> {
+unsafe fn route(
+    nr: c_long,
+    a: c_long,
+    b: c_long,
+    c: c_long,
+    d: c_long,
+    e: c_long,
+) -> Option<c_long> {
     use super::{cwd, dir, fd, inplace, link, open, stat, write};
     let p = |x: c_long| x as *const c_char;
     let i = |x: c_long| x as c_int;
@@ -112,7 +119,13 @@ unsafe fn route(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_lon
             }
             libc::SYS_statx => {
                 nonnull(b)?;
-                c_long::from(stat::statx(i(a), p(b), i(c), d as c_uint, e as *mut libc::statx))
+                c_long::from(stat::statx(
+                    i(a),
+                    p(b),
+                    i(c),
+                    d as c_uint,
+                    e as *mut libc::statx,
+                ))
             }
             #[cfg(target_arch = "x86_64")]
             libc::SYS_access => {
@@ -198,7 +211,9 @@ unsafe fn route(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_lon
                 nonnull(b)?;
                 link::readlinkat(i(a), p(b), c as *mut c_char, d as usize) as c_long
             }
-            libc::SYS_getdents64 => dir::getdents64(i(a), b as *mut libc::c_void, c as usize) as c_long,
+            libc::SYS_getdents64 => {
+                dir::getdents64(i(a), b as *mut libc::c_void, c as usize) as c_long
+            }
             libc::SYS_chdir => {
                 nonnull(a)?;
                 c_long::from(cwd::chdir(p(a)))
@@ -245,20 +260,43 @@ unsafe fn route(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_lon
             }
             libc::SYS_fchownat => {
                 nonnull(b)?;
-                c_long::from(inplace::fchownat(i(a), p(b), c as libc::uid_t, d as libc::gid_t, i(e)))
+                c_long::from(inplace::fchownat(
+                    i(a),
+                    p(b),
+                    c as libc::uid_t,
+                    d as libc::gid_t,
+                    i(e),
+                ))
             }
             // A NULL path means the descriptor itself (futimens): raw.
             libc::SYS_utimensat => {
                 nonnull(b)?;
-                c_long::from(inplace::utimensat(i(a), p(b), c as *const libc::timespec, i(d)))
+                c_long::from(inplace::utimensat(
+                    i(a),
+                    p(b),
+                    c as *const libc::timespec,
+                    i(d),
+                ))
             }
             libc::SYS_setxattr => {
                 nonnull(a)?;
-                c_long::from(inplace::setxattr(p(a), p(b), c as *const libc::c_void, d as usize, i(e)))
+                c_long::from(inplace::setxattr(
+                    p(a),
+                    p(b),
+                    c as *const libc::c_void,
+                    d as usize,
+                    i(e),
+                ))
             }
             libc::SYS_lsetxattr => {
                 nonnull(a)?;
-                c_long::from(inplace::lsetxattr(p(a), p(b), c as *const libc::c_void, d as usize, i(e)))
+                c_long::from(inplace::lsetxattr(
+                    p(a),
+                    p(b),
+                    c as *const libc::c_void,
+                    d as usize,
+                    i(e),
+                ))
             }
             libc::SYS_getxattr => {
                 nonnull(a)?;
