@@ -115,6 +115,21 @@ def test_dlopen_bare_name_still_uses_the_callers_runpath(usvfs: Path, layout: La
     assert (r.returncode, r.stdout) == (0, b"librp.so: 7\n"), r.stderr
 
 
+def test_dlopen_of_a_loaded_library_returns_it(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    """A bare name that is already loaded is the loaded library, as ld.so
+    matches it, even where an LD_LIBRARY_PATH directory of the view has
+    another file of that name."""
+    libdir = tmp_path / "linked"
+    build_plugin(tmp_path / "src", libdir / "libdup.so", 1)
+    build_plugin(tmp_path / "src2", layout.mods[0] / "plugins" / "libdup.so", 2)
+    exe = tmp_path / "dlplug_linked"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(Path(__file__).parent / "c" / "dlplug.c"), f"-L{libdir}",
+                    "-Wl,--no-as-needed", "-ldup", f"-Wl,-rpath,{libdir}"], check=True)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(layout.base / "plugins")}
+    r = run_view(usvfs, layout, [str(exe), "libdup.so", "data/plugins/libdup.so"], cwd=layout.base.parent, env=env)
+    assert (r.returncode, r.stdout) == (0, b"libdup.so: 1\ndata/plugins/libdup.so: 2\n"), r.stderr
+
+
 def test_vfork_child_leaves_the_parents_view_state(usvfs: Path, layout: Layout, cbin: dict) -> None:
     """The child's chdir into a directory of the view and its close (and
     reuse) of a descriptor number change nothing the parent sees."""

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,6 +302,43 @@ int wordexp(const char *s, wordexp_t *we, int flags) {
 }
 
 /* ------------------------------------------------------------------- dlopen */
+
+struct soname_query {
+    const char *name;
+    int found;
+};
+
+static int soname_matches(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct soname_query *q = data;
+    const char *slash = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+    if (slash && strcmp(slash + 1, q->name) == 0) return q->found = 1;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_DYNAMIC) continue;
+        const ElfW(Dyn) *dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        ElfW(Addr) strtab = 0;
+        ElfW(Xword) soname = (ElfW(Xword))-1;
+        for (; dyn->d_tag != DT_NULL; dyn++) {
+            if (dyn->d_tag == DT_STRTAB) strtab = dyn->d_un.d_ptr;
+            if (dyn->d_tag == DT_SONAME) soname = dyn->d_un.d_val;
+        }
+        if (!strtab || soname == (ElfW(Xword))-1) break;
+        /* The loader relocates the dynamic section in place on most
+         * architectures, not on all. */
+        if (strtab < info->dlpi_addr) strtab += info->dlpi_addr;
+        if (strcmp((const char *)strtab + soname, q->name) == 0) return q->found = 1;
+        break;
+    }
+    return 0;
+}
+
+/* A bare name already loaded (matched by file name or SONAME, as ld.so
+ * matches it first): the loader returns that object, the view has no say. */
+int usvfs_dl_loaded(const char *name) {
+    struct soname_query q = {name, 0};
+    dl_iterate_phdr(soname_matches, &q);
+    return q.found;
+}
 
 /* Tail calls: glibc's dlopen takes the caller's link map (RUNPATH, $ORIGIN,
  * namespace) from its return address, which must stay the program's. */

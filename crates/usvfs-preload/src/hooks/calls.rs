@@ -25,6 +25,7 @@ unsafe extern "C" {
         f: c_long,
     ) -> c_long;
     fn usvfs_vfork_state() -> c_int;
+    fn usvfs_dl_loaded(name: *const c_char) -> c_int;
     fn usvfs_vfork_chdir();
     pub fn usvfs_vfork_forget();
 }
@@ -489,9 +490,13 @@ fn in_view(st: &State, p: &[u8]) -> Result<Option<Vec<u8>>, ()> {
 /// What the real dlopen should load for `file`: a path with a slash that the
 /// view redirects, or a bare name found first in an `LD_LIBRARY_PATH`
 /// directory of the view, becomes its physical file. `None`: the caller's own.
-fn dl_physical(st: &State, file: &[u8]) -> Option<Vec<u8>> {
+fn dl_physical(st: &State, file: &[u8], cfile: *const c_char) -> Option<Vec<u8>> {
     if file.contains(&b'/') {
         return in_view(st, file).ok().flatten();
+    }
+    // SAFETY: cfile is file's NUL-terminated original.
+    if unsafe { usvfs_dl_loaded(cfile) } != 0 {
+        return None;
     }
     // SAFETY: getenv returns NULL or a C string (read, not kept).
     let dirs = unsafe { bytes(libc::getenv(c"LD_LIBRARY_PATH".as_ptr())) }?.to_vec();
@@ -529,7 +534,7 @@ pub unsafe extern "C" fn usvfs_dl_path(file: *const c_char) -> *const c_char {
         return file;
     }
     let saved = guard::errno();
-    let found = std::panic::catch_unwind(|| dl_physical(st, f))
+    let found = std::panic::catch_unwind(|| dl_physical(st, f, file))
         .ok()
         .flatten();
     guard::set_errno(saved);
