@@ -83,7 +83,8 @@ fn push_retired(first: *mut FdEntry, last: *mut FdEntry) {
 /// holds one of them pinned before its slot was emptied, so it still counts
 /// when the list is taken.
 fn reclaim() {
-    if READERS.load(Ordering::SeqCst) != 0 {
+    // A vfork child leaves the parent's memory to the parent.
+    if READERS.load(Ordering::SeqCst) != 0 || in_vfork_child() {
         return;
     }
     let mut p = RETIRED.swap(std::ptr::null_mut(), Ordering::SeqCst);

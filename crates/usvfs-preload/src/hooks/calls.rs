@@ -456,9 +456,10 @@ pub unsafe extern "C" fn usvfs_openat2(
 // ------------------------------------------------------------------- dlopen
 
 thread_local! {
-    /// The physical path handed to the real dlopen (it copies the name
-    /// before it runs any constructor, so one buffer per thread is enough).
-    static DL_PATH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The physical paths handed to the real dlopen, the latest few: a
+    /// plugin's constructor may dlopen again while the outer call runs.
+    static DL_PATH: RefCell<([Vec<u8>; 4], usize)> =
+        const { RefCell::new(([const { Vec::new() }; 4], 0)) };
 }
 
 /// The physical file of `(AT_FDCWD, p)` if the view redirects it and it exists.
@@ -542,9 +543,11 @@ pub unsafe extern "C" fn usvfs_dl_path(file: *const c_char) -> *const c_char {
     phys.push(0);
     DL_PATH
         .try_with(|b| {
-            let mut b = b.borrow_mut();
-            *b = phys;
-            b.as_ptr().cast::<c_char>()
+            let (ring, next) = &mut *b.borrow_mut();
+            let slot = &mut ring[*next % 4];
+            *next = next.wrapping_add(1);
+            *slot = phys;
+            slot.as_ptr().cast::<c_char>()
         })
         .unwrap_or(file)
 }
