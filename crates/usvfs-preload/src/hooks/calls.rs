@@ -493,6 +493,14 @@ fn in_view(st: &State, p: &[u8]) -> Result<Option<Vec<u8>>, ()> {
 /// directory of the view, becomes its physical file. `None`: the caller's own.
 fn dl_physical(st: &State, file: &[u8], cfile: *const c_char) -> Option<Vec<u8>> {
     if file.contains(&b'/') {
+        // Outside the view (most loads) the caller's name is right as it
+        // is; a missing file keeps it too (the loader's error names it).
+        let mut lk = Lookup::new();
+        if !matches!(lookup(st, AT_FDCWD, file, true, &mut lk), Outcome::Redirect)
+            || lk.phys.as_bytes() == file
+        {
+            return None;
+        }
         return in_view(st, file).ok().flatten();
     }
     // SAFETY: cfile is file's NUL-terminated original.
