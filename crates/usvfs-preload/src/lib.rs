@@ -117,6 +117,7 @@ extern "C" fn init() {
     real::resolve_all();
     // SAFETY: resolves calls.c's originals; no arguments.
     unsafe { hooks::calls::usvfs_calls_init() };
+    hooks::calls::remember_library_path();
     // SAFETY: registers a handler that only clears our own state.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
     usvfs_view::fs::set_realpath(original_realpath);

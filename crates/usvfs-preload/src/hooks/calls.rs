@@ -462,6 +462,17 @@ thread_local! {
         const { RefCell::new(([const { Vec::new() }; 4], 0)) };
 }
 
+/// `LD_LIBRARY_PATH` as the process started: ld.so reads it once, so a
+/// later `setenv` changes no search.
+static LIBRARY_PATH: std::sync::OnceLock<Option<Box<[u8]>>> = std::sync::OnceLock::new();
+
+/// Called by the constructor.
+pub fn remember_library_path() {
+    // SAFETY: getenv returns NULL or a C string, copied at once.
+    let v = unsafe { bytes(libc::getenv(c"LD_LIBRARY_PATH".as_ptr())) }.map(Box::from);
+    let _ = LIBRARY_PATH.set(v);
+}
+
 /// The physical file of `(AT_FDCWD, p)` if the view redirects it and it exists.
 fn in_view(st: &State, p: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     let mut lk = Lookup::new();
@@ -507,8 +518,7 @@ fn dl_physical(st: &State, file: &[u8], cfile: *const c_char) -> Option<Vec<u8>>
     if unsafe { usvfs_dl_loaded(cfile) } != 0 {
         return None;
     }
-    // SAFETY: getenv returns NULL or a C string (read, not kept).
-    let dirs = unsafe { bytes(libc::getenv(c"LD_LIBRARY_PATH".as_ptr())) }?.to_vec();
+    let dirs = LIBRARY_PATH.get()?.as_deref()?;
     for dir in dirs.split(|&c| c == b':' || c == b';') {
         let mut cand = if dir.is_empty() {
             b".".to_vec()
