@@ -2,7 +2,10 @@
  * outside the view and inside it: hooks must not need big stack frames.
  * usage: tinystack FILE [FILE...]   (files to stat/open; their directories are listed)
  *        tinystack -w DIR [DIR...]  (on a 16 KiB stack: create, rename, mkdir,
- *                                    unlink and rmdir in each DIR) */
+ *                                    unlink, rmdir, link, symlink, truncate,
+ *                                    chmod, fopen, mkstemp, syscall(), chdir,
+ *                                    fchdir, getcwd, realpath, scandir, nftw,
+ *                                    glob, wordexp, getdents64 in each DIR) */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -12,11 +15,57 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ftw.h>
+#include <glob.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <wordexp.h>
 
 static char **targets;
 static int ntargets, ok;
+static char home[4096];
+
+static int walked(const char *p, const struct stat *s, int f, struct FTW *w) {
+    (void)p, (void)s, (void)f, (void)w;
+    return 0;
+}
+
+/* The other path hooks, reading and writing; 0 on success. */
+static int more(const char *dir, char *a, char *b, size_t n) {
+    snprintf(a, n, "%s/tiny_more", dir);
+    snprintf(b, n, "%s/tiny_more_2", dir);
+    FILE *f = fopen(a, "w");
+    if (!f || fclose(f) != 0) return 1;
+    if (truncate(a, 0) != 0 || chmod(a, 0600) != 0 || link(a, b) != 0 || unlink(b) != 0) return 2;
+    if (symlink("tiny_more", b) != 0 || unlink(b) != 0) return 3;
+    if (syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 0) != 0 || unlink(b) != 0) return 4;
+    snprintf(a, n, "%s/tiny_tmpXXXXXX", dir);
+    int fd = mkstemp(a);
+    if (fd < 0 || close(fd) != 0 || unlink(a) != 0) return 5;
+    char *r = realpath(dir, NULL);
+    if (!r) return 6;
+    free(r);
+    if (chdir(dir) != 0 || !getcwd(a, n) || chdir(home) != 0) return 7;
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || fchdir(fd) != 0 || chdir(home) != 0) return 8;
+    if (syscall(SYS_getdents64, fd, a, n) <= 0 || close(fd) != 0) return 9;
+    struct dirent **list;
+    int k = scandir(dir, &list, NULL, alphasort);
+    if (k <= 0) return 10;
+    while (k--) free(list[k]);
+    free(list);
+    if (nftw(dir, walked, 4, FTW_PHYS) != 0) return 11;
+    glob_t g;
+    snprintf(a, n, "%s/*", dir);
+    if (glob(a, 0, NULL, &g) != 0) return 12;
+    globfree(&g);
+    wordexp_t we;
+    if (wordexp(a, &we, 0) != 0) return 13;
+    wordfree(&we);
+    return 0;
+}
 
 static void *work(void *arg) {
     (void)arg;
@@ -56,6 +105,7 @@ static void *writes(void *arg) {
             if (rename(a, b) != 0 || mkdir(d, 0755) != 0) return NULL;
             if (unlink(b) != 0 || rmdir(d) != 0) return NULL;
             if (access(b, F_OK) == 0 || access(d, F_OK) == 0) return NULL;
+            if (i % 10 == 0 && more(targets[k], a, b, sizeof a) != 0) return NULL;
         }
     }
     ok = 1;
@@ -68,6 +118,7 @@ int main(int argc, char **argv) {
         if (argc < 3) return 2;
         targets = argv + 2;
         ntargets = argc - 2;
+        if (!getcwd(home, sizeof home)) return 5;
         pthread_attr_t a;
         pthread_attr_init(&a);
         if (pthread_attr_setstacksize(&a, 16384) != 0) return 4;
