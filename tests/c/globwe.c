@@ -51,6 +51,19 @@ int main(int argc, char **argv) {
         printf("\n");
         wordfree(&we);
     }
+    /* Quoting, escapes, syntax errors, and input only the real wordexp
+     * handles (parameters, tilde, rejected characters). */
+    static const char *tricky[] = {
+        "\"a b\" c", "a\\ b", "''", "x\"*\"y", "\\*", "[", "*.txt\"", "'open", "only_m2/*.txt textures/m[12]_tex.dds",
+        "~", "$HOME/x*", "a|b", "*/m?_*", "\"dir with space\"/*", "'dir with space'/m*", "\"only_m2\"/r* mesh*/*/b",
+        "  spaced   words\t* ", NULL};
+    for (int i = 0; tricky[i]; i++) {
+        r = wordexp(tricky[i], &we, 0);
+        printf("wordexp <%s> %d:", tricky[i], r);
+        for (size_t k = 0; r == 0 && k < we.we_wordc; k++) printf(" [%s]", we.we_wordv[k]);
+        printf("\n");
+        if (r == 0) wordfree(&we);
+    }
     we.we_offs = 2;
     r = wordexp("textures/*.dds nomatch*", &we, WRDE_DOOFFS);
     printf("wordexp offs %d:", r);

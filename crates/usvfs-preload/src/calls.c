@@ -210,8 +210,8 @@ static int expand_simple(const char *s, struct words *out) {
                 }
                 p = q + 1;
             } else if (ch == '"') {
-                for (p++; *p != '"'; p++) {
-                    if (!*p || *p == '$' || *p == '`') {
+                for (p++; *p && *p != '"'; p++) {
+                    if (*p == '$' || *p == '`') {
                         rc = 1;
                         goto done;
                     }
@@ -220,7 +220,8 @@ static int expand_simple(const char *s, struct words *out) {
                     pat[np++] = '\\';
                     pat[np++] = *p;
                 }
-                p++;
+                /* glibc's wordexp takes a missing closing double quote. */
+                if (*p) p++;
             } else {
                 if (ch == '*' || ch == '?' || ch == '[') magic = 1;
                 lit[nl++] = ch;
