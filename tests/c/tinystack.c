@@ -5,12 +5,14 @@
  *                                    unlink, rmdir, link, symlink, truncate,
  *                                    chmod, fopen, mkstemp, syscall(), chdir,
  *                                    fchdir, getcwd, realpath, scandir, nftw,
- *                                    glob, wordexp, getdents64 in each DIR) */
+ *                                    glob, wordexp, getdents64 in each DIR,
+ *                                    and posix_spawn/posix_spawnp) */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <wordexp.h>
+
+extern char **environ;
 
 static char **targets;
 static int ntargets, ok;
@@ -64,6 +69,11 @@ static int more(const char *dir, char *a, char *b, size_t n) {
     wordexp_t we;
     if (wordexp(a, &we, 0) != 0) return 13;
     wordfree(&we);
+    char *args[] = {"true", NULL};
+    pid_t pid;
+    int st;
+    if (posix_spawnp(&pid, "true", NULL, NULL, args, environ) != 0 || waitpid(pid, &st, 0) != pid || st != 0) return 14;
+    if (posix_spawn(&pid, "/bin/true", NULL, NULL, args, environ) != 0 || waitpid(pid, &st, 0) != pid || st != 0) return 15;
     return 0;
 }
 

@@ -340,8 +340,13 @@ pub unsafe extern "C" fn posix_spawn(
     let Some(p) = (unsafe { bytes(path) }) else {
         return pass();
     };
-    std::panic::catch_unwind(|| spawn_in_view(st, pid, p, fa, attr, argv, envp))
-        .unwrap_or_else(|_| pass())
+    // Where the stack has room: the exec plan's path buffers would not fit a
+    // 16 KiB thread stack.
+    crate::stack::with_room(
+        #[inline(never)]
+        || std::panic::catch_unwind(|| spawn_in_view(st, pid, p, fa, attr, argv, envp)),
+    )
+    .unwrap_or_else(|_| pass())
 }
 
 #[unsafe(no_mangle)]
@@ -369,6 +374,22 @@ pub unsafe extern "C" fn posix_spawnp(
         // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { real::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
+    // As posix_spawn: where the stack has room.
+    crate::stack::with_room(
+        #[inline(never)]
+        || spawnp_in_view(st, pid, f, fa, attr, argv, envp),
+    )
+}
+
+fn spawnp_in_view(
+    st: &State,
+    pid: *mut pid_t,
+    f: &[u8],
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
     // Find the first PATH entry that is an executable file in the view.
     let found = search_path(f, |cand| {
         let mut lk = Lookup::new();
