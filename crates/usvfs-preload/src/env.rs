@@ -52,29 +52,56 @@ pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) ->
     launch_env::child_env(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
 }
 
-fn setenv(k: &[u8], v: &[u8]) {
-    let (mut k, mut v) = (k.to_vec(), v.to_vec());
-    k.push(0);
-    v.push(0);
-    // SAFETY: NUL-terminated strings.
-    unsafe { libc::setenv(k.as_ptr().cast(), v.as_ptr().cast(), 1) };
-}
-
-/// For `system` and `popen`, whose shell inherits `environ` inside libc: put
-/// our variables back if the program removed them.
-pub fn ensure_own_environ(st: &State) {
-    let cur = getenv(b"LD_PRELOAD");
-    if let Some(v) = launch_env::preload_value(st.lib_path.to_bytes(), cur.as_deref(), true, &[])
-        && cur.as_deref() != Some(&v[..])
-    {
-        setenv(b"LD_PRELOAD", &v);
-    }
-    setenv(ENV_INSTANCE_DIR.as_bytes(), st.instance_dir.to_bytes());
-    match vcwd() {
-        Some(c) => setenv(ENV_VCWD.as_bytes(), c),
-        None => {
-            // SAFETY: NUL-terminated name.
-            unsafe { libc::unsetenv(c"USVFS_VCWD".as_ptr()) };
+/// `v` as one single-quoted shell word.
+fn quoted(out: &mut Vec<u8>, v: &[u8]) {
+    out.push(b'\'');
+    for &c in v {
+        if c == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(c);
         }
     }
+    out.push(b'\'');
+}
+
+/// For `system` and `popen`, whose shell inherits `environ` inside libc:
+/// when the program changed our variables, the command to run instead, which
+/// sets them in the shell and starts the caller's command in a shell of the
+/// view (`$0` stays `sh`). The caller's own environment is never touched
+/// (another thread may be reading it). `None`: the environment is right.
+pub fn shell_command(st: &State, cmd: &[u8]) -> Option<Vec<u8>> {
+    let cur = getenv(b"LD_PRELOAD");
+    let preload = launch_env::preload_value(st.lib_path.to_bytes(), cur.as_deref(), true, &[])?;
+    let vcwd = vcwd();
+    if cur.as_deref() == Some(&preload[..])
+        && getenv(ENV_INSTANCE_DIR.as_bytes()).as_deref() == Some(st.instance_dir.to_bytes())
+        && getenv(ENV_VCWD.as_bytes()).as_deref() == vcwd
+    {
+        return None;
+    }
+    let mut s = b"export LD_PRELOAD=".to_vec();
+    quoted(&mut s, &preload);
+    s.extend_from_slice(b" ");
+    s.extend_from_slice(ENV_INSTANCE_DIR.as_bytes());
+    s.push(b'=');
+    quoted(&mut s, st.instance_dir.to_bytes());
+    match vcwd {
+        Some(c) => {
+            s.extend_from_slice(b" ");
+            s.extend_from_slice(ENV_VCWD.as_bytes());
+            s.push(b'=');
+            quoted(&mut s, c);
+            s.extend_from_slice(b"; ");
+        }
+        None => {
+            s.extend_from_slice(b"; unset ");
+            s.extend_from_slice(ENV_VCWD.as_bytes());
+            s.extend_from_slice(b"; ");
+        }
+    }
+    s.extend_from_slice(b"exec /bin/sh -c ");
+    quoted(&mut s, cmd);
+    s.extend_from_slice(b" sh");
+    Some(s)
 }

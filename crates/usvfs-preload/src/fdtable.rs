@@ -11,9 +11,15 @@
 //! before trusting it (a descriptor closed behind our back and reused must
 //! not redirect later calls); unknown descriptors are classified from the
 //! physical path the kernel reports for them.
+//!
+//! Entries are freed only while no thread reads any (a [`Pin`] counts the
+//! readers): a thread closing a descriptor that another thread is using in
+//! an `*at` call retires its entry, and the last reader out frees it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crate::hooks::calls::in_vfork_child;
 
 const SLOTS: usize = 1 << 16;
 
@@ -25,6 +31,87 @@ pub struct FdEntry {
     pub ino: AtomicU64,
     /// Cursor of `getdents64` on a virtual directory descriptor.
     pub dents: Mutex<Option<usvfs_view::semantics::listing::Cursor>>,
+    /// Link in the list of retired entries.
+    next: AtomicPtr<FdEntry>,
+}
+
+/// Threads between [`pin`] and the end of their `Pin`.
+static READERS: AtomicUsize = AtomicUsize::new(0);
+/// Entries taken out of the table, freed when no reader is left.
+static RETIRED: AtomicPtr<FdEntry> = AtomicPtr::new(std::ptr::null_mut());
+
+/// While it lives, no entry this thread reads from the table is freed.
+pub struct Pin(());
+
+/// Starts a read of the table's entries (nests; a signal handler may pin on
+/// top of its interrupted thread).
+#[inline]
+pub fn pin() -> Pin {
+    READERS.fetch_add(1, Ordering::SeqCst);
+    Pin(())
+}
+
+impl Drop for Pin {
+    #[inline]
+    fn drop(&mut self) {
+        if READERS.fetch_sub(1, Ordering::SeqCst) == 1 && !RETIRED.load(Ordering::Relaxed).is_null()
+        {
+            reclaim();
+        }
+    }
+}
+
+/// A forked child has one thread: readers of the others are gone with them.
+pub fn after_fork_child() {
+    READERS.store(0, Ordering::SeqCst);
+}
+
+/// Pushes a chain `first..=last` onto the retired list.
+fn push_retired(first: *mut FdEntry, last: *mut FdEntry) {
+    let mut head = RETIRED.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: `last` is a retired entry only this thread holds.
+        unsafe { (*last).next.store(head, Ordering::Relaxed) };
+        match RETIRED.compare_exchange_weak(head, first, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Frees the retired entries if no thread reads the table. A reader that
+/// holds one of them pinned before its slot was emptied, so it still counts
+/// when the list is taken.
+fn reclaim() {
+    // A vfork child leaves the parent's memory to the parent.
+    if READERS.load(Ordering::SeqCst) != 0 || in_vfork_child() {
+        return;
+    }
+    let mut p = RETIRED.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if p.is_null() {
+        return;
+    }
+    if READERS.load(Ordering::SeqCst) != 0 {
+        // A reader arrived meanwhile: it may hold none of these, but tell
+        // nothing apart; give them back.
+        let mut last = p;
+        loop {
+            // SAFETY: the taken chain belongs to this thread alone.
+            let n = unsafe { (*last).next.load(Ordering::Relaxed) };
+            if n.is_null() {
+                break;
+            }
+            last = n;
+        }
+        push_retired(p, last);
+        return;
+    }
+    while !p.is_null() {
+        // SAFETY: retired entries came from Box::into_raw, are out of the
+        // table, and no reader pinned before their removal is left.
+        let b = unsafe { Box::from_raw(p) };
+        p = b.next.load(Ordering::Relaxed);
+    }
 }
 
 /// What the table says about one descriptor number.
@@ -50,11 +137,11 @@ fn slot(fd: i32) -> Option<&'static AtomicPtr<FdEntry>> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
 }
 
-/// Frees what a slot held, if it was an entry.
+/// Retires what a slot held, if it was an entry.
 fn release(old: *mut FdEntry) {
     if !old.is_null() && old != physical_mark() {
-        // SAFETY: every other non-null slot value is a Box we leaked.
-        drop(unsafe { Box::from_raw(old) });
+        push_retired(old, old);
+        reclaim();
     }
 }
 
@@ -84,6 +171,10 @@ pub enum Ident {
 /// Records that `fd` was opened on virtual path `vpath`.
 pub fn insert(fd: i32, vpath: &[u8], ident: Ident) {
     let Some(s) = slot(fd) else { return };
+    // A vfork child's descriptors are its own, its table is its parent's.
+    if in_vfork_child() {
+        return;
+    }
     let (dev, ino) = match ident {
         Ident::Now => identity(fd).unwrap_or((0, 0)),
         Ident::Later => (0, 0),
@@ -94,8 +185,9 @@ pub fn insert(fd: i32, vpath: &[u8], ident: Ident) {
         dev: AtomicU64::new(dev),
         ino: AtomicU64::new(ino),
         dents: Mutex::new(None),
+        next: AtomicPtr::new(std::ptr::null_mut()),
     }));
-    release(s.swap(e, Ordering::AcqRel));
+    release(s.swap(e, Ordering::SeqCst));
 }
 
 /// Insert with the identity `O_DIRECTORY`/`O_PATH` opens call for.
@@ -113,20 +205,20 @@ pub fn mark_physical(fd: i32) {
     let Some(s) = slot(fd) else { return };
     // Usually already marked (a number reused by another physical open):
     // a plain load then, no read-modify-write.
-    if s.load(Ordering::Relaxed) == physical_mark() {
+    if s.load(Ordering::Relaxed) == physical_mark() || in_vfork_child() {
         return;
     }
-    release(s.swap(physical_mark(), Ordering::AcqRel));
+    release(s.swap(physical_mark(), Ordering::SeqCst));
 }
 
 /// Forgets `fd` (it is being closed or replaced, or arrived from elsewhere).
 #[inline(always)]
 pub fn remove(fd: i32) {
     let Some(s) = slot(fd) else { return };
-    if s.load(Ordering::Relaxed).is_null() {
+    if s.load(Ordering::Relaxed).is_null() || in_vfork_child() {
         return;
     }
-    release(s.swap(std::ptr::null_mut(), Ordering::AcqRel));
+    release(s.swap(std::ptr::null_mut(), Ordering::SeqCst));
 }
 
 /// Forgets every descriptor in `lo..=hi`.
@@ -144,14 +236,16 @@ pub fn state(fd: i32) -> Slot {
     let Some(s) = slot(fd) else {
         return Slot::Physical;
     };
-    let p = s.load(Ordering::Acquire);
+    // SeqCst: ordered after the caller's `pin` (see `reclaim`).
+    let p = s.load(Ordering::SeqCst);
     if p.is_null() {
         Slot::Unknown
     } else if p == physical_mark() {
         Slot::Physical
     } else {
-        // SAFETY: entries are freed only when their descriptor closes; using
-        // a descriptor while another thread closes it is the program's own race.
+        // SAFETY: an entry is freed only after it left its slot and every
+        // reader pinned before then has finished; callers read entries under
+        // a `Pin` and do not keep them past it.
         Slot::Virtual(unsafe { &*p })
     }
 }
@@ -174,6 +268,7 @@ pub fn is_physical(fd: i32) -> bool {
 
 /// `dup`: the new descriptor is what the old one is.
 pub fn copy(from: i32, to: i32) {
+    let _pin = pin();
     match state(from) {
         Slot::Virtual(e) => {
             let vpath = e.vpath.clone();

@@ -14,6 +14,7 @@ mod log;
 
 mod lookup;
 mod real;
+mod stack;
 mod state;
 
 use std::ffi::{CStr, CString, OsStr};
@@ -104,8 +105,21 @@ unsafe extern "C" fn original_realpath(
     unsafe { real::realpath(p, out) }
 }
 
+/// A forked child is a process of its own: it is no vfork child, and the
+/// other threads' table readers did not come along.
+extern "C" fn after_fork_child() {
+    // SAFETY: clears this thread's own storage.
+    unsafe { hooks::calls::usvfs_vfork_forget() };
+    fdtable::after_fork_child();
+}
+
 extern "C" fn init() {
     real::resolve_all();
+    // SAFETY: resolves calls.c's originals; no arguments.
+    unsafe { hooks::calls::usvfs_calls_init() };
+    hooks::calls::remember_library_path();
+    // SAFETY: registers a handler that only clears our own state.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
     usvfs_view::fs::set_realpath(original_realpath);
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();

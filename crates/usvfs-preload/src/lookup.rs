@@ -270,7 +270,7 @@ pub fn fd_entry(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
 #[cold]
 #[inline(never)]
 fn classify(st: &State, fd: c_int) -> Option<&'static fdtable::FdEntry> {
-    if fd < 0 {
+    if fd < 0 || crate::hooks::calls::in_vfork_child() {
         return None;
     }
     let mut link = PathBuffer::new();
@@ -343,6 +343,7 @@ pub fn lookup(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup)
 
 /// [`lookup`] for a path that [`certainly_outside`] did not exclude.
 pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut Lookup) -> Outcome {
+    let _pin = fdtable::pin();
     let Some((base, rel, caller_sees_same)) = start_dir(st, dirfd, p) else {
         return Outcome::Pass;
     };

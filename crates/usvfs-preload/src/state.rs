@@ -138,12 +138,21 @@ static CWD: AtomicPtr<Cwd> = AtomicPtr::new(std::ptr::null_mut());
 
 #[inline(always)]
 pub fn cwd() -> Option<&'static Cwd> {
+    // A vfork child that changed directory shares our memory but not our
+    // directory: it resolves relative paths as the kernel does.
+    if crate::hooks::calls::vfork_child_moved() {
+        return None;
+    }
     let p = CWD.load(Ordering::Acquire);
     // SAFETY: set only from leaked boxes.
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
 pub fn set_cwd(path: &[u8], on_node: bool, is_virtual: bool) {
+    // A vfork child must leave its parent's working directory as it was.
+    if crate::hooks::calls::vfork_child_chdir() {
+        return;
+    }
     let c = Box::into_raw(Box::new(Cwd {
         path: path.into(),
         on_node,

@@ -25,7 +25,10 @@ pub fn adopt_cwd(st: &State, logical: &[u8]) {
     }
 }
 
-/// After a chdir the view had no part in: take the kernel's answer.
+/// After a chdir the view had no part in: take the kernel's answer. Not
+/// inlined, and run where the stack has room: its buffers and lookup would
+/// not fit a small thread stack on top of the hook's frame.
+#[inline(never)]
 fn adopt_real_cwd(st: &State) {
     let mut buf = PathBuffer::new();
     if state::real_cwd(&mut buf) {
@@ -47,7 +50,7 @@ pub unsafe extern "C" fn chdir(path: *const c_char) -> c_int {
             if r == 0
                 && let Some(st) = state::get()
             {
-                adopt_real_cwd(st);
+                crate::stack::with_room(|| adopt_real_cwd(st));
             }
             r
         },
@@ -76,13 +79,19 @@ pub unsafe extern "C" fn fchdir(fd: c_int) -> c_int {
     if guard::internal() {
         return r;
     }
-    match crate::lookup::fd_entry(st, fd) {
-        Some(e) => {
-            let vpath = e.vpath.clone();
-            adopt_cwd(st, &vpath);
-        }
-        None => adopt_real_cwd(st),
-    }
+    crate::stack::with_room(
+        #[inline(never)]
+        || {
+            let vpath = {
+                let _pin = crate::fdtable::pin();
+                crate::lookup::fd_entry(st, fd).map(|e| e.vpath.clone())
+            };
+            match vpath {
+                Some(v) => adopt_cwd(st, &v),
+                None => adopt_real_cwd(st),
+            }
+        },
+    );
     r
 }
 

@@ -340,8 +340,13 @@ pub unsafe extern "C" fn posix_spawn(
     let Some(p) = (unsafe { bytes(path) }) else {
         return pass();
     };
-    std::panic::catch_unwind(|| spawn_in_view(st, pid, p, fa, attr, argv, envp))
-        .unwrap_or_else(|_| pass())
+    // Where the stack has room: the exec plan's path buffers would not fit a
+    // 16 KiB thread stack.
+    crate::stack::with_room(
+        #[inline(never)]
+        || std::panic::catch_unwind(|| spawn_in_view(st, pid, p, fa, attr, argv, envp)),
+    )
+    .unwrap_or_else(|_| pass())
 }
 
 #[unsafe(no_mangle)]
@@ -369,6 +374,22 @@ pub unsafe extern "C" fn posix_spawnp(
         // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
         return unsafe { real::posix_spawnp(pid, file, fa, attr, argv, envp) };
     };
+    // As posix_spawn: where the stack has room.
+    crate::stack::with_room(
+        #[inline(never)]
+        || spawnp_in_view(st, pid, f, fa, attr, argv, envp),
+    )
+}
+
+fn spawnp_in_view(
+    st: &State,
+    pid: *mut pid_t,
+    f: &[u8],
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
     // Find the first PATH entry that is an executable file in the view.
     let found = search_path(f, |cand| {
         let mut lk = Lookup::new();
@@ -404,24 +425,41 @@ pub unsafe extern "C" fn posix_spawnp(
     }
 }
 
+/// The command `system`/`popen` should run so its shell joins the view
+/// (see `env::shell_command`); `None`: the caller's own.
+fn view_shell_command(cmd: *const c_char) -> Option<Vec<u8>> {
+    let st = state::get()?;
+    let _g = guard::enter()?;
+    // SAFETY: system/popen's contract: cmd is NULL or a C string.
+    let c = unsafe { bytes(cmd) }?;
+    let saved = errno();
+    let r = std::panic::catch_unwind(|| env::shell_command(st, c))
+        .ok()
+        .flatten()
+        .map(|mut s| {
+            s.push(0);
+            s
+        });
+    set_errno(saved);
+    r
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
-    if let Some(st) = state::get()
-        && let Some(_g) = guard::enter()
-    {
-        env::ensure_own_environ(st);
+    match view_shell_command(cmd) {
+        // SAFETY: a NUL-terminated command we own for the call.
+        Some(c) => unsafe { real::system(c.as_ptr().cast()) },
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
+        None => unsafe { real::system(cmd) },
     }
-    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
-    unsafe { real::system(cmd) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    if let Some(st) = state::get()
-        && let Some(_g) = guard::enter()
-    {
-        env::ensure_own_environ(st);
+    match view_shell_command(cmd) {
+        // SAFETY: a NUL-terminated command we own for the call; mode is the caller's.
+        Some(c) => unsafe { real::popen(c.as_ptr().cast(), mode) },
+        // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
+        None => unsafe { real::popen(cmd, mode) },
     }
-    // SAFETY: the caller's forwarded arguments, under the libc contract of this function.
-    unsafe { real::popen(cmd, mode) }
 }

@@ -31,6 +31,7 @@ fn proc_link(p: &[u8]) -> Option<Box<[u8]>> {
         .parse()
         .ok()?;
     let st = state::get()?;
+    let _pin = crate::fdtable::pin();
     crate::lookup::fd_entry(st, fd).map(|e| e.vpath.clone())
 }
 

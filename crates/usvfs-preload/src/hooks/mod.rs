@@ -51,6 +51,7 @@ macro_rules! at_call {
     };
 }
 
+pub mod calls;
 pub mod cwd;
 pub mod dir;
 pub mod exec;
@@ -125,23 +126,33 @@ fn hook_with<T, R: Failure>(
     if guard::internal() {
         return original();
     }
-    // On this frame's stack: a signal handler whose calls enter hooks on top
-    // of this one saves and restores its own.
-    let saved = errno();
-    match catch_unwind(AssertUnwindSafe(|| decide(st))) {
-        Ok(Detour::Success(t)) => {
-            set_errno(saved);
-            act(st, t)
-        }
-        Ok(Detour::Error(e)) => {
-            set_errno(e);
-            R::failure()
-        }
-        Ok(Detour::Bypass) | Err(_) => {
-            set_errno(saved);
-            original()
-        }
-    }
+    // The body in a frame of its own (not merged into the exported
+    // function's), run where the stack has room for it.
+    crate::stack::with_room(
+        #[inline(never)]
+        move || {
+            // On this frame's stack: a signal handler whose calls enter hooks
+            // on top of this one saves and restores its own.
+            let saved = errno();
+            // Descriptor entries the body reads stay allocated until it
+            // returns, even if another thread closes their descriptors meanwhile.
+            let _pin = crate::fdtable::pin();
+            match catch_unwind(AssertUnwindSafe(|| decide(st))) {
+                Ok(Detour::Success(t)) => {
+                    set_errno(saved);
+                    act(st, t)
+                }
+                Ok(Detour::Error(e)) => {
+                    set_errno(e);
+                    R::failure()
+                }
+                Ok(Detour::Bypass) | Err(_) => {
+                    set_errno(saved);
+                    original()
+                }
+            }
+        },
+    )
 }
 
 /// [`hook`] for bodies that compute the result themselves (write hooks):

@@ -103,8 +103,12 @@ pub(crate) fn open_create(
                     place.abort(&v);
                     return Detour::Error(e);
                 }
-                place.commit(&v, FileKind::File);
-                fdtable::insert(fd, place.virt.as_bytes(), fdtable::Ident::Later);
+                // The file exists now: a panic recording it must not make the
+                // skeleton fall back to a second open (leaking this one).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    place.commit(&v, FileKind::File);
+                    fdtable::insert(fd, place.virt.as_bytes(), fdtable::Ident::Later);
+                }));
                 Detour::Success(fd)
             }
         }
