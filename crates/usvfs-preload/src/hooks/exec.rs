@@ -122,6 +122,36 @@ impl Prepared {
     }
 }
 
+/// A program the preload cannot follow (static, set-id, with file
+/// capabilities, Go) runs outside the view: say so once on stderr and in the
+/// instance log, and refuse it with `EACCES` under `--strict`. Reads only the
+/// file's headers, at exec time.
+fn check_followable(shown: &[u8], program: &[u8], strict: bool) -> Result<(), i32> {
+    let Some(why) = usvfs_view::program::unfollowable(program) else {
+        return Ok(());
+    };
+    let name = String::from_utf8_lossy(shown);
+    let what = why.describe();
+    let line = if strict {
+        format!("usvfs: {name} {what}: refused, it would run outside the view (--strict)\n")
+    } else {
+        format!("usvfs: {name} {what}: it runs outside the view (use --strict to refuse it)\n")
+    };
+    // One raw write: stderr is the program's, and the line must not interleave.
+    // SAFETY: fd 2 is borrowed for this one call; a closed one fails harmlessly.
+    let _ = rustix::io::write(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(2) },
+        line.as_bytes(),
+    );
+    if strict {
+        tracing::warn!(program = %name, reason = what, "refused a program that would run outside the view (--strict)");
+        Err(libc::EACCES)
+    } else {
+        tracing::warn!(program = %name, reason = what, "started a program that runs outside the view");
+        Ok(())
+    }
+}
+
 /// Works out how to exec `path` with the view attached (the shared exec
 /// semantics decide; this only gathers what they need).
 fn prepare(
@@ -131,6 +161,10 @@ fn prepare(
     envp: Vec<Vec<u8>>,
 ) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
+    let target = match &located {
+        Located::AsGiven => path.to_vec(),
+        Located::Physical { phys, .. } => phys.clone(),
+    };
     let rules = env::exec_rules(st);
     let plan = exec::plan(
         path,
@@ -141,6 +175,14 @@ fn prepare(
         &mut |p| locate(st, p),
         &mut |p| head(p),
     )?;
+    if plan.join {
+        // A script is named by its interpreter, as its `#!` line gives it.
+        let shown = match plan.argv.first() {
+            Some(interp) if plan.program != target => interp.as_slice(),
+            _ => path,
+        };
+        check_followable(shown, &plan.program, rules.strict)?;
+    }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
     Prepared::new(&plan.program, plan.argv, env)
