@@ -1,0 +1,153 @@
+"""inotify on the view: a watch on a merged directory reports creates,
+deletes and renames made in the view, wherever they land physically (a
+mod's directory, the real one, the create target, even one that does not
+exist yet), under the one watch descriptor the program got."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import Layout
+
+EVENTS = "create,delete,moved_from,moved_to,delete_self"
+
+
+class Watcher:
+    """`inotifywait -m` in the view, its output lines one at a time."""
+
+    def __init__(self, usvfs: Path, layout: Layout, watched: str) -> None:
+        self.usvfs, self.layout = usvfs, layout
+        self.p = subprocess.Popen(
+            [str(usvfs), "run", "--instance", "iw", *layout.mapping_args(), "--",
+             "inotifywait", "-m", "-e", EVENTS, "--format", "%e %f", watched],
+            cwd=layout.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.ready: queue.Queue[bytes] = queue.Queue()
+        self.seen: list[str] = []
+        for stream, out in ((self.p.stdout, self.lines), (self.p.stderr, None)):
+            threading.Thread(target=self._pump, args=(stream, out), daemon=True).start()
+        assert self.ready.get(timeout=60) == b"Watches established.\n"
+
+    def _pump(self, stream, out) -> None:
+        for line in iter(stream.readline, b""):
+            if out is None:
+                if line.startswith(b"Watches established") or b"rror" in line or b"annot" in line:
+                    self.ready.put(line)
+            else:
+                out.put(line)
+
+    def do(self, script: str, *expected: str) -> None:
+        """Runs `script` in another process of the view, then waits for the
+        expected lines, which must be the next ones."""
+        r = subprocess.run([str(self.usvfs), "run", "--instance", "iw", "--", "sh", "-ec", script],
+                           cwd=self.layout.root, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        got = []
+        for _ in expected:
+            try:
+                got.append(self.lines.get(timeout=30).decode().rstrip("\n"))
+            except queue.Empty:
+                break
+        self.seen += got
+        assert got == list(expected), f"after {script!r}: {self.seen}"
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        self.p.wait(timeout=60)
+
+
+@pytest.fixture
+def watcher(usvfs: Path, layout: Layout):
+    made: list[Watcher] = []
+
+    def start(watched: str) -> Watcher:
+        made.append(Watcher(usvfs, layout, watched))
+        return made[-1]
+
+    yield start
+    for w in made:
+        w.stop()
+
+
+def test_directory_only_in_a_mod(watcher, layout: Layout) -> None:
+    """`only_m2` exists in one mod; new files land in `overwrite/only_m2`,
+    which does not exist until the first one."""
+    assert not (layout.overwrite / "only_m2").exists()
+    w = watcher("game/data/only_m2")
+    d = "game/data/only_m2"
+    w.do(f"touch {d}/new.txt", "CREATE new.txt")
+    assert (layout.overwrite / "only_m2" / "new.txt").exists()
+    w.do(f"mv {d}/new.txt {d}/moved.txt", "MOVED_FROM new.txt", "MOVED_TO moved.txt")
+    w.do(f"rm {d}/moved.txt", "DELETE moved.txt")
+    w.do(f"rm {d}/readme.txt", "DELETE readme.txt")
+    assert not (layout.mods[1] / "only_m2" / "readme.txt").exists()
+    w.do(f"mkdir {d}/sub", "CREATE,ISDIR sub")
+    w.do(f"rmdir {d}/sub", "DELETE,ISDIR sub")
+    # A file moved in from another directory of the view.
+    w.do(f"mv game/data/base_only.txt {d}/in.txt", "MOVED_TO in.txt")
+    w.do(f"touch {d}/last", "CREATE last")
+
+
+def test_destination_merged_from_the_real_directory_and_mods(watcher, layout: Layout) -> None:
+    w = watcher("game/data")
+    d = "game/data"
+    w.do(f"touch {d}/new.txt", "CREATE new.txt")  # in overwrite
+    w.do(f"rm {d}/shared.txt", "DELETE shared.txt")  # m3's
+    w.do(f"rm {d}/ow_existing.txt", "DELETE ow_existing.txt")  # overwrite's
+    w.do(f"mv {d}/base_only.txt {d}/renamed.txt", "MOVED_FROM base_only.txt", "MOVED_TO renamed.txt")
+    w.do(f"mkdir {d}/newdir", "CREATE,ISDIR newdir")
+    w.do(f"rmdir {d}/newdir", "DELETE,ISDIR newdir")
+    # Changes below a subdirectory are not the watched directory's.
+    w.do(f"touch {d}/textures/x.dds; touch {d}/last", "CREATE last")
+    # Nor is the create target's copy of `textures` coming or going.
+    w.do(f"rm {d}/textures/x.dds; rm {d}/last", "DELETE last")
+    assert (layout.overwrite / "renamed.txt").read_text() == "base only\n"
+    assert not (layout.base / "base_only.txt").exists()
+
+
+def test_create_target_appearing_several_levels_down(watcher, layout: Layout) -> None:
+    """`meshes/a` comes from two mods; its create target directory
+    `overwrite/meshes/a` appears, parents and all, with the first create."""
+    w = watcher("game/data/meshes/a")
+    w.do("mkdir game/data/meshes/a/fresh", "CREATE,ISDIR fresh")
+    assert (layout.overwrite / "meshes" / "a" / "fresh").is_dir()
+    # Not the watched directory's own entries: no event.
+    w.do("touch game/data/meshes/a/fresh/in.txt; touch game/data/meshes/a/after", "CREATE after")
+    w.do("rm game/data/meshes/a/m2.nif", "DELETE m2.nif")
+
+
+def test_c_program_sees_one_watch_descriptor(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    r = subprocess.run(
+        [str(usvfs), "run", *layout.mapping_args(), "--", str(cbin["inotify_view"]),
+         "game/data/only_m2", "game/data/shared.txt"],
+        cwd=layout.root, capture_output=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.decode().splitlines() == [
+        "dir CREATE c.txt",
+        "dir MOVED_FROM c.txt",
+        "dir MOVED_TO d.txt (same cookie)",
+        "dir DELETE d.txt",
+        "file MODIFY ",
+        "rm_watch 0",
+        "dir IGNORED ",
+        "then -1 Resource temporarily unavailable",
+        "rm_watch again -1 Invalid argument",
+    ]
+    # The file watch followed the winner (m3's), which the view appended to.
+    assert (layout.mods[2] / "shared.txt").read_text() == "from m3\nmore\n"
+
+
+def test_c_program_outside_the_view_sees_the_real_disk(layout: Layout, cbin: dict) -> None:
+    r = subprocess.run([str(cbin["inotify_view"]), "game/data/only_m2", "game/data/shared.txt"],
+                       cwd=layout.root, capture_output=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stdout == b"add_watch game/data/only_m2: No such file or directory\n"
