@@ -124,6 +124,19 @@ def test_create_target_appearing_several_levels_down(watcher, layout: Layout) ->
     w.do("rm game/data/meshes/a/m2.nif", "DELETE m2.nif")
 
 
+def test_real_directory_below_a_create_target(watcher, layout: Layout) -> None:
+    """A directory only the real disk has (not in the index) still gets its
+    new entries in the create target: those report too."""
+    (layout.base / "real_only").mkdir()
+    (layout.base / "real_only" / "old.txt").write_text("old\n")
+    w = watcher("game/data/real_only")
+    w.do("touch game/data/real_only/new.txt", "CREATE new.txt")
+    assert (layout.overwrite / "real_only" / "new.txt").exists()
+    w.do("rm game/data/real_only/old.txt", "DELETE old.txt")
+    w.do("rm game/data/real_only/new.txt", "DELETE new.txt")
+    w.do("touch game/data/real_only/again.txt", "CREATE again.txt")
+
+
 def test_c_program_sees_one_watch_descriptor(usvfs: Path, layout: Layout, cbin: dict) -> None:
     r = subprocess.run(
         [str(usvfs), "run", *layout.mapping_args(), "--", str(cbin["inotify_view"]),
@@ -144,6 +157,47 @@ def test_c_program_sees_one_watch_descriptor(usvfs: Path, layout: Layout, cbin: 
     ]
     # The file watch followed the winner (m3's), which the view appended to.
     assert (layout.mods[2] / "shared.txt").read_text() == "from m3\nmore\n"
+
+
+SMALL_READS = r"""
+import ctypes, os, select, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+IN_CREATE = 0x100
+# The create target's parent, watched directly, and the merged directory.
+pwd = libc.inotify_add_watch(fd, sys.argv[2].encode(), IN_CREATE)
+wd = libc.inotify_add_watch(fd, sys.argv[1].encode(), IN_CREATE)
+assert wd >= 0 and pwd >= 0 and wd != pwd, ctypes.get_errno()
+for n in ("c1", "c2", "c3"):
+    open(os.path.join(sys.argv[1], n), "w").close()
+got = []
+while len(got) < 4:
+    # One event per read, poll before each, as an event loop does.
+    if not select.select([fd], [], [], 20)[0]:
+        print("timeout", got)
+        sys.exit(1)
+    try:
+        b = os.read(fd, 32)
+    except BlockingIOError:
+        continue
+    w, mask, cookie, ln = struct.unpack("iIII", b[:16])
+    who = "merged" if w == wd else "plain" if w == pwd else w
+    got.append((who, hex(mask), b[16:16 + ln].rstrip(b"\0").decode()))
+print(got)
+"""
+
+
+def test_events_left_for_a_small_buffer_wake_the_poller(usvfs: Path, layout: Layout) -> None:
+    """The create target's directory appears with three files in it: their
+    creates are reported together, and a program reading one event at a
+    time, polling before each read, gets them all (the overwrite folder
+    itself is watched too, so no kernel event of ours is left to wake it)."""
+    r = subprocess.run([str(usvfs), "run", *layout.mapping_args(), "--", "python3", "-c", SMALL_READS,
+                        "game/data/only_m2", str(layout.overwrite)], cwd=layout.root, capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == (b"[('plain', '0x40000100', 'only_m2'), ('merged', '0x100', 'c1'), "
+                        b"('merged', '0x100', 'c2'), ('merged', '0x100', 'c3')]\n")
 
 
 def test_c_program_outside_the_view_sees_the_real_disk(layout: Layout, cbin: dict) -> None:

@@ -129,7 +129,16 @@ fn forget_slow(fd: c_int) {
         w.fetch_and(!b, Ordering::Relaxed);
     }
     if let Some(i) = inst(fd) {
-        *i.lock() = Watches::default();
+        let old = std::mem::take(&mut *i.lock());
+        if let Some((_, m)) = old.bell {
+            // Closed only while the number is still our file: the program
+            // may have closed it and reused the number.
+            let ours = old.bell_ino != 0
+                && rustix::fs::fstat(&m).is_ok_and(|st| st.st_ino == old.bell_ino);
+            if !ours {
+                let _ = rustix::fd::IntoRawFd::into_raw_fd(m);
+            }
+        }
     }
 }
 
@@ -177,6 +186,11 @@ struct Watches {
     dead: Vec<i32>,
     /// Events ready for the program, in the kernel's format.
     queue: Vec<u8>,
+    /// A private file watched for `IN_ATTRIB` ([`Watches::ring`]) and its
+    /// kernel watch; whether an event of it is on its way.
+    bell: Option<(i32, rustix::fd::OwnedFd)>,
+    bell_ino: u64,
+    rung: bool,
 }
 
 fn c_path(p: &[u8]) -> Option<CString> {
@@ -206,6 +220,46 @@ fn wanted(m: u32, mask: u32) -> bool {
 }
 
 impl Watches {
+    /// Makes the descriptor readable while events wait in the queue: a
+    /// program that polls before each read would otherwise sleep until the
+    /// kernel's next event. The kernel's event of a private file does it.
+    fn ring(&mut self, fd: c_int) {
+        if self.queue.is_empty() || self.rung {
+            return;
+        }
+        if self.bell.is_none() {
+            use rustix::fd::AsRawFd;
+            let Ok(m) = rustix::fs::memfd_create(c"usvfs-inotify", rustix::fs::MemfdFlags::CLOEXEC)
+            else {
+                return;
+            };
+            // Out of the way of programs that expect the lowest free numbers.
+            let m = rustix::io::fcntl_dupfd_cloexec(&m, 100).unwrap_or(m);
+            let mut p = b"/proc/self/fd/".to_vec();
+            let mut digits = [0u8; 20];
+            p.extend_from_slice(path::decimal(m.as_raw_fd() as u64, &mut digits));
+            let k = add_raw(fd, &p, libc::IN_ATTRIB);
+            if k < 0 {
+                return;
+            }
+            self.bell_ino = rustix::fs::fstat(&m).map_or(0, |st| st.st_ino);
+            self.bell = Some((k, m));
+        }
+        if let Some((_, m)) = &self.bell
+            && rustix::fs::fstat(m).is_ok_and(|st| st.st_ino == self.bell_ino)
+        {
+            let now = rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            };
+            let t = rustix::fs::Timestamps {
+                last_access: now,
+                last_modification: now,
+            };
+            self.rung = rustix::fs::futimens(m, &t).is_ok();
+        }
+    }
+
     fn referenced(&self, k: i32) -> bool {
         self.plain.iter().any(|&(w, _)| w == k)
             || self.virt.iter().any(|v| {
@@ -323,6 +377,8 @@ impl Watches {
         let _ = usvfs_view::SysFs.read_dir(dir, &mut |name, d_type, _| {
             found.push((name.to_vec(), d_type == libc::DT_DIR));
         });
+        // Creation order is not known: name order at least does not vary.
+        found.sort_unstable();
         for (name, is_dir) in &found {
             let m = IN_CREATE | if *is_dir { IN_ISDIR } else { 0 };
             self.push_name(wd, m, name);
@@ -380,6 +436,10 @@ impl Watches {
         if k < 0 {
             // IN_Q_OVERFLOW: for everyone.
             self.push(k, m, cookie, field);
+            return;
+        }
+        if self.bell.as_ref().is_some_and(|b| b.0 == k) {
+            self.rung = false;
             return;
         }
         if let Some(i) = self.dead.iter().position(|&d| d == k) {
@@ -478,6 +538,18 @@ impl Watches {
         }
     }
 
+    /// [`Watches::deliver`], then [`Watches::ring`] for what is left.
+    fn deliver_and_ring(
+        &mut self,
+        fd: c_int,
+        buf: *mut c_void,
+        count: size_t,
+    ) -> Result<ssize_t, i32> {
+        let r = self.deliver(buf, count);
+        self.ring(fd);
+        r
+    }
+
     /// Moves whole events that fit into `buf` (at most `count` bytes).
     fn deliver(&mut self, buf: *mut c_void, count: size_t) -> Result<ssize_t, i32> {
         let mut n = 0;
@@ -565,9 +637,15 @@ fn providers(st: &State, lk: &Lookup) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
     (dirs, target)
 }
 
-/// A watch on merged directory `lk`.
-fn add_virtual(st: &State, fd: c_int, lk: &Lookup, mask: u32) -> Detour<c_int> {
-    let (dirs, target) = providers(st, lk);
+/// A watch on directory `lk` of the view, provided by `dirs` (the winner
+/// first), new entries landing in `target`.
+fn add_virtual(
+    fd: c_int,
+    lk: &Lookup,
+    dirs: Vec<Vec<u8>>,
+    target: Option<Vec<u8>>,
+    mask: u32,
+) -> Detour<c_int> {
     let kmask =
         (mask & (IN_ALL_EVENTS | IN_EXCL_UNLINK | IN_ONLYDIR | IN_DONT_FOLLOW)) | IN_MASK_ADD;
     let mut wds: Vec<i32> = Vec::new();
@@ -634,6 +712,12 @@ fn add_virtual(st: &State, fd: c_int, lk: &Lookup, mask: u32) -> Detour<c_int> {
         }
     }
     set_mark(fd);
+    tracing::debug!(
+        path = %String::from_utf8_lossy(lk.virt.as_bytes()),
+        wd,
+        physical = dirs.len(),
+        "inotify watch on a directory of the view"
+    );
     Detour::Success(wd)
 }
 
@@ -681,16 +765,30 @@ pub unsafe extern "C" fn inotify_add_watch(fd: c_int, path: *const c_char, mask:
     };
     hook_result(pass, |st| {
         let mut lk = Lookup::new();
-        match lookup(st, AT_FDCWD, p, mask & IN_DONT_FOLLOW == 0, &mut lk) {
-            Outcome::Pass => add_plain(fd, path, mask),
-            Outcome::Fail(e) => Detour::Error(e),
-            Outcome::Redirect => {
-                if lk.is_virtual_dir(st) && !lk.res.from_journal {
-                    add_virtual(st, fd, &lk, mask)
-                } else {
-                    add_plain(fd, lk.phys.as_c_ptr(), mask)
-                }
+        let redirect = match lookup(st, AT_FDCWD, p, mask & IN_DONT_FOLLOW == 0, &mut lk) {
+            Outcome::Fail(e) => return Detour::Error(e),
+            Outcome::Redirect => true,
+            // Outside every destination: nothing of the view there.
+            Outcome::Pass if lk.virt.as_bytes().is_empty() => return add_plain(fd, path, mask),
+            Outcome::Pass => false,
+        };
+        // A merged directory, or one whose new entries land elsewhere (a
+        // real directory below a create target's destination).
+        let merged = lk.is_virtual_dir(st) && !lk.res.from_journal;
+        if merged || is_dir(lk.phys.as_bytes()) {
+            let (dirs, target) = providers(st, &lk);
+            if merged
+                || target
+                    .as_ref()
+                    .is_some_and(|t| t.as_slice() != lk.phys.as_bytes())
+            {
+                return add_virtual(fd, &lk, dirs, target, mask);
             }
+        }
+        if redirect {
+            add_plain(fd, lk.phys.as_c_ptr(), mask)
+        } else {
+            add_plain(fd, path, mask)
         }
     })
 }
@@ -706,6 +804,7 @@ pub unsafe extern "C" fn inotify_rm_watch(fd: c_int, wd: c_int) -> c_int {
         let mut w = inst.lock();
         if let Some(vi) = w.virt.iter().position(|v| v.wd == wd) {
             w.remove_virtual(fd, vi);
+            w.ring(fd);
             return Detour::Success(0);
         }
         let Some(pi) = w.plain.iter().position(|&(k, _)| k == wd) else {
@@ -715,6 +814,7 @@ pub unsafe extern "C" fn inotify_rm_watch(fd: c_int, wd: c_int) -> c_int {
         if w.referenced(wd) {
             // A merged watch still needs the kernel's watch.
             w.push(wd, IN_IGNORED, 0, &[]);
+            w.ring(fd);
             return Detour::Success(0);
         }
         // SAFETY: plain values.
@@ -734,7 +834,7 @@ fn read_events(inst: &Inst, fd: c_int, buf: *mut c_void, count: size_t) -> Resul
         {
             let mut w = inst.lock();
             if !w.queue.is_empty() {
-                return w.deliver(buf, count);
+                return w.deliver_and_ring(fd, buf, count);
             }
         }
         // Not under the lock: a blocking read must not stop another thread
@@ -747,13 +847,28 @@ fn read_events(inst: &Inst, fd: c_int, buf: *mut c_void, count: size_t) -> Resul
         let mut w = inst.lock();
         w.process(crate::state::get(), fd, &kbuf[..n as usize]);
         if !w.queue.is_empty() {
-            return w.deliver(buf, count);
+            return w.deliver_and_ring(fd, buf, count);
         }
         drop(w);
         // Every event was internal (a create target's ancestor).
         if nonblocking(fd) {
             return Err(libc::EAGAIN);
         }
+    }
+}
+
+/// The descriptor is (still) an inotify instance: a number closed where no
+/// hook saw it and reused must not have its data rewritten. Without `/proc`
+/// there is no telling: trusted then.
+fn still_inotify(fd: c_int) -> bool {
+    let mut link = PathBuffer::new();
+    let _ = link.set(b"/proc/self/fd/");
+    let mut digits = [0u8; 20];
+    let _ = link.push_bytes(path::decimal(fd as u64, &mut digits));
+    let mut target = [0u8; 64];
+    match usvfs_view::SysFs.readlink(link.as_bytes(), &mut target) {
+        Ok(n) => &target[..n] == b"anon_inode:inotify",
+        Err(e) => e != libc::EBADF && e != libc::ENOENT,
     }
 }
 
@@ -770,6 +885,11 @@ unsafe fn read_slow(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
         return pass();
     };
     let saved = errno();
+    if !still_inotify(fd) {
+        forget(fd);
+        set_errno(saved);
+        return pass();
+    }
     match catch_unwind(AssertUnwindSafe(|| read_events(inst, fd, buf, count))) {
         Ok(Ok(n)) => {
             set_errno(saved);
