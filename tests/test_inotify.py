@@ -21,11 +21,11 @@ EVENTS = "create,delete,moved_from,moved_to,delete_self"
 class Watcher:
     """`inotifywait -m` in the view, its output lines one at a time."""
 
-    def __init__(self, usvfs: Path, layout: Layout, watched: str) -> None:
+    def __init__(self, usvfs: Path, layout: Layout, watched: str, *options: str) -> None:
         self.usvfs, self.layout = usvfs, layout
         self.p = subprocess.Popen(
             [str(usvfs), "run", "--instance", "iw", *layout.mapping_args(), "--",
-             "inotifywait", "-m", "-e", EVENTS, "--format", "%e %f", watched],
+             "inotifywait", "-m", "-e", EVENTS, "--format", "%e %f", *options, watched],
             cwd=layout.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
@@ -68,8 +68,8 @@ class Watcher:
 def watcher(usvfs: Path, layout: Layout):
     made: list[Watcher] = []
 
-    def start(watched: str) -> Watcher:
-        made.append(Watcher(usvfs, layout, watched))
+    def start(watched: str, *options: str) -> Watcher:
+        made.append(Watcher(usvfs, layout, watched, *options))
         return made[-1]
 
     yield start
@@ -122,6 +122,19 @@ def test_create_target_appearing_several_levels_down(watcher, layout: Layout) ->
     # Not the watched directory's own entries: no event.
     w.do("touch game/data/meshes/a/fresh/in.txt; touch game/data/meshes/a/after", "CREATE after")
     w.do("rm game/data/meshes/a/m2.nif", "DELETE m2.nif")
+
+
+def test_recursive_watch(watcher, layout: Layout) -> None:
+    """`inotifywait -r` watches every directory of the merged tree; a file
+    created deep down reports once, in its own directory: the create
+    target's new copies of the directories above it are not news."""
+    w = watcher("game/data", "-r", "--format", "%w|%e|%f")
+    w.do("touch game/data/meshes/a/b/deep.txt", "game/data/meshes/a/b/|CREATE|deep.txt")
+    assert (layout.overwrite / "meshes" / "a" / "b" / "deep.txt").exists()
+    w.do("mv game/data/meshes/a/b/deep.txt game/data/textures/", "game/data/meshes/a/b/|MOVED_FROM|deep.txt",
+         "game/data/textures/|MOVED_TO|deep.txt")
+    w.do("rm game/data/textures/deep.txt", "game/data/textures/|DELETE|deep.txt")
+    w.do("rm game/data/only_m2/readme.txt", "game/data/only_m2/|DELETE|readme.txt")
 
 
 def test_real_directory_below_a_create_target(watcher, layout: Layout) -> None:

@@ -302,7 +302,7 @@ impl Watches {
     /// Watches the create target of `self.virt[vi]`, or the nearest existing
     /// ancestor for its creation. `report`: the directory appeared after the
     /// watch was set up, so what it holds is reported as created.
-    fn establish(&mut self, fd: c_int, vi: usize, report: bool) {
+    fn establish(&mut self, st: Option<&State>, fd: c_int, vi: usize, report: bool) {
         // Each round gets one component closer.
         for _ in 0..256 {
             let v = &self.virt[vi];
@@ -325,7 +325,7 @@ impl Watches {
                         v.phys.push(k);
                     }
                     if report && mask & IN_CREATE != 0 {
-                        self.report_contents(vi, wd, &tpath);
+                        self.report_contents(st, vi, wd, &tpath);
                     }
                     if full & QUIET != 0 {
                         add_raw(fd, &tpath, full);
@@ -371,12 +371,15 @@ impl Watches {
         }
     }
 
-    /// Reports what a newly appeared create target holds as created.
-    fn report_contents(&mut self, vi: usize, wd: i32, dir: &[u8]) {
+    /// Reports what a newly appeared create target holds as created, but
+    /// its copies of merged directories (parents of new entries below).
+    fn report_contents(&mut self, st: Option<&State>, vi: usize, wd: i32, dir: &[u8]) {
         let mut found: Vec<(Vec<u8>, bool)> = Vec::new();
         let _ = usvfs_view::SysFs.read_dir(dir, &mut |name, d_type, _| {
             found.push((name.to_vec(), d_type == libc::DT_DIR));
         });
+        let vdir = &self.virt[vi].virt;
+        found.retain(|(name, is_dir)| !(*is_dir && st.is_some_and(|st| copy_only(st, vdir, name))));
         // Creation order is not known: name order at least does not vary.
         found.sort_unstable();
         for (name, is_dir) in &found {
@@ -528,7 +531,7 @@ impl Watches {
         again.dedup();
         for vi in again {
             if !gone.contains(&vi) {
-                self.establish(fd, vi, true);
+                self.establish(st, fd, vi, true);
             }
         }
         gone.sort_unstable();
@@ -668,9 +671,15 @@ fn add_virtual(
     }
     let inst = or_bypass!(inst_or_new(fd));
     let mut w = inst.lock();
-    let wd = wds[0];
     let own = mask & !(IN_MASK_ADD | IN_MASK_CREATE);
-    match w.virt.iter().position(|v| v.wd == wd) {
+    // The same directory watched again is the same watch, as in the kernel
+    // (its winner may have changed meanwhile).
+    let existing = w
+        .virt
+        .iter()
+        .position(|v| v.virt == lk.virt.as_bytes() || v.wd == wds[0]);
+    let wd = existing.map_or(wds[0], |vi| w.virt[vi].wd);
+    match existing {
         Some(vi) => {
             if mask & IN_MASK_CREATE != 0 {
                 return Detour::Error(libc::EEXIST);
@@ -708,7 +717,7 @@ fn add_virtual(
                 }),
             });
             let vi = w.virt.len() - 1;
-            w.establish(fd, vi, false);
+            w.establish(None, fd, vi, false);
         }
     }
     set_mark(fd);
@@ -742,11 +751,18 @@ fn add_plain(fd: c_int, p: *const c_char, mask: u32) -> Detour<c_int> {
             None => w.plain.push((k, own)),
         }
         // The same directory serves a merged watch: keep its events coming.
-        let more = w
-            .virt
-            .iter()
-            .filter(|v| v.phys.contains(&k))
-            .fold(0, |m, v| m | v.kmask | TARGET_EXTRA);
+        let more = w.virt.iter().fold(0, |m, v| {
+            let pending = v
+                .target
+                .as_ref()
+                .and_then(|t| t.pending.as_ref())
+                .is_some_and(|p| p.0 == k);
+            m | if v.phys.contains(&k) {
+                v.kmask | TARGET_EXTRA
+            } else {
+                0
+            } | if pending { IN_CREATE | IN_MOVED_TO } else { 0 }
+        });
         if more != 0 {
             // SAFETY: as above.
             unsafe { real::inotify_add_watch(fd, p, more | IN_MASK_ADD) };
