@@ -131,9 +131,9 @@ def test_recursive_watch(watcher, layout: Layout) -> None:
     w = watcher("game/data", "-r", "--format", "%w|%e|%f")
     w.do("touch game/data/meshes/a/b/deep.txt", "game/data/meshes/a/b/|CREATE|deep.txt")
     assert (layout.overwrite / "meshes" / "a" / "b" / "deep.txt").exists()
-    w.do("mv game/data/meshes/a/b/deep.txt game/data/textures/", "game/data/meshes/a/b/|MOVED_FROM|deep.txt",
-         "game/data/textures/|MOVED_TO|deep.txt")
-    w.do("rm game/data/textures/deep.txt", "game/data/textures/|DELETE|deep.txt")
+    w.do("mv game/data/meshes/a/b/deep.txt game/data/", "game/data/meshes/a/b/|MOVED_FROM|deep.txt",
+         "game/data/|MOVED_TO|deep.txt")
+    w.do("rm game/data/deep.txt", "game/data/|DELETE|deep.txt")
     w.do("rm game/data/only_m2/readme.txt", "game/data/only_m2/|DELETE|readme.txt")
 
 
