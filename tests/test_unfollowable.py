@@ -153,6 +153,29 @@ def test_strict_refuses_with_eacces_and_the_disk_stays(
     assert before == after
 
 
+FEXECVE = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY)\n" \
+    "try: os.execve(fd, [sys.argv[1], 'made.txt'], os.environ)\n" \
+    "except OSError as e: print('errno', e.errno)"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_fexecve_of_a_static_program(usvfs: Path, layout: Layout, programs: dict[str, Path], strict: bool) -> None:
+    prog = need(programs, "static")
+    before = disk(layout)
+    r = run_in_view(usvfs, layout, f'python3 -c "{FEXECVE}" "$PROG"; rc=$?', *(["--strict"] if strict else []),
+                    PROG=str(prog))
+    assert r.returncode == 0, r.stderr
+    what = DESCRIBE["static"]
+    if strict:
+        assert r.stderr.decode() == f"usvfs: {prog} {what}: refused, it would run outside the view (--strict)\n"
+        assert r.stdout.splitlines()[:2] == [b"errno 13", b"rc=0"]
+        assert disk(layout) == before
+    else:
+        assert r.stderr.decode() == f"usvfs: {prog} {what}: it runs outside the view (use --strict to refuse it)\n"
+        assert r.stdout.splitlines()[0] == b"rc=0"
+        assert (layout.base / "made.txt").read_bytes() == b"made\n"
+
+
 def test_setuid_child_of_another_user(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to make a set-user-ID file of another user")

@@ -126,8 +126,12 @@ impl Prepared {
 /// capabilities, Go) runs outside the view: say so once on stderr and in the
 /// instance log, and refuse it with `EACCES` under `--strict`. Reads only the
 /// file's headers, at exec time.
-fn check_followable(shown: &[u8], program: &[u8], strict: bool) -> Result<(), i32> {
-    let Some(why) = usvfs_view::program::unfollowable(program) else {
+fn check_followable(
+    shown: &[u8],
+    why: Option<usvfs_view::program::Unfollowable>,
+    strict: bool,
+) -> Result<(), i32> {
+    let Some(why) = why else {
         return Ok(());
     };
     let name = String::from_utf8_lossy(shown);
@@ -181,7 +185,8 @@ fn prepare(
             Some(interp) if plan.program != target => interp.as_slice(),
             _ => path,
         };
-        check_followable(shown, &plan.program, rules.strict)?;
+        let why = usvfs_view::program::unfollowable(&plan.program);
+        check_followable(shown, why, rules.strict)?;
     }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
@@ -320,8 +325,26 @@ pub unsafe extern "C" fn fexecve(
         };
         // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
         let e = unsafe { read_array(envp) };
-        match std::panic::catch_unwind(|| CArray::new(env::for_child(st, e, true, &[]))) {
-            Ok(env) => env,
+        let prepared = std::panic::catch_unwind(|| {
+            if fd >= 0 {
+                let link = format!("/proc/self/fd/{fd}");
+                let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
+                    p.into_os_string().into_encoded_bytes()
+                });
+                // SAFETY: a valid number (a closed one fails the reads); only
+                // read through (fstat, pread) during this call.
+                let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let why = usvfs_view::program::unfollowable_fd(file, &shown);
+                check_followable(&shown, why, env::exec_rules(st).strict)?;
+            }
+            Ok(CArray::new(env::for_child(st, e, true, &[])))
+        });
+        match prepared {
+            Ok(Ok(env)) => env,
+            Ok(Err(errno)) => {
+                set_errno(errno);
+                return -1;
+            }
             Err(_) => return pass(),
         }
     };

@@ -947,3 +947,127 @@ pub unsafe extern "C" fn __read_chk(
     // reports an overflowing `count`).
     unsafe { real::__read_chk(fd, buf, count, buflen) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(wd: i32, mask: u32, name: &[u8]) -> Vec<u8> {
+        let mut w = Watches::default();
+        if name.is_empty() {
+            w.push(wd, mask, 0, &[]);
+        } else {
+            w.push_name(wd, mask, name);
+        }
+        w.queue
+    }
+
+    /// (wd, mask, name) of each queued event.
+    fn queued(w: &Watches) -> Vec<(i32, u32, Vec<u8>)> {
+        let (q, mut off, mut out) = (&w.queue, 0, Vec::new());
+        while off + HEADER <= q.len() {
+            let word = |o: usize| u32::from_ne_bytes(q[off + o..off + o + 4].try_into().unwrap());
+            let len = word(12) as usize;
+            let name = &q[off + HEADER..off + HEADER + len];
+            let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(len)];
+            out.push((word(0) as i32, word(4), name.to_vec()));
+            off += HEADER + len;
+        }
+        out
+    }
+
+    /// A merged watch 1 over kernel watches 1 (a mod) and 2 (the create
+    /// target), next to a plain watch 7; descriptor -1, so removals fail.
+    fn watches() -> Watches {
+        let mut w = Watches::default();
+        w.virt.push(VWatch {
+            wd: 1,
+            virt: b"/game/data/d".to_vec(),
+            mask: IN_CREATE | IN_DELETE | IN_DELETE_SELF,
+            kmask: IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MASK_ADD,
+            phys: vec![1, 2],
+            target: Some(Target {
+                path: b"/ow/d".to_vec(),
+                wd: 2,
+                pending: None,
+                synth: vec![b"early".to_vec()],
+            }),
+        });
+        w.plain.push((7, libc::IN_MODIFY));
+        w
+    }
+
+    #[test]
+    fn events_of_every_physical_watch_carry_the_programs_descriptor() {
+        let mut w = watches();
+        let mut data = event(2, IN_CREATE, b"new.txt");
+        data.extend(event(1, IN_DELETE, b"old.txt"));
+        data.extend(event(7, libc::IN_MODIFY, b""));
+        // Not asked for: filtered.
+        data.extend(event(2, libc::IN_ATTRIB, b"new.txt"));
+        // Unknown: the program's own, as the kernel gave it.
+        data.extend(event(9, libc::IN_ACCESS, b""));
+        w.process(None, -1, &data);
+        assert_eq!(
+            queued(&w),
+            [
+                (1, IN_CREATE, b"new.txt".to_vec()),
+                (1, IN_DELETE, b"old.txt".to_vec()),
+                (7, libc::IN_MODIFY, vec![]),
+                (9, libc::IN_ACCESS, vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_physical_directory_going_is_not_the_merged_one_going() {
+        let mut w = watches();
+        let mut data = event(2, IN_DELETE_SELF, b"");
+        data.extend(event(2, IN_IGNORED, b""));
+        w.process(None, -1, &data);
+        assert_eq!(queued(&w), []);
+        assert_eq!(w.virt[0].phys, [1]);
+        assert_eq!(w.virt[0].target.as_ref().unwrap().wd, -1);
+        // The last one: the program's watch ends.
+        let mut data = event(1, IN_DELETE_SELF, b"");
+        data.extend(event(1, IN_IGNORED, b""));
+        w.process(None, -1, &data);
+        assert_eq!(
+            queued(&w),
+            [(1, IN_DELETE_SELF, vec![]), (1, IN_IGNORED, vec![])]
+        );
+        assert!(w.virt.is_empty());
+    }
+
+    #[test]
+    fn a_reported_name_is_not_created_twice_and_dead_watches_are_silent() {
+        let mut w = watches();
+        w.dead.push(5);
+        let mut data = event(2, IN_CREATE, b"early");
+        data.extend(event(5, IN_CREATE, b"x"));
+        data.extend(event(5, IN_IGNORED, b""));
+        data.extend(event(2, IN_DELETE, b"early"));
+        data.extend(event(2, IN_CREATE, b"early"));
+        w.process(None, -1, &data);
+        assert_eq!(
+            queued(&w),
+            [
+                (1, IN_DELETE, b"early".to_vec()),
+                (1, IN_CREATE, b"early".to_vec())
+            ]
+        );
+        assert!(w.dead.is_empty());
+    }
+
+    #[test]
+    fn delivery_moves_whole_events_only() {
+        let mut w = watches();
+        w.push_name(1, IN_CREATE, b"a");
+        w.push_name(1, IN_CREATE, b"b");
+        let mut buf = [0u8; 40];
+        assert_eq!(w.deliver(buf.as_mut_ptr().cast(), 40), Ok(32));
+        assert_eq!(w.deliver(buf.as_mut_ptr().cast(), 16), Err(libc::EINVAL));
+        assert_eq!(w.deliver(buf.as_mut_ptr().cast(), 32), Ok(32));
+        assert!(w.queue.is_empty());
+    }
+}
