@@ -60,11 +60,13 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     go = shutil.which("go")
     if go:
         env = dict(os.environ, GOCACHE=str(out / "gocache"), GOPATH=str(out / "gopath"), HOME=str(out))
-        for name, src, cgo in (("go", GO_MAIN, "0"), ("go_cgo", GO_CGO, "1")):
+        # Without a build ID there is no Go note: the .go.buildinfo section tells.
+        for name, src, cgo, flags in (("go", GO_MAIN, "0", []), ("go_cgo", GO_CGO, "1", []),
+                                      ("go_no_buildid", GO_MAIN, "0", ["-ldflags=-buildid="])):
             d = out / name
             d.mkdir()
             (d / "main.go").write_text(src)
-            subprocess.run([go, "build", "-o", str(out / f"{name}_touch"), "main.go"], cwd=d,
+            subprocess.run([go, "build", *flags, "-o", str(out / f"{name}_touch"), "main.go"], cwd=d,
                            env=dict(env, CGO_ENABLED=cgo), check=True, capture_output=True, timeout=600)
             progs[name] = out / f"{name}_touch"
     return progs
@@ -99,10 +101,11 @@ DESCRIBE = {
     "static": "is statically linked",
     "go": "is a Go program (it makes system calls without the C library)",
     "go_cgo": "is a Go program (it makes system calls without the C library)",
+    "go_no_buildid": "is a Go program (it makes system calls without the C library)",
 }
 
 
-@pytest.mark.parametrize("kind", ["static", "go", "go_cgo"])
+@pytest.mark.parametrize("kind", ["static", "go", "go_cgo", "go_no_buildid"])
 def test_unfollowable_child_warns_and_runs_outside_the_view(
     usvfs: Path, layout: Layout, programs: dict[str, Path], kind: str
 ) -> None:
@@ -129,7 +132,7 @@ def test_dynamic_child_is_followed_silently(usvfs: Path, layout: Layout, program
     assert not (layout.base / "made.txt").exists()
 
 
-@pytest.mark.parametrize("kind", ["static", "go", "go_cgo"])
+@pytest.mark.parametrize("kind", ["static", "go", "go_cgo", "go_no_buildid"])
 def test_strict_refuses_with_eacces_and_the_disk_stays(
     usvfs: Path, layout: Layout, programs: dict[str, Path], kind: str
 ) -> None:

@@ -48,17 +48,57 @@ const PT_NOTE: u32 = 4;
 /// The Go linker's build-id note: owner "Go", type 4.
 const NT_GO_BUILDID: u32 = 4;
 
-fn pread_exact(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> Option<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::io::pread(fd, &mut buf[done..], off + done as u64) {
-            Ok(0) => return None,
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return None,
+/// Bytes of a file through one stack window refilled by `pread`: a few
+/// system calls for headers that lie close together.
+struct Reader<'f> {
+    fd: BorrowedFd<'f>,
+    buf: [u8; WINDOW],
+    start: u64,
+    len: usize,
+}
+
+const WINDOW: usize = 1024;
+
+impl<'f> Reader<'f> {
+    fn new(fd: BorrowedFd<'f>) -> Self {
+        Reader {
+            fd,
+            buf: [0; WINDOW],
+            start: 0,
+            len: 0,
         }
     }
-    Some(())
+
+    /// `n` (at most [`WINDOW`]) bytes at `off`; `None` past the end.
+    fn at(&mut self, off: u64, n: usize) -> Option<&[u8]> {
+        if n > WINDOW {
+            return None;
+        }
+        let end = off.checked_add(n as u64)?;
+        if off < self.start || end > self.start + self.len as u64 {
+            self.start = off;
+            self.len = 0;
+            while self.len < WINDOW {
+                let want = WINDOW - self.len;
+                match rustix::io::pread(self.fd, &mut self.buf[self.len..], off + self.len as u64) {
+                    Ok(k) => {
+                        self.len += k;
+                        // Short: the end of the file.
+                        if k < want {
+                            break;
+                        }
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
+            if self.len < n {
+                return None;
+            }
+        }
+        let s = (off - self.start) as usize;
+        Some(&self.buf[s..s + n])
+    }
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -78,8 +118,9 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 /// Reads the ELF headers of `fd`; `None` when it is not a 64-bit
 /// little-endian ELF file (a script, another architecture's format).
 pub fn elf_info(fd: BorrowedFd<'_>) -> Option<ElfInfo> {
+    let mut r = Reader::new(fd);
     let mut eh = [0u8; 64];
-    pread_exact(fd, &mut eh, 0)?;
+    eh.copy_from_slice(r.at(0, 64)?);
     if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
         return None;
     }
@@ -92,30 +133,34 @@ pub fn elf_info(fd: BorrowedFd<'_>) -> Option<ElfInfo> {
         is_static: true,
         go: false,
     };
-    let mut ph = [0u8; 56];
+    let mut notes: [(u64, u64); 8] = [(0, 0); 8];
+    let mut n_notes = 0;
     for i in 0..phnum.min(256) {
-        pread_exact(fd, &mut ph, phoff + i * phentsize)?;
-        match u32_at(&ph, 0) {
+        let ph = r.at(phoff + i * phentsize, 56)?;
+        match u32_at(ph, 0) {
             PT_INTERP => info.is_static = false,
-            PT_NOTE if !info.go => info.go = has_go_note(fd, u64_at(&ph, 8), u64_at(&ph, 32)),
+            PT_NOTE if n_notes < notes.len() => {
+                notes[n_notes] = (u64_at(ph, 8), u64_at(ph, 32));
+                n_notes += 1;
+            }
             _ => {}
         }
     }
-    if !info.go {
-        info.go = has_go_section(fd, &eh);
-    }
+    info.go = notes[..n_notes]
+        .iter()
+        .any(|&(off, size)| has_go_note(&mut r, off, size))
+        || has_go_section(fd, &eh);
     Some(info)
 }
 
 /// A note segment at `off` (`size` bytes) holds the Go build-id note.
-fn has_go_note(fd: BorrowedFd<'_>, off: u64, size: u64) -> bool {
+fn has_go_note(r: &mut Reader<'_>, off: u64, size: u64) -> bool {
     let (mut pos, end) = (off, off.saturating_add(size.min(64 * 1024)));
-    let mut h = [0u8; 16];
-    while pos + 12 <= end {
-        if pread_exact(fd, &mut h, pos).is_none() {
+    while pos + 16 <= end {
+        let Some(h) = r.at(pos, 16) else {
             return false;
-        }
-        let (namesz, descsz, kind) = (u32_at(&h, 0) as u64, u32_at(&h, 4) as u64, u32_at(&h, 8));
+        };
+        let (namesz, descsz, kind) = (u32_at(h, 0) as u64, u32_at(h, 4) as u64, u32_at(h, 8));
         if namesz == 3 && kind == NT_GO_BUILDID && &h[12..15] == b"Go\0" {
             return true;
         }
@@ -124,7 +169,8 @@ fn has_go_note(fd: BorrowedFd<'_>, off: u64, size: u64) -> bool {
     false
 }
 
-/// The section table names a `.go.buildinfo` section.
+/// The section table names a `.go.buildinfo` section (a Go program built
+/// without a build ID has no note).
 fn has_go_section(fd: BorrowedFd<'_>, eh: &[u8; 64]) -> bool {
     const WANT: &[u8] = b".go.buildinfo\0";
     let shoff = u64_at(eh, 40);
@@ -136,18 +182,20 @@ fn has_go_section(fd: BorrowedFd<'_>, eh: &[u8; 64]) -> bool {
     if shoff == 0 || shentsize < 64 || shstrndx >= shnum {
         return false;
     }
-    let mut sh = [0u8; 64];
-    if pread_exact(fd, &mut sh, shoff + shstrndx * shentsize).is_none() {
+    // Two windows: the section table, and the names it points into.
+    let (mut table, mut names) = (Reader::new(fd), Reader::new(fd));
+    let Some(strtab) = table
+        .at(shoff + shstrndx * shentsize, 64)
+        .map(|sh| u64_at(sh, 24))
+    else {
         return false;
-    }
-    let strtab = u64_at(&sh, 24);
-    let mut name = [0u8; WANT.len()];
+    };
     for i in 0..shnum.min(1024) {
-        if pread_exact(fd, &mut sh, shoff + i * shentsize).is_none() {
+        let Some(sh) = table.at(shoff + i * shentsize, 64) else {
             return false;
-        }
-        let at = strtab + u64::from(u32_at(&sh, 0));
-        if pread_exact(fd, &mut name, at).is_some() && name == WANT {
+        };
+        let at = strtab + u64::from(u32_at(sh, 0));
+        if names.at(at, WANT.len()) == Some(WANT) {
             return true;
         }
     }
