@@ -649,6 +649,9 @@ fn add_virtual(
     target: Option<Vec<u8>>,
     mask: u32,
 ) -> Detour<c_int> {
+    // Before any kernel watch is added: a descriptor beyond the table
+    // bypasses with nothing to undo.
+    let inst = or_bypass!(inst_or_new(fd));
     let kmask =
         (mask & (IN_ALL_EVENTS | IN_EXCL_UNLINK | IN_ONLYDIR | IN_DONT_FOLLOW)) | IN_MASK_ADD;
     let mut wds: Vec<i32> = Vec::new();
@@ -669,7 +672,6 @@ fn add_virtual(
             wds.push(k);
         }
     }
-    let inst = or_bypass!(inst_or_new(fd));
     let mut w = inst.lock();
     let own = mask & !(IN_MASK_ADD | IN_MASK_CREATE);
     // The same directory watched again is the same watch, as in the kernel
