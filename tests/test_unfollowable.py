@@ -232,3 +232,51 @@ def test_cli_refuses_a_go_program_with_125(usvfs: Path, layout: Layout, programs
         "engine cannot hook it; run it outside usvfs, or with the namespace engine once available\n"
     )
     assert not (layout.base / "made.txt").exists() and not (layout.overwrite / "made.txt").exists()
+
+
+def test_program_with_file_capabilities_run_by_a_user(usvfs: Path) -> None:
+    """For a user other than root, a program with file capabilities gains
+    privileges: the loader ignores LD_PRELOAD for it."""
+    setcap = shutil.which("setcap")
+    if os.geteuid() != 0 or not setcap:
+        pytest.skip("needs root and setcap to give a program file capabilities")
+    import tempfile
+
+    from conftest import build_layout
+
+    home = Path(tempfile.mkdtemp(prefix="usvfs-caps-"))
+    try:
+        os.chmod(home, 0o755)
+        layout = build_layout(home)
+        bindir = home / "bin"
+        bindir.mkdir()
+        shutil.copy2(usvfs, bindir / "usvfs")
+        shutil.copy2(usvfs.parent / "libusvfs_preload.so", bindir / "libusvfs_preload.so")
+        prog = bindir / "capid"
+        shutil.copy2("/usr/bin/id", prog)
+        for p in [home, *home.rglob("*")]:
+            os.lchown(p, 65534, 65534)
+        subprocess.run([setcap, "cap_net_bind_service+ep", str(prog)], check=True)
+        env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+        env.update(HOME=str(home), PROG=str(prog))
+        what = "has file capabilities"
+
+        def run(*extra: str, cmd: tuple = ("sh", "-c", '"$PROG" -u; echo "rc=$?"')) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(bindir / "usvfs"), "run",
+                 *extra, *layout.mapping_args(), "--", *cmd],
+                cwd=layout.root, capture_output=True, env=env, timeout=60,
+            )
+
+        r = run()
+        assert r.stdout == b"65534\nrc=0\n", r.stderr
+        assert r.stderr.decode() == f"usvfs: {prog} {what}: it runs outside the view (use --strict to refuse it)\n"
+        r = run("--strict")
+        assert r.stdout == b"rc=126\n"
+        assert r.stderr.decode().splitlines()[0] == (
+            f"usvfs: {prog} {what}: refused, it would run outside the view (--strict)")
+        r = run(cmd=(str(prog), "-u"))
+        assert r.returncode == 125 and r.stdout == b""
+        assert r.stderr.decode().startswith(f"usvfs: error: {prog} {what}: the dynamic loader ignores LD_PRELOAD")
+    finally:
+        shutil.rmtree(home)

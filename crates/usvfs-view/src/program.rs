@@ -202,6 +202,16 @@ fn has_go_section(fd: BorrowedFd<'_>, eh: &[u8; 64]) -> bool {
     false
 }
 
+/// The file carries capabilities (a `security.capability` attribute).
+fn has_capabilities(fd: BorrowedFd<'_>) -> bool {
+    // Room for every version of the attribute (20 or 24 bytes).
+    let mut value = [0u8; 64];
+    match rustix::fs::fgetxattr(fd, c"security.capability", &mut value[..]) {
+        Ok(n) => n > 0,
+        Err(e) => e == rustix::io::Errno::RANGE,
+    }
+}
+
 /// Whether the process calling this would start `fd`'s program with the
 /// loader in secure mode (`AT_SECURE`), or outside the C library.
 pub fn unfollowable_fd(fd: BorrowedFd<'_>, name: &[u8]) -> Option<Unfollowable> {
@@ -220,10 +230,7 @@ pub fn unfollowable_fd(fd: BorrowedFd<'_>, name: &[u8]) -> Option<Unfollowable> 
             return Some(Unfollowable::SetId);
         }
         // Root keeps its identity and gains nothing: no secure mode then.
-        if !rustix::process::getuid().is_root()
-            && rustix::fs::fgetxattr(fd, c"security.capability", &mut [0u8; 0][..])
-                .is_ok_and(|n| n > 0)
-        {
+        if !rustix::process::getuid().is_root() && has_capabilities(fd) {
             return Some(Unfollowable::Capabilities);
         }
     }
@@ -263,6 +270,23 @@ mod tests {
         let f = std::fs::File::open("/bin/ls").unwrap();
         let i = elf_info(f.as_fd()).unwrap();
         assert!(!i.is_static && !i.go);
+    }
+
+    #[test]
+    fn file_capabilities_are_seen() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("prog");
+        std::fs::copy("/bin/true", &p).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        assert!(!has_capabilities(f.as_fd()));
+        let set = std::process::Command::new("setcap")
+            .arg("cap_net_bind_service+ep")
+            .arg(&p)
+            .status();
+        if !set.is_ok_and(|s| s.success()) {
+            return; // no setcap (or no privilege): the integration test says more
+        }
+        assert!(has_capabilities(f.as_fd()));
     }
 
     #[test]
