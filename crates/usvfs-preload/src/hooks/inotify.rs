@@ -45,6 +45,10 @@ const SLOTS: usize = 1 << 16;
 /// reads are rewritten.
 static MARKS: [AtomicU64; SLOTS / 64] = [const { AtomicU64::new(0) }; SLOTS / 64];
 
+/// One bit per descriptor number: it has watches in [`TABLE`], so `close`
+/// must forget them (one bit test on every `close`).
+static KNOWN: [AtomicU64; SLOTS / 64] = [const { AtomicU64::new(0) }; SLOTS / 64];
+
 /// The watches of each inotify descriptor a hook saw. Entries are never
 /// freed (another thread may hold one); a closed descriptor's entry is
 /// emptied and reused by the next inotify descriptor of that number.
@@ -61,15 +65,30 @@ const TARGET_EXTRA: u32 = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
 const QUIET: u32 = libc::IN_OPEN | libc::IN_ACCESS | libc::IN_CLOSE_NOWRITE;
 
 #[inline(always)]
-fn bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
+fn bit(table: &'static [AtomicU64; SLOTS / 64], fd: c_int) -> Option<(&'static AtomicU64, u64)> {
     let i = fd as u32 as usize;
-    MARKS.get(i / 64).map(|w| (w, 1u64 << (i % 64)))
+    table.get(i / 64).map(|w| (w, 1u64 << (i % 64)))
+}
+
+#[inline(always)]
+fn test(table: &'static [AtomicU64; SLOTS / 64], fd: c_int) -> bool {
+    bit(table, fd).is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+}
+
+fn set(table: &'static [AtomicU64; SLOTS / 64], fd: c_int, on: bool) {
+    if let Some((w, b)) = bit(table, fd) {
+        if on {
+            w.fetch_or(b, Ordering::Relaxed);
+        } else {
+            w.fetch_and(!b, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The descriptor holds a virtual watch: its reads take [`read_slow`].
 #[inline(always)]
 pub fn marked(fd: c_int) -> bool {
-    bit(fd).is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    test(&MARKS, fd)
 }
 
 struct Inst(Mutex<Watches>);
@@ -93,8 +112,10 @@ fn inst(fd: c_int) -> Option<&'static Inst> {
 
 fn inst_or_new(fd: c_int) -> Option<&'static Inst> {
     if let Some(i) = inst(fd) {
+        set(&KNOWN, fd, true);
         return Some(i);
     }
+    set(&KNOWN, fd, true);
     let s = slot(fd)?;
     let new = Box::into_raw(Box::new(Inst(Mutex::new(Watches::default()))));
     match s.compare_exchange(
@@ -117,7 +138,7 @@ fn inst_or_new(fd: c_int) -> Option<&'static Inst> {
 /// `fd` is being closed or replaced: its kernel watches go with it.
 #[inline(always)]
 pub fn forget(fd: c_int) {
-    if slot(fd).is_some_and(|s| !s.load(Ordering::Relaxed).is_null()) {
+    if test(&KNOWN, fd) {
         forget_slow(fd);
     }
 }
@@ -125,9 +146,8 @@ pub fn forget(fd: c_int) {
 #[cold]
 #[inline(never)]
 fn forget_slow(fd: c_int) {
-    if let Some((w, b)) = bit(fd) {
-        w.fetch_and(!b, Ordering::Relaxed);
-    }
+    set(&KNOWN, fd, false);
+    set(&MARKS, fd, false);
     if let Some(i) = inst(fd) {
         let old = std::mem::take(&mut *i.lock());
         if let Some((_, m)) = old.bell {
@@ -599,12 +619,6 @@ fn copy_only(st: &State, vdir: &[u8], name: &[u8]) -> bool {
         && !lk.res.from_journal
 }
 
-fn set_mark(fd: c_int) {
-    if let Some((w, b)) = bit(fd) {
-        w.fetch_or(b, Ordering::Relaxed);
-    }
-}
-
 /// The physical directories that provide merged directory `virt` (the
 /// winner `winner` first), and where creates below it land.
 fn providers(st: &State, lk: &Lookup) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
@@ -722,7 +736,7 @@ fn add_virtual(
             w.establish(None, fd, vi, false);
         }
     }
-    set_mark(fd);
+    set(&MARKS, fd, true);
     tracing::debug!(
         path = %String::from_utf8_lossy(lk.virt.as_bytes()),
         wd,
