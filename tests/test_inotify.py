@@ -213,6 +213,28 @@ def test_events_left_for_a_small_buffer_wake_the_poller(usvfs: Path, layout: Lay
                         b"('merged', '0x100', 'c2'), ('merged', '0x100', 'c3')]\n")
 
 
+REUSED = r"""
+import ctypes, os, platform, sys
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_close = {"x86_64": 3, "aarch64": 57}[platform.machine()]
+fd = libc.inotify_init1(os.O_NONBLOCK)
+assert libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100) >= 0
+libc.syscall(SYS_close, fd)  # closed where no hook sees it
+f = os.open(sys.argv[2], os.O_RDONLY)
+assert f == fd, (f, fd)
+print(os.read(f, 100))
+os.close(f)
+"""
+
+
+def test_a_number_closed_behind_our_back_reads_its_new_file(usvfs: Path, layout: Layout) -> None:
+    r = subprocess.run([str(usvfs), "run", *layout.mapping_args(), "--", "python3", "-c", REUSED,
+                        "game/data/only_m2", "game/data/shared.txt"], cwd=layout.root, capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"b'from m3\\n'\n"
+
+
 def test_c_program_outside_the_view_sees_the_real_disk(layout: Layout, cbin: dict) -> None:
     r = subprocess.run([str(cbin["inotify_view"]), "game/data/only_m2", "game/data/shared.txt"],
                        cwd=layout.root, capture_output=True, timeout=60)

@@ -787,6 +787,24 @@ fn add_plain(fd: c_int, p: *const c_char, mask: u32) -> Detour<c_int> {
     Detour::Success(k)
 }
 
+/// A new inotify descriptor: whatever its number held before (closed where
+/// no hook saw it) is forgotten.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn inotify_init1(flags: c_int) -> c_int {
+    // SAFETY: a plain value, forwarded.
+    let fd = unsafe { real::inotify_init1(flags) };
+    forget(fd);
+    fd
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn inotify_init() -> c_int {
+    // SAFETY: no arguments.
+    let fd = unsafe { real::inotify_init() };
+    forget(fd);
+    fd
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn inotify_add_watch(fd: c_int, path: *const c_char, mask: u32) -> c_int {
     // SAFETY: the caller's arguments, forwarded unchanged.
