@@ -6,6 +6,7 @@ exist yet), under the one watch descriptor the program got."""
 from __future__ import annotations
 
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -66,6 +67,8 @@ class Watcher:
 
 @pytest.fixture
 def watcher(usvfs: Path, layout: Layout):
+    if not shutil.which("inotifywait"):
+        pytest.skip("inotifywait missing: scripts/setup.sh installs inotify-tools")
     made: list[Watcher] = []
 
     def start(watched: str, *options: str) -> Watcher:
