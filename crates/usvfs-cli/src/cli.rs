@@ -90,6 +90,12 @@ pub struct RunArgs {
     /// `log_level`; else a running instance keeps its level, a new one is off.
     #[arg(long, value_name = "LEVEL", value_parser = clap::builder::PossibleValuesParser::new(usvfs_control::instance::LOG_LEVELS))]
     pub log_level: Option<String>,
+    /// Programs the view cannot follow (statically linked, set-id, with file
+    /// capabilities, Go) fail to start from hooked processes with EACCES,
+    /// instead of starting outside the view with a warning. A running
+    /// instance joined without it keeps its setting.
+    #[arg(long)]
+    pub strict: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     pub program: Vec<OsString>,

@@ -202,6 +202,9 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         None if others.is_empty() => inst.set_log_level(None)?,
         None => {}
     }
+    if a.strict || others.is_empty() {
+        inst.set_strict(a.strict)?;
+    }
     let result = (|| {
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let snap = mapped.snapshot();

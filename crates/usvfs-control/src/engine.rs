@@ -1,13 +1,16 @@
 //! What each engine can run. The preload engine lives inside the program's
 //! own C library calls, so it cannot see into statically linked programs
-//! (they never load a shared library) nor set-id ones (the loader ignores
-//! `LD_PRELOAD` for them).
+//! (they never load a shared library), Go programs (raw system calls), nor
+//! set-id ones or ones with file capabilities (the loader ignores
+//! `LD_PRELOAD` for them). The check is `usvfs_view::program`'s, the one
+//! the preload engine makes when a hooked process starts a program.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::program::{ProgramError, inspect};
+use usvfs_view::program::Unfollowable;
 
 /// The engines of this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,13 +32,6 @@ impl Engine {
 
 fn preload_can_run(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramError> {
     let info = inspect(phys, shown)?;
-    if info.set_id {
-        return Err(ProgramError::Unhookable(format!(
-            "{} is set-user-ID or set-group-ID: the dynamic loader ignores LD_PRELOAD for it, so the \
-             preload engine cannot show it the view; run it outside usvfs, or with the namespace engine once available",
-            shown.display()
-        )));
-    }
     if let Some(interp) = &info.interpreter {
         if depth < 4 {
             let interp = Path::new(OsStr::from_bytes(interp.as_os_str().as_bytes()));
@@ -43,14 +39,29 @@ fn preload_can_run(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramE
         }
         return Ok(());
     }
-    if info.elf_static == Some(true) {
-        return Err(ProgramError::Unhookable(format!(
-            "{} is statically linked: it makes system calls without the C library, so the preload \
-             engine cannot hook it; run it outside usvfs, or with the namespace engine once available",
-            shown.display()
-        )));
-    }
-    Ok(())
+    let why = match info.unfollowable {
+        None => return Ok(()),
+        Some(Unfollowable::SetId) => {
+            "is set-user-ID or set-group-ID: the dynamic loader ignores LD_PRELOAD for it, so the \
+             preload engine cannot show it the view"
+        }
+        Some(Unfollowable::Capabilities) => {
+            "has file capabilities: the dynamic loader ignores LD_PRELOAD for it, so the preload \
+             engine cannot show it the view"
+        }
+        Some(Unfollowable::Static) => {
+            "is statically linked: it makes system calls without the C library, so the preload \
+             engine cannot hook it"
+        }
+        Some(Unfollowable::Go) => {
+            "is a Go program: it makes system calls without the C library, so the preload engine \
+             cannot hook it"
+        }
+    };
+    Err(ProgramError::Unhookable(format!(
+        "{} {why}; run it outside usvfs, or with the namespace engine once available",
+        shown.display()
+    )))
 }
 
 #[cfg(test)]

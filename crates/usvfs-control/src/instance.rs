@@ -363,6 +363,22 @@ impl Instance {
         write_atomically(&path, &rules.encode())
             .map_err(|e| Error::io("writing exec rules", &path, e))
     }
+
+    /// The current exec rules (none when never written).
+    pub fn read_exec_rules(&self) -> ExecRules {
+        self.files().read_exec_rules()
+    }
+
+    /// Makes hooked processes refuse (`true`) or only warn about programs
+    /// the preload engine cannot follow; the other rules stay.
+    pub fn set_strict(&self, strict: bool) -> Result<()> {
+        let mut rules = self.read_exec_rules();
+        if rules.strict == strict {
+            return Ok(());
+        }
+        rules.strict = strict;
+        self.write_exec_rules(&rules)
+    }
 }
 
 pub use usvfs_view::instance_dir::LOG_LEVELS;
@@ -487,6 +503,7 @@ mod tests {
         let r = ExecRules {
             blacklist: vec![b"crash\xffer".to_vec(), b"/usr/bin/x".to_vec()],
             force_loads: vec![(b"game".to_vec(), b"/lib/fix.so".to_vec())],
+            strict: true,
         };
         assert_eq!(ExecRules::decode(&r.encode()), r);
         assert!(r.is_blacklisted(b"/opt/crash\xffer"));

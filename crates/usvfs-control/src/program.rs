@@ -6,13 +6,14 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::Snapshot;
 use crate::path::{self, PathBuffer};
 use crate::resolve::resolve;
 use usvfs_view::SysFs;
+use usvfs_view::program::Unfollowable;
 use usvfs_view::semantics::exec;
 
 /// Why a program cannot be started (`env`'s exit codes: 127, 126, 125).
@@ -140,53 +141,34 @@ pub struct ProgramInfo {
     /// `Some(true)`: a statically linked ELF; `Some(false)`: a dynamic one;
     /// `None`: not a 64-bit little-endian ELF.
     pub elf_static: Option<bool>,
+    /// Why the preload engine cannot follow it, if it cannot (the check the
+    /// preload engine makes at each exec, `usvfs_view::program`).
+    pub unfollowable: Option<Unfollowable>,
 }
 
 /// Reads what `phys` is. Errors are (126/127-style) [`ProgramError`]s that
 /// name `shown`.
 pub fn inspect(phys: &Path, shown: &Path) -> Result<ProgramInfo, ProgramError> {
-    let meta = std::fs::metadata(phys).map_err(|e| {
-        ProgramError::NotFound(format!(
+    let mut f = std::fs::File::open(phys).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProgramError::NotFound(format!(
             "{}: {e}: check the path (for a script, its #! line names the interpreter)",
             shown.display()
-        ))
+        )),
+        _ => ProgramError::NotExecutable(format!("{}: cannot read it: {e}", shown.display())),
     })?;
-    // SAFETY: geteuid and getegid cannot fail and touch no memory.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let mode = meta.mode();
-    let set_id =
-        (mode & 0o4000 != 0 && meta.uid() != euid) || (mode & 0o2000 != 0 && meta.gid() != egid);
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(phys)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| {
-            ProgramError::NotExecutable(format!("{}: cannot read it: {e}", shown.display()))
-        })?;
+    let mut head = vec![0u8; 256];
+    let n = f.read(&mut head).map_err(|e| {
+        ProgramError::NotExecutable(format!("{}: cannot read it: {e}", shown.display()))
+    })?;
     head.truncate(n);
+    use std::os::fd::AsFd;
+    let unfollowable = usvfs_view::program::unfollowable_fd(f.as_fd(), phys.as_os_str().as_bytes());
     Ok(ProgramInfo {
-        set_id,
+        set_id: unfollowable == Some(Unfollowable::SetId),
         interpreter: shebang(&head).map(|(i, _)| i),
-        elf_static: elf_is_static(&head),
+        elf_static: usvfs_view::program::elf_info(f.as_fd()).map(|i| i.is_static),
+        unfollowable,
     })
-}
-
-fn elf_is_static(bytes: &[u8]) -> Option<bool> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return None;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap()) as usize;
-    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        if o + 4 > bytes.len() {
-            return None;
-        }
-        if u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) == 3 {
-            return Some(false); // PT_INTERP: the dynamic loader will preload us
-        }
-    }
-    Some(true)
 }
 
 #[cfg(test)]
@@ -198,7 +180,6 @@ mod tests {
         let info = inspect(Path::new("/bin/ls"), Path::new("/bin/ls")).unwrap();
         assert_eq!(info.elf_static, Some(false));
         assert!(!info.set_id);
-        let head = std::fs::read("/bin/ls").unwrap();
-        assert_eq!(elf_is_static(&head), Some(false));
+        assert_eq!(info.unfollowable, None);
     }
 }

@@ -1312,6 +1312,7 @@ fn exec_plan_blacklisted_program_starts_outside_as_given() {
     let rules = ExecRules {
         blacklist: vec![b"tool".to_vec()],
         force_loads: vec![],
+        strict: false,
     };
     let tool = sc.b("bin/tool");
     let p = plan(&sc, &tool, &["tool", "-v"], &rules);
@@ -1376,6 +1377,7 @@ fn exec_plan_forced_libraries() {
             (b"game".to_vec(), b"/opt/fps.so".to_vec()),
             (b"other".to_vec(), b"/opt/no.so".to_vec()),
         ],
+        strict: false,
     };
     assert_eq!(ExecRules::decode(&rules.encode()), rules);
     let p = plan(&sc, &sc.b("bin/game"), &["game"], &rules);

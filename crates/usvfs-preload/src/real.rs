@@ -180,6 +180,12 @@ originals! {
     listxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     llistxattr(path: *const c_char, list: *mut c_char, size: size_t) -> ssize_t;
     popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE;
+    read(fd: c_int, buf: *mut libc::c_void, n: size_t) -> ssize_t;
+    __read_chk(fd: c_int, buf: *mut libc::c_void, n: size_t, buflen: size_t) -> ssize_t;
+    inotify_init() -> c_int;
+    inotify_init1(flags: c_int) -> c_int;
+    inotify_add_watch(fd: c_int, path: *const c_char, mask: u32) -> c_int;
+    inotify_rm_watch(fd: c_int, wd: c_int) -> c_int;
 }
 
 #[cfg(test)]

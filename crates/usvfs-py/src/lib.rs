@@ -173,6 +173,8 @@ fn write_exec_rules(
             .into_iter()
             .map(|(p, l)| (p.into_vec(), l.into_os_string().into_vec()))
             .collect(),
+        // Set by `usvfs run --strict`; the Python API leaves it as it is.
+        strict: inst.read_exec_rules().strict,
     };
     inst.write_exec_rules(&rules).map_err(|e| core_err(py, e))
 }

@@ -5,7 +5,8 @@
 //! * [`resolve`]: a virtual path to its physical path, without allocating;
 //! * [`journal`]: the shared record of changes made after the snapshot;
 //! * [`semantics`]: listings, where writes land, errno of every case, exec;
-//! * [`fs`]: the physical file system behind a trait (real and [`fake`]).
+//! * [`fs`]: the physical file system behind a trait (real and [`fake`]);
+//! * [`program`]: programs a preload engine cannot follow (static, set-id, Go).
 //!
 //! No serde, toml or walkdir here: engines link this crate; controllers use
 //! `usvfs-control` on top of it.
@@ -22,6 +23,7 @@ pub mod instance_dir;
 pub mod journal;
 pub mod launch_env;
 pub mod path;
+pub mod program;
 pub mod resolve;
 pub mod semantics;
 

@@ -122,6 +122,40 @@ impl Prepared {
     }
 }
 
+/// A program the preload cannot follow (static, set-id, with file
+/// capabilities, Go) runs outside the view: say so once on stderr and in the
+/// instance log, and refuse it with `EACCES` under `--strict`. Reads only the
+/// file's headers, at exec time.
+fn check_followable(
+    shown: &[u8],
+    why: Option<usvfs_view::program::Unfollowable>,
+    strict: bool,
+) -> Result<(), i32> {
+    let Some(why) = why else {
+        return Ok(());
+    };
+    let name = String::from_utf8_lossy(shown);
+    let what = why.describe();
+    let line = if strict {
+        format!("usvfs: {name} {what}: refused, it would run outside the view (--strict)\n")
+    } else {
+        format!("usvfs: {name} {what}: it runs outside the view (use --strict to refuse it)\n")
+    };
+    // One raw write: stderr is the program's, and the line must not interleave.
+    // SAFETY: fd 2 is borrowed for this one call; a closed one fails harmlessly.
+    let _ = rustix::io::write(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(2) },
+        line.as_bytes(),
+    );
+    if strict {
+        tracing::warn!(program = %name, reason = what, "refused a program that would run outside the view (--strict)");
+        Err(libc::EACCES)
+    } else {
+        tracing::warn!(program = %name, reason = what, "started a program that runs outside the view");
+        Ok(())
+    }
+}
+
 /// Works out how to exec `path` with the view attached (the shared exec
 /// semantics decide; this only gathers what they need).
 fn prepare(
@@ -131,6 +165,10 @@ fn prepare(
     envp: Vec<Vec<u8>>,
 ) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
+    let target = match &located {
+        Located::AsGiven => path.to_vec(),
+        Located::Physical { phys, .. } => phys.clone(),
+    };
     let rules = env::exec_rules(st);
     let plan = exec::plan(
         path,
@@ -141,6 +179,15 @@ fn prepare(
         &mut |p| locate(st, p),
         &mut |p| head(p),
     )?;
+    if plan.join {
+        // A script is named by its interpreter, as its `#!` line gives it.
+        let shown = match plan.argv.first() {
+            Some(interp) if plan.program != target => interp.as_slice(),
+            _ => path,
+        };
+        let why = usvfs_view::program::unfollowable(&plan.program);
+        check_followable(shown, why, rules.strict)?;
+    }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
     Prepared::new(&plan.program, plan.argv, env)
@@ -278,8 +325,26 @@ pub unsafe extern "C" fn fexecve(
         };
         // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
         let e = unsafe { read_array(envp) };
-        match std::panic::catch_unwind(|| CArray::new(env::for_child(st, e, true, &[]))) {
-            Ok(env) => env,
+        let prepared = std::panic::catch_unwind(|| {
+            if fd >= 0 {
+                let link = format!("/proc/self/fd/{fd}");
+                let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
+                    p.into_os_string().into_encoded_bytes()
+                });
+                // SAFETY: a valid number (a closed one fails the reads); only
+                // read through (fstat, pread) during this call.
+                let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let why = usvfs_view::program::unfollowable_fd(file, &shown);
+                check_followable(&shown, why, env::exec_rules(st).strict)?;
+            }
+            Ok(CArray::new(env::for_child(st, e, true, &[])))
+        });
+        match prepared {
+            Ok(Ok(env)) => env,
+            Ok(Err(errno)) => {
+                set_errno(errno);
+                return -1;
+            }
             Err(_) => return pass(),
         }
     };

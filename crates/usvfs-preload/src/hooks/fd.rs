@@ -4,6 +4,7 @@
 
 use libc::{c_int, c_uint, ssize_t};
 
+use super::inotify;
 use crate::{fdtable, real};
 
 /// # Safety
@@ -11,6 +12,7 @@ use crate::{fdtable, real};
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     fdtable::remove(fd);
+    inotify::forget(fd);
     // SAFETY: close takes a plain descriptor number; a bad one yields EBADF.
     unsafe { real::close(fd) }
 }
@@ -34,6 +36,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: plain descriptor numbers; bad ones yield EBADF.
     let r = unsafe { real::dup2(fd, to) };
     if r >= 0 && fd != to {
+        inotify::forget(to);
         fdtable::copy(fd, to);
     }
     r
@@ -46,6 +49,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: plain descriptor numbers and flags; bad ones yield an errno.
     let r = unsafe { real::dup3(fd, to, flags) };
     if r >= 0 {
+        inotify::forget(to);
         fdtable::copy(fd, to);
     }
     r
@@ -59,6 +63,7 @@ pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_
     let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags) } as c_int;
     if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         fdtable::remove_range(lo, hi);
+        inotify::forget_range(lo, hi);
     }
     r
 }
@@ -68,6 +73,7 @@ pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn closefrom(lo: c_int) {
     fdtable::remove_range(lo.max(0) as u32, u32::MAX);
+    inotify::forget_range(lo.max(0) as u32, u32::MAX);
     // SAFETY: close_range takes three integers and touches no user memory.
     unsafe { libc::syscall(libc::SYS_close_range, lo.max(0) as c_uint, c_uint::MAX, 0) };
 }

@@ -56,6 +56,7 @@ pub mod cwd;
 pub mod dir;
 pub mod exec;
 pub mod fd;
+pub mod inotify;
 pub mod inplace;
 pub mod link;
 pub mod open;

@@ -15,6 +15,9 @@ pub struct ExecRules {
     pub blacklist: Vec<Vec<u8>>,
     /// (executable base name, library) pairs: the library is preloaded too.
     pub force_loads: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Refuse (`EACCES`) to start a program the engine cannot follow
+    /// (`usvfs run --strict`) instead of warning and starting it.
+    pub strict: bool,
 }
 
 impl ExecRules {
@@ -32,6 +35,9 @@ impl ExecRules {
             out.push(0);
             out.extend_from_slice(l);
             out.push(0);
+        }
+        if self.strict {
+            out.extend_from_slice(b"S\0");
         }
         out
     }
@@ -51,6 +57,7 @@ impl ExecRules {
                         r.force_loads.push((p.to_vec(), l.to_vec()));
                     }
                 }
+                b"S" => r.strict = true,
                 _ => {}
             }
         }
