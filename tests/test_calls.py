@@ -52,19 +52,6 @@ def test_gnu_patch_edits_a_mod_file_in_the_view(usvfs: Path, layout: Layout, tmp
     assert (layout.overwrite / "only_m2" / "readme.txt.orig").read_text() == "only in m2\n"
 
 
-@pytest.mark.xfail(strict=True, reason="patch -b renames the original to .orig first, so the edited file "
-                   "is a new file and lands in overwrite (tracker issue 11, item 2: edit by backup-rename)")
-def test_gnu_patch_backup_keeps_the_edit_in_the_mod(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
-    old, new = tmp_path / "a.txt", tmp_path / "b.txt"
-    old.write_text("only in m2\n")
-    new.write_text("patched in the view\n")
-    (tmp_path / "p.diff").write_bytes(subprocess.run(["diff", "-u", str(old), str(new)], capture_output=True).stdout)
-    r = run_view(usvfs, layout, ["patch", "-b", "data/only_m2/readme.txt", str(tmp_path / "p.diff")],
-                 cwd=layout.base.parent)
-    assert r.returncode == 0, r.stderr
-    assert (layout.mods[1] / "only_m2" / "readme.txt").read_text() == "patched in the view\n"
-
-
 GLOB_PATTERNS = ["*", "*/*.dds", "textures/m?_tex.dds", "meshes/*/*", "nomatch*", "dir with space/*",
                  "only_m2/[r]*", "links/*", "[a-d]*"]
 

@@ -1610,3 +1610,67 @@ fn a_directory_moved_over_an_emptied_one_shows_its_files_and_keeps_what_lands_el
     );
     assert_eq!(sc.names(&sc.b("mfolder3")), s(&["more.txt"]));
 }
+
+#[test]
+fn a_path_renamed_away_or_deleted_and_made_again_comes_back_to_its_place() {
+    let sc = Scene::new();
+    // One process (an editor) does each edit.
+    sc.fake.set_caller(7);
+    // vim, patch -b: the original becomes the backup, a new file is written.
+    assert_eq!(
+        sc.rename("mfolder1/mfile1.txt", "mfolder1/mfile1.txt~", 0),
+        Change::Done(())
+    );
+    assert_eq!(
+        sc.phys("mfolder1/mfile1.txt~").unwrap(),
+        "overwrite/mfolder1/mfile1.txt~"
+    );
+    assert_eq!(
+        sc.create("mfolder1/mfile1.txt", "edited\n"),
+        Ok("m1/mfolder1/mfile1.txt".into())
+    );
+    assert_eq!(
+        sc.read("m1/mfolder1/mfile1.txt").as_deref(),
+        Some("edited\n")
+    );
+    // Deleted, then written again.
+    assert_eq!(
+        sc.delete("mfolder2/mfile2.txt", Some(false)),
+        Change::Done(())
+    );
+    assert_eq!(
+        sc.create("mfolder2/mfile2.txt", "new\n"),
+        Ok("m2/mfolder2/mfile2.txt".into())
+    );
+    // A directory removed and made again.
+    assert_eq!(
+        sc.delete("mfolder3/mfile3.txt", Some(false)),
+        Change::Done(())
+    );
+    assert_eq!(sc.delete("mfolder3", Some(true)), Change::Done(()));
+    assert_eq!(sc.mkdir("mfolder3"), Ok("m3/mfolder3".into()));
+    // Its place taken meanwhile (by a process outside the view): the new
+    // file goes to the create target, and nothing is overwritten.
+    assert_eq!(sc.rename("mfile.txt", "moved.txt", 0), Change::Done(()));
+    sc.fake.add_file(&sc.p("m2/mfile.txt"), "outside\n");
+    assert_eq!(
+        sc.create("mfile.txt", "mine\n"),
+        Ok("overwrite/mfile.txt".into())
+    );
+    assert_eq!(sc.read("m2/mfile.txt").as_deref(), Some("outside\n"));
+    // A new path with no history goes to the create target as always.
+    assert_eq!(
+        sc.create("mfolder1/fresh.txt", "f\n"),
+        Ok("overwrite/mfolder1/fresh.txt".into())
+    );
+    // Deleted by one process, created by another: where creates go.
+    assert_eq!(
+        sc.delete("mfolder2/mfile2.txt", Some(false)),
+        Change::Done(())
+    );
+    sc.fake.set_caller(8);
+    assert_eq!(
+        sc.create("mfolder2/mfile2.txt", "other\n"),
+        Ok("overwrite/mfolder2/mfile2.txt".into())
+    );
+}

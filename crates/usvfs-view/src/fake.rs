@@ -38,6 +38,8 @@ pub struct FakeFs {
     /// Errno forced on the next call (of this `Fs` method, or any) naming
     /// this path as an argument (fault tests).
     fail: RefCell<Option<Fault>>,
+    /// The pid [`Fs::caller`] reports (0 until set).
+    caller: std::cell::Cell<u32>,
 }
 
 impl Default for FakeFs {
@@ -68,7 +70,13 @@ impl FakeFs {
             entries: RefCell::new(m),
             next_ino: RefCell::new(2),
             fail: RefCell::new(None),
+            caller: std::cell::Cell::new(0),
         }
+    }
+
+    /// Makes the following calls come from process `pid`.
+    pub fn set_caller(&self, pid: u32) {
+        self.caller.set(pid);
     }
 
     fn put(&self, p: &[u8], node: Node) {
@@ -301,6 +309,10 @@ impl FakeFs {
 }
 
 impl Fs for FakeFs {
+    fn caller(&self) -> u32 {
+        self.caller.get()
+    }
+
     fn lstat(&self, p: &[u8]) -> Result<Meta, Errno> {
         self.injected("lstat", p)?;
         let k = self.existing(p, false)?;

@@ -88,6 +88,12 @@ pub trait Fs {
     /// Copies a regular file's data, permissions and times to a new file `to`
     /// (which must not exist), durably.
     fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno>;
+    /// The process the calls are made for (its pid; 0: unknown). A path a
+    /// process deleted or renamed away and creates again goes back to its
+    /// place.
+    fn caller(&self) -> u32 {
+        0
+    }
 }
 
 /// The real file system, on raw system calls.
@@ -118,6 +124,11 @@ fn meta(st: &rustix::fs::Stat) -> Meta {
 }
 
 impl Fs for SysFs {
+    /// This process (an engine in the process making the call).
+    fn caller(&self) -> u32 {
+        std::process::id()
+    }
+
     fn lstat(&self, path: &[u8]) -> Result<Meta, Errno> {
         use rustix::fs::{AtFlags, CWD, statat};
         statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)

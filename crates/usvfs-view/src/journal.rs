@@ -130,6 +130,11 @@ pub struct Record<'a> {
     pub vpath: &'a [u8],
     pub parent_hash: u64,
     pub entry: Entry<'a>,
+    /// For a whiteout: the physical place the path had when it was deleted
+    /// or renamed away and the process that did it (see
+    /// [`Journal::origin`]; empty when unknown). For a physical entry: its
+    /// place.
+    pub origin: &'a [u8],
 }
 
 /// A mapped journal.
@@ -567,6 +572,7 @@ impl Journal {
                     vpath,
                     parent_hash,
                     entry,
+                    origin: phys,
                 },
             ))
         }
@@ -603,6 +609,10 @@ impl Journal {
     }
 
     fn get_in(&self, a: usize, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {
+        self.find_in(a, vpath, h).map(|r| (r.entry, r.vpath))
+    }
+
+    fn find_in(&self, a: usize, vpath: &[u8], h: u64) -> Option<Record<'_>> {
         let mut i = h as usize;
         for _ in 0..self.slots {
             let v = self.slot_in(a, i).load(Ordering::Acquire);
@@ -613,7 +623,7 @@ impl Journal {
                 && rh == h
                 && self.same_key(r.vpath, vpath)
             {
-                return Some((r.entry, r.vpath));
+                return Some(r);
             }
             i = i.wrapping_add(1);
         }
@@ -623,11 +633,43 @@ impl Journal {
     /// Records an entry for `vpath` (replacing the previous one). Makes room
     /// first (compaction, a larger journal); ENOSPC when there is none.
     pub fn put(&self, vpath: &[u8], entry: Entry<'_>) -> std::io::Result<()> {
+        match entry {
+            Entry::Whiteout => self.put_raw(vpath, OP_WHITEOUT, 0, b""),
+            Entry::Physical { phys, kind } => self.put_raw(vpath, OP_PHYSICAL, kind, phys),
+        }
+    }
+
+    /// Records that process `pid` removed `vpath` from physical place
+    /// `origin` (see [`Record::origin`]; stored as the path, a NUL and the
+    /// pid, since paths hold no NUL).
+    pub fn put_whiteout(&self, vpath: &[u8], origin: &[u8], pid: u32) -> std::io::Result<()> {
+        if origin.is_empty() || pid == 0 {
+            return self.put_raw(vpath, OP_WHITEOUT, 0, b"");
+        }
+        let mut o = Vec::with_capacity(origin.len() + 5);
+        o.extend_from_slice(origin);
+        o.push(0);
+        o.extend_from_slice(&pid.to_le_bytes());
+        self.put_raw(vpath, OP_WHITEOUT, 0, &o)
+    }
+
+    /// The place a whiteout of `vpath` remembers and the process that made
+    /// it, if its current record is one that does.
+    pub fn origin(&self, vpath: &[u8]) -> Option<(&[u8], u32)> {
         let h = self.key_hash(vpath);
-        let (op, kind, phys) = match entry {
-            Entry::Whiteout => (OP_WHITEOUT, 0u8, &b""[..]),
-            Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
-        };
+        self.read(|a| {
+            let r = self.find_in(a, vpath, h)?;
+            if r.entry != Entry::Whiteout || r.origin.len() < 5 {
+                return None;
+            }
+            let (path, tail) = r.origin.split_at(r.origin.len() - 5);
+            let pid = u32::from_le_bytes(tail[1..].try_into().ok()?);
+            (tail[0] == 0).then_some((path, pid))
+        })
+    }
+
+    fn put_raw(&self, vpath: &[u8], op: u8, kind: u8, phys: &[u8]) -> std::io::Result<()> {
+        let h = self.key_hash(vpath);
         if vpath.len() > u16::MAX as usize || phys.len() > u16::MAX as usize {
             return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
@@ -636,13 +678,13 @@ impl Journal {
         if self.is_moved() {
             drop(g);
             return match self.forward()? {
-                Some(j) => j.put(vpath, entry),
+                Some(j) => j.put_raw(vpath, op, kind, phys),
                 None => Ok(()),
             };
         }
         if let Some(bigger) = self.make_room(size, 1)? {
             drop(g);
-            return bigger.put(vpath, entry);
+            return bigger.put_raw(vpath, op, kind, phys);
         }
         let ph = self.key_hash(parent_of(vpath));
         self.put_in(self.active(), vpath, h, ph, op, kind, phys)
@@ -677,11 +719,7 @@ impl Journal {
         let size = Self::record_size(vpath.len(), phys.len());
         if let Some(bigger) = self.make_room(size, 1)? {
             drop(g);
-            let entry = match op {
-                OP_WHITEOUT => Entry::Whiteout,
-                _ => Entry::Physical { phys: &phys, kind },
-            };
-            return bigger.put(vpath, entry);
+            return bigger.put_raw(vpath, op, kind, &phys);
         }
         let ph = self.key_hash(parent_of(vpath));
         self.put_in(self.active(), vpath, h, ph, op, kind, &phys)
@@ -787,7 +825,7 @@ impl Journal {
         h.count[to].store(0, Ordering::Release);
         for (hash, r) in self.current_in(from) {
             let (op, kind, phys) = match r.entry {
-                Entry::Whiteout => (OP_WHITEOUT, 0, &b""[..]),
+                Entry::Whiteout => (OP_WHITEOUT, 0, r.origin),
                 Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
             };
             // The same records fit in an area of the same size.
@@ -822,7 +860,7 @@ impl Journal {
         let from = self.active();
         for (hash, r) in self.current_in(from) {
             let (op, kind, phys) = match r.entry {
-                Entry::Whiteout => (OP_WHITEOUT, 0, &b""[..]),
+                Entry::Whiteout => (OP_WHITEOUT, 0, r.origin),
                 Entry::Physical { phys, kind } => (OP_PHYSICAL, kind, phys),
             };
             let _ = new.put_in(0, r.vpath, hash, r.parent_hash, op, kind, phys);

@@ -206,7 +206,14 @@ impl<'a> View<'a> {
             made: Vec::new(),
             kind: kind.map_or(0, FileKind::code),
         });
+        // Deleted or renamed away by this process, and its place is free: it
+        // comes back there (an editor that renames the original to a backup,
+        // or deletes it, and writes a new file keeps the file in its mod).
+        let origin = ct.and_then(|_| self.free_origin(place.virt.as_bytes()));
         match ct {
+            Some(_) if origin.is_some() => {
+                place.loc = origin.unwrap_or_default();
+            }
             Some(layer) => {
                 if create::location(self.snap, layer, place.virt.as_bytes(), &mut place.loc)
                     .is_err()
@@ -331,7 +338,7 @@ impl<'a> View<'a> {
             return Change::Fail(e);
         }
         if whiteout {
-            self.record_whiteout(r.virt.as_bytes());
+            self.record_whiteout(r.virt.as_bytes(), r.phys.as_bytes());
         }
         Change::Done(())
     }
@@ -345,6 +352,26 @@ impl<'a> View<'a> {
             Entry::Physical { phys, .. } => self.fs.lstat(phys).is_ok(),
             Entry::Whiteout => false,
         })
+    }
+
+    /// The place a whiteout of `virt` remembers, when this process made it
+    /// (an editor's rename-to-backup or delete, then its new file), nothing
+    /// is there now and its directory still exists.
+    fn free_origin(&self, virt: &[u8]) -> Option<PathBuffer> {
+        let (origin, pid) = self.journal?.origin(virt)?;
+        if pid != self.fs.caller() {
+            return None;
+        }
+        if self.fs.lstat(origin).is_ok() {
+            return None;
+        }
+        let mut dir = PathBuffer::from_bytes(origin).ok()?;
+        dir.pop_component();
+        self.fs
+            .stat(dir.as_bytes())
+            .is_ok_and(|m| m.is_dir())
+            .then(|| PathBuffer::from_bytes(origin).ok())
+            .flatten()
     }
 
     /// After directory `r` was removed: its copy in the create target (made
@@ -502,7 +529,7 @@ impl<'a> View<'a> {
             return Change::Done(());
         }
         if whiteout {
-            self.record_whiteout(olk.virt.as_bytes());
+            self.record_whiteout(olk.virt.as_bytes(), ophys.as_bytes());
         }
         if let Some(p) = &place {
             p.commit(self, ost.kind);

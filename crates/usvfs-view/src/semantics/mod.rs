@@ -212,10 +212,12 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Records that `virt` is gone (no lower layer shows through).
-    pub fn record_whiteout(&self, virt: &[u8]) {
+    /// Records that `virt` is gone from physical place `origin` (no lower
+    /// layer shows through; the same process creating `virt` again puts it
+    /// back at `origin`).
+    pub fn record_whiteout(&self, virt: &[u8], origin: &[u8]) {
         if let Some(j) = self.journal
-            && let Err(e) = j.put(virt, Entry::Whiteout)
+            && let Err(e) = j.put_whiteout(virt, origin, self.fs.caller())
         {
             tracing::error!(
                 path = %String::from_utf8_lossy(virt),
