@@ -81,7 +81,9 @@ fn push_retired(first: *mut FdEntry, last: *mut FdEntry) {
 
 /// Frees the retired entries if no thread reads the table. A reader that
 /// holds one of them pinned before its slot was emptied, so it still counts
-/// when the list is taken.
+/// when the list is taken. (A signal handler interleaving here is safe: the
+/// list is taken whole by one swap, and the allocator holds signals while
+/// inside `free`.)
 fn reclaim() {
     // A vfork child leaves the parent's memory to the parent.
     if READERS.load(Ordering::SeqCst) != 0 || in_vfork_child() {

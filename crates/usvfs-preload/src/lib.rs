@@ -6,6 +6,7 @@
 //! no allocation, lock or panic on the pass-through path; errno preserved;
 //! fork/vfork safe; a failing hook falls back to the original call.
 
+mod alloc;
 mod env;
 mod fdtable;
 mod guard;
@@ -16,6 +17,9 @@ mod lookup;
 mod real;
 mod stack;
 mod state;
+
+#[global_allocator]
+static ALLOC: alloc::SignalSafe = alloc::SignalSafe;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;

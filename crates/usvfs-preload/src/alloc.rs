@@ -1,0 +1,54 @@
+//! The library's memory comes from the C library's `malloc` with every
+//! signal blocked meanwhile. POSIX lets a signal handler call `open`,
+//! `access`, `stat` and friends; in a hooked process those run our hooks,
+//! which may allocate. Were the handler to interrupt this thread while it
+//! was inside `malloc` or `free` for one of our own allocations, the heap
+//! would be corrupted; with signals held for the call, a handler runs only
+//! between our allocations. (A program's own `malloc` interrupted by a
+//! handler that calls a hooked function remains unsafe, as with any
+//! library that allocates.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+pub struct SignalSafe;
+
+#[inline(always)]
+fn hold<T>(f: impl FnOnce() -> T) -> T {
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: both sets are writable; sigfillset initializes `all`; a
+    // successful pthread_sigmask fills `old`, which is then restored.
+    unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        if libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) != 0 {
+            return f();
+        }
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        r
+    }
+}
+
+// SAFETY: every method forwards to `System` unchanged; only the signal mask
+// around the call differs.
+unsafe impl GlobalAlloc for SignalSafe {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        hold(|| unsafe { System.alloc(l) })
+    }
+
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        hold(|| unsafe { System.alloc_zeroed(l) })
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as above.
+        hold(|| unsafe { System.dealloc(p, l) })
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as above.
+        hold(|| unsafe { System.realloc(p, l, new) })
+    }
+}
