@@ -27,6 +27,7 @@ command -v diff >/dev/null || need diffutils diff
 command -v inotifywait >/dev/null || need inotify-tools inotifywait
 command -v go >/dev/null || need golang go
 command -v vim >/dev/null || need vim vim
+command -v bwrap >/dev/null || need bubblewrap bwrap
 if [ "$(uname -m)" = x86_64 ]; then
     # wine64 brings the loader (/usr/lib/wine/wine64) and wineserver; the
     # `wine` package the `wine`, `wineboot` and `wineserver` commands.

@@ -51,6 +51,29 @@ pub struct Launch<'a> {
     pub signals: &'a crate::signals::Forwarder,
 }
 
+/// The first descriptor number tried for the instance directory: high, out
+/// of the way of programs that expect 0..N to be theirs.
+const INSTANCE_FD_MIN: i32 = 900;
+
+/// Opens `dir` as a descriptor the program inherits (not close-on-exec), and
+/// its [`launch_env::ENV_INSTANCE_FD`] value. `None` when it cannot (the
+/// path alone then leads to the instance).
+fn instance_dir_fd(dir: &std::path::Path) -> Option<(std::os::fd::OwnedFd, Vec<u8>)> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let high = rustix::io::fcntl_dupfd_cloexec(&fd, INSTANCE_FD_MIN).ok()?;
+    rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty()).ok()?;
+    let st = rustix::fs::fstat(&high).ok()?;
+    let spec =
+        launch_env::instance_fd_spec(std::os::fd::AsRawFd::as_raw_fd(&high), st.st_dev, st.st_ino);
+    Some((high, spec))
+}
+
 /// Runs the program and returns its exit code (128+N when killed by signal N).
 pub fn run(l: Launch<'_>) -> Result<i32> {
     let (exe, argv) = usvfs_control::program::command_line(l.program_virt, l.program_phys, l.argv);
@@ -58,8 +81,13 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
     cmd.arg0(&argv[0]).args(&argv[1..]);
     // One environment builder for every launcher (the exec hooks use it too).
     let vcwd = l.cwd.as_ref().map(|(_, v)| v.as_slice());
+    // The instance directory as an inherited descriptor too: a container
+    // with a private /tmp (or another mount namespace) still reaches it.
+    let dir_fd = instance_dir_fd(&l.instance.dir);
+    let fd_spec = dir_fd.as_ref().map(|(_, spec)| spec.clone());
     let join = launch_env::Join {
         instance_dir: l.instance.dir.as_os_str().as_bytes(),
+        instance_fd: fd_spec.as_deref(),
         vcwd,
     };
     let env = launch_env::child_env(

@@ -57,6 +57,10 @@ fn preload_can_run(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramE
             "is a Go program: it makes system calls without the C library, so the preload engine \
              cannot hook it"
         }
+        Some(Unfollowable::Bits32) => {
+            "is a 32-bit program: the dynamic loader ignores the 64-bit preload library, so the \
+             preload engine cannot show it the view"
+        }
     };
     Err(ProgramError::Unhookable(format!(
         "{} {why}; run it outside usvfs, or with the namespace engine once available",

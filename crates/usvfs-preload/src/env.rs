@@ -45,8 +45,15 @@ fn vcwd() -> Option<&'static [u8]> {
 /// The child's environment: `envp` with our variables set (`join`) or
 /// removed, and `extra` libraries preloaded.
 pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) -> Vec<Vec<u8>> {
+    let fd = getenv(launch_env::ENV_INSTANCE_FD.as_bytes());
+    // The path the launcher gave (this process may have reached the
+    // instance through the descriptor instead): children try it first too.
+    let given = fd
+        .as_ref()
+        .and_then(|_| getenv(ENV_INSTANCE_DIR.as_bytes()));
     let j = Join {
-        instance_dir: st.instance_dir.to_bytes(),
+        instance_dir: given.as_deref().unwrap_or(st.instance_dir.to_bytes()),
+        instance_fd: fd.as_deref(),
         vcwd: vcwd(),
     };
     launch_env::child_env(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)

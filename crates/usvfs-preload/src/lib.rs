@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use usvfs_view::instance_dir::InstanceDir;
-use usvfs_view::launch_env::{ENV_INSTANCE_DIR, ENV_VCWD};
+use usvfs_view::launch_env::{self, ENV_INSTANCE_DIR, ENV_INSTANCE_FD, ENV_VCWD};
 use usvfs_view::path::PathBuffer;
 
 use crate::state::State;
@@ -48,9 +48,43 @@ fn own_path() -> Option<CString> {
     Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
 }
 
-fn instance() -> Option<InstanceDir> {
+/// The instance this process joins: by its path, else through the
+/// descriptor the launcher handed down (a container's private `/tmp` or
+/// another mount namespace hides the path). `warn`: say on stderr when
+/// neither reaches it (the program then runs on the real disk).
+fn instance(warn: bool) -> Option<InstanceDir> {
     let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
-    Some(InstanceDir::new(Path::new(OsStr::from_bytes(&dir))))
+    let by_path = InstanceDir::new(Path::new(OsStr::from_bytes(&dir)));
+    if std::fs::metadata(by_path.index_path()).is_ok() {
+        return Some(by_path);
+    }
+    if let Some((fd, dev, ino)) = env::getenv(ENV_INSTANCE_FD.as_bytes())
+        .as_deref()
+        .and_then(launch_env::parse_instance_fd)
+        && fd >= 0
+    {
+        // SAFETY: only inspected; the descriptor stays open (inherited).
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if rustix::fs::fstat(bfd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino) {
+            let by_fd = InstanceDir::new(Path::new(&format!("/proc/self/fd/{fd}")));
+            if std::fs::metadata(by_fd.index_path()).is_ok() {
+                return Some(by_fd);
+            }
+        }
+    }
+    if warn {
+        let prog = std::env::args_os()
+            .next()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "a program".into());
+        eprintln!(
+            "usvfs: {prog} cannot reach its view (instance {}): it runs on the real disk. \
+             The instance ended, or a container hides it: keep /proc mounted in the container \
+             (or the instance directory visible)",
+            String::from_utf8_lossy(&dir)
+        );
+    }
+    None
 }
 
 /// The working directory a parent handed down, if it still names where we are.
@@ -80,7 +114,7 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
 }
 
 fn start() -> Option<()> {
-    let inst = instance()?;
+    let inst = instance(true)?;
     log::init(&inst);
     let lib_path = own_path()?;
     let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
@@ -140,7 +174,7 @@ extern "C" fn fini() {
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
     let _ = std::panic::catch_unwind(|| {
-        if let Some(inst) = instance() {
+        if let Some(inst) = instance(false) {
             // SAFETY: getpid cannot fail.
             inst.leave_quick(unsafe { libc::getpid() });
         }

@@ -300,6 +300,7 @@ fn child_env(
 ) -> Vec<Vec<u8>> {
     let join = usvfs_control::launch_env::Join {
         instance_dir: &instance_dir,
+        instance_fd: None,
         vcwd: vcwd.as_deref(),
     };
     usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])

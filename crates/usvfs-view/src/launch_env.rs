@@ -8,10 +8,32 @@ pub const ENV_INSTANCE_DIR: &str = "USVFS_INSTANCE_DIR";
 /// The virtual working directory a parent hands down (when it differs from
 /// the physical one).
 pub const ENV_VCWD: &str = "USVFS_VCWD";
+/// `N:DEV:INO`: descriptor N, inherited from the launcher, is the instance
+/// directory (device DEV, inode INO). A process that cannot reach the
+/// directory by its path (a container's private `/tmp`, another mount
+/// namespace, a chroot) reaches it through `/proc/self/fd/N`.
+pub const ENV_INSTANCE_FD: &str = "USVFS_INSTANCE_FD";
+
+/// The value of [`ENV_INSTANCE_FD`].
+pub fn instance_fd_spec(fd: i32, dev: u64, ino: u64) -> Vec<u8> {
+    format!("{fd}:{dev}:{ino}").into_bytes()
+}
+
+/// Parses an [`ENV_INSTANCE_FD`] value.
+pub fn parse_instance_fd(v: &[u8]) -> Option<(i32, u64, u64)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.split(':');
+    let fd = it.next()?.parse().ok()?;
+    let dev = it.next()?.parse().ok()?;
+    let ino = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((fd, dev, ino))
+}
 
 /// The instance a child joins.
 pub struct Join<'a> {
     pub instance_dir: &'a [u8],
+    /// The [`ENV_INSTANCE_FD`] value to hand down, if any.
+    pub instance_fd: Option<&'a [u8]>,
     /// The virtual working directory to report, when it is virtual.
     pub vcwd: Option<&'a [u8]>,
 }
@@ -61,7 +83,9 @@ pub fn child_env(
     for e in envp {
         match key(&e) {
             b"LD_PRELOAD" => preload = Some(e[b"LD_PRELOAD=".len()..].to_vec()),
-            k if k == ENV_INSTANCE_DIR.as_bytes() || k == ENV_VCWD.as_bytes() => {}
+            k if k == ENV_INSTANCE_DIR.as_bytes()
+                || k == ENV_VCWD.as_bytes()
+                || k == ENV_INSTANCE_FD.as_bytes() => {}
             _ => out.push(e),
         }
     }
@@ -74,6 +98,11 @@ pub fn child_env(
         let mut e = format!("{ENV_INSTANCE_DIR}=").into_bytes();
         e.extend_from_slice(j.instance_dir);
         out.push(e);
+        if let Some(v) = j.instance_fd {
+            let mut e = format!("{ENV_INSTANCE_FD}=").into_bytes();
+            e.extend_from_slice(v);
+            out.push(e);
+        }
         if let Some(v) = j.vcwd {
             let mut e = format!("{ENV_VCWD}=").into_bytes();
             e.extend_from_slice(v);
@@ -95,6 +124,7 @@ mod tests {
     fn joins_with_library_first_once() {
         let j = Join {
             instance_dir: b"/run/i",
+            instance_fd: Some(b"901:5:77"),
             vcwd: Some(b"/game/data"),
         };
         let out = child_env(
@@ -103,6 +133,7 @@ mod tests {
                 "LD_PRELOAD=/x.so /l/usvfs.so",
                 "USVFS_VCWD=/old",
                 "USVFS_INSTANCE_DIR=/old",
+                "USVFS_INSTANCE_FD=3:1:1",
             ]),
             b"/l/usvfs.so",
             Some(&j),
@@ -114,9 +145,12 @@ mod tests {
                 "A=1",
                 "LD_PRELOAD=/l/usvfs.so:/force.so:/x.so",
                 "USVFS_INSTANCE_DIR=/run/i",
+                "USVFS_INSTANCE_FD=901:5:77",
                 "USVFS_VCWD=/game/data",
             ])
         );
+        assert_eq!(parse_instance_fd(b"901:5:77"), Some((901, 5, 77)));
+        assert_eq!(parse_instance_fd(b"901:5"), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! preload engine (which warns, or refuses under `--strict`, at each exec).
 //!
 //! Cheap and allocation-free: raw system calls, the headers read with
-//! `pread` into stack buffers, nothing cached. Only 64-bit little-endian ELF
-//! files are examined; anything else counts as followable.
+//! `pread` into stack buffers, nothing cached. Little-endian ELF files are
+//! examined (a 32-bit one is unfollowable by a 64-bit library); anything
+//! else counts as followable.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -20,6 +21,8 @@ pub enum Unfollowable {
     SetId,
     Capabilities,
     Go,
+    /// A 32-bit program: the loader ignores a 64-bit preload library.
+    Bits32,
 }
 
 impl Unfollowable {
@@ -30,6 +33,7 @@ impl Unfollowable {
             Unfollowable::SetId => "is set-user-ID or set-group-ID",
             Unfollowable::Capabilities => "has file capabilities",
             Unfollowable::Go => "is a Go program (it makes system calls without the C library)",
+            Unfollowable::Bits32 => "is a 32-bit program (the preload library is 64-bit)",
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct ElfInfo {
     pub is_static: bool,
     /// A `.note.go.buildid` note or a `.go.buildinfo` section.
     pub go: bool,
+    /// ELFCLASS32 (headers not examined further).
+    pub bits32: bool,
 }
 
 const PT_INTERP: u32 = 3;
@@ -121,7 +127,16 @@ pub fn elf_info(fd: BorrowedFd<'_>) -> Option<ElfInfo> {
     let mut r = Reader::new(fd);
     let mut eh = [0u8; 64];
     eh.copy_from_slice(r.at(0, 64)?);
-    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+    if &eh[..4] != b"\x7fELF" || eh[5] != 1 {
+        return None;
+    }
+    if eh[4] == 1 && cfg!(target_pointer_width = "64") {
+        return Some(ElfInfo {
+            bits32: true,
+            ..ElfInfo::default()
+        });
+    }
+    if eh[4] != 2 {
         return None;
     }
     let phoff = u64_at(&eh, 32);
@@ -131,7 +146,7 @@ pub fn elf_info(fd: BorrowedFd<'_>) -> Option<ElfInfo> {
     }
     let mut info = ElfInfo {
         is_static: true,
-        go: false,
+        ..ElfInfo::default()
     };
     let mut notes: [(u64, u64); 8] = [(0, 0); 8];
     let mut n_notes = 0;
@@ -235,6 +250,9 @@ pub fn unfollowable_fd(fd: BorrowedFd<'_>, name: &[u8]) -> Option<Unfollowable> 
         }
     }
     let info = elf_info(fd)?;
+    if info.bits32 {
+        return Some(Unfollowable::Bits32);
+    }
     if info.go {
         return Some(Unfollowable::Go);
     }
