@@ -12,8 +12,32 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 pub struct SignalSafe;
 
+thread_local! {
+    /// Signals are already held on this thread (see [`held`]).
+    static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with signals held once for all the allocations it makes (two
+/// system calls instead of two per allocation, on hot paths that allocate
+/// more than once).
+#[inline]
+pub fn held<T>(f: impl FnOnce() -> T) -> T {
+    if HELD.try_with(|h| h.get()).unwrap_or(true) {
+        return f();
+    }
+    hold(|| {
+        let _ = HELD.try_with(|h| h.set(true));
+        let r = f();
+        let _ = HELD.try_with(|h| h.set(false));
+        r
+    })
+}
+
 #[inline(always)]
 fn hold<T>(f: impl FnOnce() -> T) -> T {
+    if HELD.try_with(|h| h.get()).unwrap_or(false) {
+        return f();
+    }
     let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: both sets are writable; sigfillset initializes `all`; a

@@ -108,12 +108,14 @@ fn reclaim() {
         push_retired(p, last);
         return;
     }
-    while !p.is_null() {
-        // SAFETY: retired entries came from Box::into_raw, are out of the
-        // table, and no reader pinned before their removal is left.
-        let b = unsafe { Box::from_raw(p) };
-        p = b.next.load(Ordering::Relaxed);
-    }
+    crate::alloc::held(|| {
+        while !p.is_null() {
+            // SAFETY: retired entries came from Box::into_raw, are out of
+            // the table, and no reader pinned before their removal is left.
+            let b = unsafe { Box::from_raw(p) };
+            p = b.next.load(Ordering::Relaxed);
+        }
+    });
 }
 
 /// What the table says about one descriptor number.
@@ -182,13 +184,15 @@ pub fn insert(fd: i32, vpath: &[u8], ident: Ident) {
         Ident::Later => (0, 0),
         Ident::Known(d, i) => (d, i),
     };
-    let e = Box::into_raw(Box::new(FdEntry {
-        vpath: vpath.into(),
-        dev: AtomicU64::new(dev),
-        ino: AtomicU64::new(ino),
-        dents: Mutex::new(None),
-        next: AtomicPtr::new(std::ptr::null_mut()),
-    }));
+    let e = crate::alloc::held(|| {
+        Box::into_raw(Box::new(FdEntry {
+            vpath: vpath.into(),
+            dev: AtomicU64::new(dev),
+            ino: AtomicU64::new(ino),
+            dents: Mutex::new(None),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }))
+    });
     release(s.swap(e, Ordering::SeqCst));
 }
 
