@@ -92,6 +92,33 @@ impl Ini {
         Ini::parse(&bytes, path)
     }
 
+    /// A game's own INI file (read as Windows' GetPrivateProfileString
+    /// does: values as written, no QSettings escapes); `None` when it
+    /// cannot be read.
+    fn read_game_ini(path: &Path) -> Option<Ini> {
+        let bytes = std::fs::read(path).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut entries = Vec::new();
+        let mut section = String::new();
+        for (i, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                section = name.trim().to_ascii_lowercase();
+            } else if let Some((k, v)) = l.split_once('=') {
+                entries.push(Entry {
+                    section: section.clone(),
+                    key: k.trim().to_ascii_lowercase(),
+                    value: v.trim().to_string(),
+                    line: i + 1,
+                });
+            }
+        }
+        Some(Ini {
+            path: path.into(),
+            entries,
+        })
+    }
+
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Ini> {
         // Qt 6 writes UTF-8; Qt 5 wrote Latin-1 with \x escapes for the
         // rest. Either way a byte that is not UTF-8 is a Latin-1 character.
@@ -879,8 +906,8 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
                 });
                 let sub = main_ini
                     .filter(|p| p.is_file())
-                    .and_then(|p| Ini::read(&p).ok())
-                    .and_then(|i| i.get("General", "sLocalSavePath").map(|(v, _)| v.to_string()))
+                    .and_then(|p| Ini::read_game_ini(&p))
+                    .and_then(|i| i.get("general", "slocalsavepath").map(|(v, _)| v.to_string()))
                     .map(|v| v.trim_end_matches(['\\', '/']).replace('\\', "/"))
                     .filter(|v| !v.is_empty() && !v.starts_with('/') && !v.contains(".."))
                     .unwrap_or_else(|| "Saves".into());
