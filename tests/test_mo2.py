@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import merge_into, snapshot_tree, write
+from test_wine import normalize, script_file, wine  # noqa: F401 (the Wine suite's fixture and harness)
+from winefix import winpath
 
 SSE = "Skyrim Special Edition"
 
@@ -303,14 +305,10 @@ def test_python_from_mo2_and_conflicts(usvfs: Path, mo2: Mo2, monkeypatch: pytes
 # ------------------------------------------------------------------ Wine
 
 
-def test_windows_program_reads_the_profile_under_wine(usvfs: Path, tmp_path: Path, request) -> None:
+def test_windows_program_reads_the_profile_under_wine(usvfs: Path, tmp_path: Path, wine) -> None:
     """wtool.exe lists and reads the game's data folder through C: of the
     session prefix, in the view of the MO2 profile; the same script under
     plain Wine on a physically merged copy (the oracle) prints the same."""
-    from test_wine import normalize, script_file  # noqa: F401 (the harness of the Wine suite)
-    from winefix import winpath
-
-    wine = request.getfixturevalue("wine")
     place = f"usvfs-mo2-{os.getpid()}-{tmp_path.name}"
     m = build_mo2(wine.prefix, place)
     try:

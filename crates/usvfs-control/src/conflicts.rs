@@ -78,7 +78,8 @@ pub fn conflicts(mapping: &Mapping) -> Result<Conflicts> {
     let walks = crate::index::build::walk_rules(mapping)?;
     let ci = mapping.case_insensitive;
     // key -> (destination, file as spelled, providing rules lowest first)
-    let mut by_key: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>, Vec<usize>)> = HashMap::new();
+    type Providers = (Vec<u8>, Vec<u8>, Vec<usize>);
+    let mut by_key: HashMap<Vec<u8>, Providers> = HashMap::new();
     let mut layers: Vec<LayerCounts> = Vec::with_capacity(mapping.rules.len());
     let mut add = |dest: &[u8], file: Vec<u8>, rule: usize| {
         let mut full = dest.to_vec();
@@ -221,7 +222,11 @@ impl Conflicts {
                     .map(|c| {
                         let hidden: Vec<Vec<u8>> =
                             c.hidden.iter().map(|&h| self.name(names, h)).collect();
-                        (c.file.clone(), self.name(names, c.winner), hidden.join(&b", "[..]))
+                        (
+                            c.file.clone(),
+                            self.name(names, c.winner),
+                            hidden.join(&b", "[..]),
+                        )
                     })
                     .collect();
                 let w0 = rows.iter().map(|r| width(&r.0)).max().unwrap_or(0).max(4);
@@ -242,7 +247,9 @@ impl Conflicts {
                 start = end;
             }
         }
-        let names_b: Vec<Vec<u8>> = (0..self.layers.len()).map(|i| self.name(names, i)).collect();
+        let names_b: Vec<Vec<u8>> = (0..self.layers.len())
+            .map(|i| self.name(names, i))
+            .collect();
         let w = names_b.iter().map(|n| width(n)).max().unwrap_or(0).max(5);
         out.extend_from_slice(b"\nLayers, lowest priority first:\n");
         pad(&mut out, b"LAYER", w + 2);
@@ -357,12 +364,21 @@ mod tests {
         let got: Vec<(String, usize, Vec<usize>)> = r
             .conflicts
             .iter()
-            .map(|c| (String::from_utf8(c.file.clone()).unwrap(), c.winner, c.hidden.clone()))
+            .map(|c| {
+                (
+                    String::from_utf8(c.file.clone()).unwrap(),
+                    c.winner,
+                    c.hidden.clone(),
+                )
+            })
             .collect();
         // skip.bak is skipped in b and c (the skip list applies to them).
         assert_eq!(
             got,
-            vec![("sub/y.txt".into(), 2, vec![0]), ("x.txt".into(), 2, vec![1, 0])]
+            vec![
+                ("sub/y.txt".into(), 2, vec![0]),
+                ("x.txt".into(), 2, vec![1, 0])
+            ]
         );
         let counts: Vec<(usize, usize, usize)> = r
             .layers

@@ -310,7 +310,10 @@ pub fn windows_to_unix(prefix: Option<&Path>, value: &str) -> std::result::Resul
     };
     let normalized = crate::path::normalize(out.as_os_str().as_bytes(), b"/");
     out = PathBuf::from(OsString::from_vec(normalized));
-    for comp in v[2..].split(['\\', '/']).filter(|c| !c.is_empty() && *c != ".") {
+    for comp in v[2..]
+        .split(['\\', '/'])
+        .filter(|c| !c.is_empty() && *c != ".")
+    {
         if comp == ".." {
             out.pop();
             continue;
@@ -571,17 +574,21 @@ impl Instance {
                 message,
             })
         };
-        let (name, _) = ini.get_text("General", "gameName")?.ok_or_else(|| Mo2Error::Invalid {
-            path: ini_path.clone(),
-            message: "no gameName in [General]: is this a Mod Organizer 2 instance?".into(),
-        })?;
-        let edition = ini.get_text("General", "game_edition")?.map(|(e, _)| e);
-        let (gp, gp_line) = ini.get_text("General", "gamePath")?.ok_or_else(|| {
-            Mo2Error::Invalid {
+        let (name, _) = ini
+            .get_text("General", "gameName")?
+            .ok_or_else(|| Mo2Error::Invalid {
                 path: ini_path.clone(),
-                message: "no gamePath in [General]: open the instance in MO2 once to set the game".into(),
-            }
-        })?;
+                message: "no gameName in [General]: is this a Mod Organizer 2 instance?".into(),
+            })?;
+        let edition = ini.get_text("General", "game_edition")?.map(|(e, _)| e);
+        let (gp, gp_line) =
+            ini.get_text("General", "gamePath")?
+                .ok_or_else(|| Mo2Error::Invalid {
+                    path: ini_path.clone(),
+                    message:
+                        "no gamePath in [General]: open the instance in MO2 once to set the game"
+                            .into(),
+                })?;
         let game_dir = path_of(&gp, gp_line)?;
         // [Settings] directories: %BASE_DIR% is base_directory, itself the
         // instance directory by default.
@@ -771,11 +778,11 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
     };
     let rec = LinkFlags(LinkFlags::RECURSIVE);
     let link = |m: &mut Mapping,
-                    loaded: &mut Loaded,
-                    name: &str,
-                    src: &Path,
-                    dest: &Path,
-                    flags: Option<LinkFlags>|
+                loaded: &mut Loaded,
+                name: &str,
+                src: &Path,
+                dest: &Path,
+                flags: Option<LinkFlags>|
      -> Result<()> {
         let r = match flags {
             Some(f) => m.link_directory(src, dest, f),
@@ -846,9 +853,10 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
         .and_then(|p| wine_user_dir(&p));
     let Some(user) = user else {
         if local_saves || local_settings || pdir.join("plugins.txt").exists() {
-            let w = "no Wine prefix with a user folder (drive_c/users/NAME) was found: the profile's \
+            let w =
+                "no Wine prefix with a user folder (drive_c/users/NAME) was found: the profile's \
                      INI files, saves and plugins.txt are not mapped (set WINEPREFIX)"
-                .to_string();
+                    .to_string();
             tracing::debug!("{w}");
             loaded.warnings.push(w);
         }
@@ -864,7 +872,14 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
         for f in ["plugins.txt", "loadorder.txt"] {
             let src = pdir.join(f);
             if src.is_file() {
-                link(m, &mut loaded, &format!("profile {f}"), &src, &local.join(f), None)?;
+                link(
+                    m,
+                    &mut loaded,
+                    &format!("profile {f}"),
+                    &src,
+                    &local.join(f),
+                    None,
+                )?;
             }
         }
     }
@@ -880,7 +895,14 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
             for ini in game.ini_files {
                 let src = join_any_case(&pdir, ini);
                 if src.is_file() {
-                    link(m, &mut loaded, &format!("profile {ini}"), &src, &docs.join(ini), None)?;
+                    link(
+                        m,
+                        &mut loaded,
+                        &format!("profile {ini}"),
+                        &src,
+                        &docs.join(ini),
+                        None,
+                    )?;
                 } else {
                     let w = format!(
                         "the profile has local settings but no {}: the game reads its own",
@@ -907,12 +929,22 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
                 let sub = main_ini
                     .filter(|p| p.is_file())
                     .and_then(|p| Ini::read_game_ini(&p))
-                    .and_then(|i| i.get("general", "slocalsavepath").map(|(v, _)| v.to_string()))
+                    .and_then(|i| {
+                        i.get("general", "slocalsavepath")
+                            .map(|(v, _)| v.to_string())
+                    })
                     .map(|v| v.trim_end_matches(['\\', '/']).replace('\\', "/"))
                     .filter(|v| !v.is_empty() && !v.starts_with('/') && !v.contains(".."))
                     .unwrap_or_else(|| "Saves".into());
                 let f = LinkFlags(LinkFlags::RECURSIVE | LinkFlags::CREATE_TARGET);
-                link(m, &mut loaded, "profile saves", &saves, &docs.join(sub), Some(f))?;
+                link(
+                    m,
+                    &mut loaded,
+                    "profile saves",
+                    &saves,
+                    &docs.join(sub),
+                    Some(f),
+                )?;
             } else {
                 let w = format!(
                     "the profile has local saves but no folder {}: saves go to the game's own folder",
@@ -984,10 +1016,16 @@ mod tests {
             (r"C:\Games\Skyrim".to_string(), 3)
         );
         assert_eq!(
-            ini.get_text("General", "selected_profile").unwrap().unwrap().0,
+            ini.get_text("General", "selected_profile")
+                .unwrap()
+                .unwrap()
+                .0,
             "Café"
         );
-        assert_eq!(ini.get("Settings", "base_directory").unwrap().0, "D:/Mods, and more");
+        assert_eq!(
+            ini.get("Settings", "base_directory").unwrap().0,
+            "D:/Mods, and more"
+        );
         assert_eq!(ini.get("Settings", "name").unwrap().0, "日本");
         let e = Ini::parse(b"[General]\nthis is not ini\n", Path::new("m.ini")).unwrap_err();
         assert_eq!(

@@ -111,7 +111,7 @@ pub fn load(file: &Path) -> Result<Profile> {
         toml::from_str(&text).map_err(|e| err(format!("malformed TOML: {e}")))?;
     if parsed.link.is_empty() && parsed.mo2.is_none() {
         return Err(err(
-            "no [[link]] tables and no mo2 key: add at least one rule".into()
+            "no [[link]] tables and no mo2 key: add at least one rule".into(),
         ));
     }
     let log_level = match parsed.log_level {

@@ -306,6 +306,10 @@ fn child_env(
     usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])
 }
 
+/// (is_directory, source, destination, flags) per rule, a name per rule,
+/// the warnings.
+type Mo2Rules = (Vec<(bool, PathBuf, PathBuf, u32)>, Vec<String>, Vec<String>);
+
 /// The rules of a Mod Organizer 2 profile (`usvfs::mo2`), lowest priority
 /// first: ([(is_directory, source, destination, flags)], [layer name],
 /// [warning]).
@@ -316,7 +320,7 @@ fn mo2_rules(
     instance_dir: PathBuf,
     profile: Option<String>,
     data_dir: Option<PathBuf>,
-) -> PyResult<(Vec<(bool, PathBuf, PathBuf, u32)>, Vec<String>, Vec<String>)> {
+) -> PyResult<Mo2Rules> {
     let mut m = Mapping::new();
     let opts = usvfs_control::mo2::Options {
         instance: instance_dir,
@@ -324,8 +328,8 @@ fn mo2_rules(
         data_dir,
         wine_prefix: usvfs_control::mo2::env_prefix(),
     };
-    let loaded = usvfs_control::mo2::add_to_mapping(&mut m, &opts)
-        .map_err(|e| core_err(py, e.into()))?;
+    let loaded =
+        usvfs_control::mo2::add_to_mapping(&mut m, &opts).map_err(|e| core_err(py, e.into()))?;
     let labels = usvfs_control::mo2::labels(&m, &loaded);
     let rules = m
         .rules
@@ -339,10 +343,7 @@ fn mo2_rules(
             )
         })
         .collect();
-    let names = labels
-        .into_iter()
-        .map(|l| l.unwrap_or_default())
-        .collect();
+    let names = labels.into_iter().map(|l| l.unwrap_or_default()).collect();
     Ok((rules, names, loaded.warnings))
 }
 
