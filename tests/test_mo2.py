@@ -85,6 +85,11 @@ def build_mo2(prefix: Path, place: str = "Modding") -> Mo2:
     write(mods / "Delta" / "meshes" / "armor.nif", "delta armor\n")
     write(mods / "Delta" / "readme_delta.txt", "delta readme\n")
     write(mods / "Armors_separator" / "meta.ini", "[General]\r\n")
+    # MO2's own files in every mod folder: mapped, but no conflict.
+    for mod in ("Alpha", "Beta", "Gamma", "Delta"):
+        write(mods / mod / "meta.ini", f"[General]\r\nmodid={len(mod)}\r\n")
+    write(mods / "Delta" / "fomod" / "ModuleConfig.xml", "<config/>\n")
+    write(mods / "Beta" / "fomod" / "ModuleConfig.xml", "<config/>\n")
     ow = inst / "overwrite"
     write(ow / "textures" / "sky.dds", "overwrite sky\n")
     write(ow / "SKSE" / "skse.log", "log\n")
@@ -184,7 +189,8 @@ def test_run_shows_the_profile(usvfs: Path, mo2: Mo2) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode().splitlines() == [
         ".", "./Alpha.esp", "./Beta.esp", "./SKSE", "./SKSE/skse.log", "./Skyrim.esm",
-        "./meshes", "./meshes/armor.nif", "./readme_delta.txt", "./textures", "./textures/sky.dds",
+        "./fomod", "./fomod/ModuleConfig.xml", "./meshes", "./meshes/armor.nif", "./meta.ini",
+        "./readme_delta.txt", "./textures", "./textures/sky.dds",
         "overwrite sky", "delta armor", "base master",
         "*Alpha.esp", "*Beta.esp",
         "[General]", "global=1",
@@ -207,7 +213,8 @@ def test_profile_switch(usvfs: Path, mo2: Mo2) -> None:
     assert r.stderr == b""
     assert r.stdout.decode().splitlines() == [
         ".", "./Alpha.esp", "./Beta.esp", "./Gamma.esp", "./SKSE", "./SKSE/skse.log", "./Skyrim.esm",
-        "./meshes", "./meshes/armor.nif", "./textures", "./textures/sky.dds",
+        "./fomod", "./fomod/ModuleConfig.xml", "./meshes", "./meshes/armor.nif", "./meta.ini",
+        "./textures", "./textures/sky.dds",
         "overwrite sky", "alpha armor",
         "*Gamma.esp",
         "[General]", "second=1", "sLocalSavePath=__MO_Saves\\",
@@ -236,7 +243,8 @@ def test_data_dir_override_and_toml_profile(usvfs: Path, mo2: Mo2, tmp_path: Pat
     other.mkdir()
     r = usvfs_cmd(usvfs, "run", "--mo2", mo2.instance, "--mo2-data-dir", other, "--", "ls", other)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().split() == ["Alpha.esp", "Beta.esp", "SKSE", "meshes", "readme_delta.txt", "textures"]
+    assert r.stdout.decode().split() == ["Alpha.esp", "Beta.esp", "SKSE", "fomod", "meshes", "meta.ini",
+                                         "readme_delta.txt", "textures"]
     prof = tmp_path / "p" / "skyrim.toml"
     rel = os.path.relpath(mo2.instance, prof.parent)
     write(prof, f'mo2 = {{ instance = "{rel}", profile = "Second" }}\n\n[[link]]\ndir = "{mo2.mods}/Delta"\n'

@@ -32,16 +32,17 @@ def from_mo2(cls: "type[Mapping]", instance_dir: StrPath, profile: Optional[str]
     whose ``path`` names it (and the message the line)."""
     from ._api import VirtualDirectory, VirtualFile
 
-    rules, names, warnings = _native.mo2_rules(
+    rules, names, data, warnings = _native.mo2_rules(
         os.fspath(instance_dir), profile, os.fspath(data_dir) if data_dir is not None else None
     )
     for w in warnings:
         _log.warning("%s", w)
     m = cls()
-    for (is_dir, src, dest, flags), name in zip(rules, names):
+    for (is_dir, src, dest, flags), name, is_mod in zip(rules, names, data):
         lnk = VirtualDirectory(src, dest) if is_dir else VirtualFile(src, dest)
         lnk.link_flags = flags
         lnk.mo2_name = name  # type: ignore[attr-defined]
+        lnk.mo2_mod = is_mod  # type: ignore[attr-defined]
         m.link(lnk)
     return m
 
@@ -56,4 +57,5 @@ def conflicts(self: "Mapping", case_insensitive: bool = False) -> Dict[str, Any]
     links = list(self.links())
     rules = [(lnk.is_directory, lnk.real_path, lnk.virtual_path, lnk.link_flags, [], []) for lnk in links]
     names = [getattr(lnk, "mo2_name", "") for lnk in links]
-    return json.loads(_native.conflicts_json(rules, names, case_insensitive))  # type: ignore[no-any-return]
+    mods = [getattr(lnk, "mo2_mod", False) for lnk in links]
+    return json.loads(_native.conflicts_json(rules, names, mods, case_insensitive))  # type: ignore[no-any-return]

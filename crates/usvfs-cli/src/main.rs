@@ -302,7 +302,12 @@ fn conflicts_cmd(a: &ConflictsArgs, m: &clap::ArgMatches) -> Result<()> {
         ));
     }
     let built = mapping_args::build(&a.mapping, m)?;
-    let report = usvfs_control::conflicts::conflicts(&built.mapping)
+    // MO2's bookkeeping files in its mods are no conflict, as in MO2.
+    let mo2_file = |rule: usize, rel: &[u8]| {
+        built.mo2_data.get(rule).copied().unwrap_or(false)
+            && usvfs_control::mo2::is_bookkeeping(rel)
+    };
+    let report = usvfs_control::conflicts::conflicts_ignoring(&built.mapping, mo2_file)
         .context("walking the layers for conflicts")?;
     let text = if a.json {
         report.json(&built.labels).into_bytes()

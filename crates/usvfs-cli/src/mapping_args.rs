@@ -15,6 +15,8 @@ pub struct Built {
     pub log_level: Option<String>,
     /// Names of the rules an MO2 profile added (by rule index), for reports.
     pub labels: Vec<Option<String>>,
+    /// The rules that are MO2 mods or its overwrite folder (by rule index).
+    pub mo2_data: Vec<bool>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -60,12 +62,14 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
     let mut log_level = None;
     let mut labels = Vec::new();
     let mut warnings = Vec::new();
+    let mut mo2_data = Vec::new();
     if let Some(p) = &args.profile {
         let prof = profile::load(p)?;
         instance = prof.instance;
         log_level = prof.log_level;
         mapping = prof.mapping;
         labels = prof.labels;
+        mo2_data = prof.mo2_data;
         warnings = prof.warnings;
     }
     if let Some(dir) = &args.mo2 {
@@ -80,6 +84,10 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         )
         .with_context(|| format!("reading the Mod Organizer 2 instance {}", dir.display()))?;
         let new = mo2::labels(&mapping, &loaded);
+        mo2_data.resize(mapping.rules.len(), false);
+        for (slot, d) in mo2_data.iter_mut().zip(mo2::data_layers(&mapping, &loaded)) {
+            *slot |= d;
+        }
         labels.resize(mapping.rules.len(), None);
         for (slot, l) in labels.iter_mut().zip(new) {
             if l.is_some() {
@@ -126,11 +134,13 @@ pub fn build(args: &MappingArgs, matches: &ArgMatches) -> Result<Built> {
         .or(instance)
         .unwrap_or_else(|| usvfs_control::instance::DEFAULT_NAME.to_string());
     labels.resize(mapping.rules.len(), None);
+    mo2_data.resize(mapping.rules.len(), false);
     Ok(Built {
         instance,
         mapping,
         log_level,
         labels,
+        mo2_data,
     })
 }
 

@@ -75,6 +75,16 @@ fn parent(p: &[u8]) -> &[u8] {
 
 /// Computes the conflicts of `mapping`.
 pub fn conflicts(mapping: &Mapping) -> Result<Conflicts> {
+    conflicts_ignoring(mapping, |_, _| false)
+}
+
+/// Computes the conflicts of `mapping`, leaving out the files for which
+/// `ignore(rule, path below the destination)` holds (MO2's own bookkeeping
+/// files in its mods, which its conflict lists leave out too).
+pub fn conflicts_ignoring(
+    mapping: &Mapping,
+    ignore: impl Fn(usize, &[u8]) -> bool,
+) -> Result<Conflicts> {
     let walks = crate::index::build::walk_rules(mapping)?;
     let ci = mapping.case_insensitive;
     // key -> (destination, file as spelled, providing rules lowest first)
@@ -121,7 +131,7 @@ pub fn conflicts(mapping: &Mapping) -> Result<Conflicts> {
                         rel.push(b'/');
                     }
                     rel.extend_from_slice(&e.name);
-                    if e.kind != KIND_DIR {
+                    if e.kind != KIND_DIR && !ignore(i, &rel) {
                         files[i] += 1;
                         add(dest, rel.clone(), i);
                     }

@@ -650,6 +650,9 @@ pub struct Layer {
     pub name: String,
     /// Index of its rule in the mapping.
     pub rule: usize,
+    /// A mod or the overwrite folder (merged onto the data folder), as
+    /// opposed to a profile file.
+    pub data: bool,
 }
 
 /// What loading a profile into a mapping did.
@@ -695,6 +698,27 @@ pub fn labels(m: &Mapping, loaded: &Loaded) -> Vec<Option<String>> {
         }
     }
     v
+}
+
+/// Which rules of `m` are MO2 mods or its overwrite folder (by rule index).
+pub fn data_layers(m: &Mapping, loaded: &Loaded) -> Vec<bool> {
+    let mut v = vec![false; m.rules.len()];
+    for l in loaded.layers.iter().filter(|l| l.data) {
+        if let Some(slot) = v.get_mut(l.rule) {
+            *slot = true;
+        }
+    }
+    v
+}
+
+/// MO2's bookkeeping in a mod folder, which its conflict lists leave out
+/// (`DirectoryRefresher::cleanStructure`): `meta.ini`, `readme.txt` and
+/// `fomod/` at the top of a mod. (The game still sees them, as under MO2.)
+pub fn is_bookkeeping(rel: &[u8]) -> bool {
+    let top = rel.split(|&c| c == b'/').next().unwrap_or(rel);
+    rel.eq_ignore_ascii_case(b"meta.ini")
+        || rel.eq_ignore_ascii_case(b"readme.txt")
+        || (top.eq_ignore_ascii_case(b"fomod") && top.len() < rel.len())
 }
 
 /// The Wine user folder (`drive_c/users/NAME`) the game uses: `$USER`'s,
@@ -796,6 +820,7 @@ pub fn add_to_mapping(m: &mut Mapping, opts: &Options) -> Result<Loaded> {
         loaded.layers.push(Layer {
             name: name.into(),
             rule: m.rules.len() - 1,
+            data: dest == data_dir.as_path(),
         });
         Ok(())
     };

@@ -91,6 +91,8 @@ pub struct Profile {
     /// Names of the rules an MO2 profile added (by rule index; `None` for
     /// the profile's own links), for reports.
     pub labels: Vec<Option<String>>,
+    /// The rules that are MO2 mods or its overwrite folder (by rule index).
+    pub mo2_data: Vec<bool>,
     /// Warnings of reading the MO2 instance (mods without a folder, ...).
     pub warnings: Vec<String>,
 }
@@ -149,6 +151,7 @@ pub fn load(file: &Path) -> Result<Profile> {
     mapping.case_insensitive = parsed.case_insensitive;
     let mut labels = Vec::new();
     let mut warnings = Vec::new();
+    let mut mo2_data = Vec::new();
     if let Some(mo2) = &parsed.mo2 {
         let loaded = crate::mo2::add_to_mapping(
             &mut mapping,
@@ -160,6 +163,7 @@ pub fn load(file: &Path) -> Result<Profile> {
             },
         )?;
         labels = crate::mo2::labels(&mapping, &loaded);
+        mo2_data = crate::mo2::data_layers(&mapping, &loaded);
         warnings = loaded.warnings;
         if parsed.monitor {
             for r in &mut mapping.rules {
@@ -197,6 +201,7 @@ pub fn load(file: &Path) -> Result<Profile> {
         instance: parsed.instance,
         log_level,
         labels,
+        mo2_data,
         warnings,
         mapping,
     })

@@ -307,8 +307,13 @@ fn child_env(
 }
 
 /// (is_directory, source, destination, flags) per rule, a name per rule,
-/// the warnings.
-type Mo2Rules = (Vec<(bool, PathBuf, PathBuf, u32)>, Vec<String>, Vec<String>);
+/// whether each is an MO2 mod or its overwrite folder, the warnings.
+type Mo2Rules = (
+    Vec<(bool, PathBuf, PathBuf, u32)>,
+    Vec<String>,
+    Vec<bool>,
+    Vec<String>,
+);
 
 /// The rules of a Mod Organizer 2 profile (`usvfs::mo2`), lowest priority
 /// first: ([(is_directory, source, destination, flags)], [layer name],
@@ -331,6 +336,7 @@ fn mo2_rules(
     let loaded =
         usvfs_control::mo2::add_to_mapping(&mut m, &opts).map_err(|e| core_err(py, e.into()))?;
     let labels = usvfs_control::mo2::labels(&m, &loaded);
+    let data = usvfs_control::mo2::data_layers(&m, &loaded);
     let rules = m
         .rules
         .into_iter()
@@ -344,17 +350,19 @@ fn mo2_rules(
         })
         .collect();
     let names = labels.into_iter().map(|l| l.unwrap_or_default()).collect();
-    Ok((rules, names, loaded.warnings))
+    Ok((rules, names, data, loaded.warnings))
 }
 
 /// The conflicts of a mapping as `usvfs conflicts --json` prints them;
-/// `names`: a name per rule ("" shows the source).
+/// `names`: a name per rule ("" shows the source); `mo2_data`: the rules
+/// that are MO2 mods (their bookkeeping files are no conflict).
 #[pyfunction]
-#[pyo3(signature = (rules, names, case_insensitive=false))]
+#[pyo3(signature = (rules, names, mo2_data=Vec::new(), case_insensitive=false))]
 fn conflicts_json(
     py: Python<'_>,
     rules: Vec<RuleArg>,
     names: Vec<String>,
+    mo2_data: Vec<bool>,
     case_insensitive: bool,
 ) -> PyResult<String> {
     let mut m = Mapping::new();
@@ -367,7 +375,12 @@ fn conflicts_json(
         .map(|n| (!n.is_empty()).then_some(n))
         .collect();
     let report = py
-        .allow_threads(|| usvfs_control::conflicts::conflicts(&m))
+        .allow_threads(|| {
+            usvfs_control::conflicts::conflicts_ignoring(&m, |rule, rel| {
+                mo2_data.get(rule).copied().unwrap_or(false)
+                    && usvfs_control::mo2::is_bookkeeping(rel)
+            })
+        })
         .map_err(|e| core_err(py, e))?;
     Ok(report.json(&names))
 }
