@@ -288,28 +288,36 @@ pub fn windows_to_unix(prefix: Option<&Path>, value: &str) -> std::result::Resul
             "{v:?} is not an absolute path (expected a drive letter like C:\\ or a Unix path)"
         ));
     }
-    let prefix = prefix.ok_or_else(|| {
-        format!(
-            "{v:?} is a Windows path, and no Wine prefix was found to translate it: \
-             set WINEPREFIX (or keep the instance inside the prefix's drive_c)"
-        )
-    })?;
     let letter = (b[0].to_ascii_lowercase() as char).to_string() + ":";
-    let link = prefix.join("dosdevices").join(&letter);
-    let target = std::fs::read_link(&link).map_err(|e| {
-        format!(
-            "{v:?}: drive {} is not defined in the Wine prefix ({}: {e})",
-            letter.to_uppercase(),
-            link.display()
-        )
-    })?;
-    let mut out = if target.is_absolute() {
-        target
-    } else {
-        prefix.join("dosdevices").join(target)
+    let mut out = match prefix {
+        Some(prefix) => {
+            let link = prefix.join("dosdevices").join(&letter);
+            let target = std::fs::read_link(&link).map_err(|e| {
+                format!(
+                    "{v:?}: drive {} is not defined in the Wine prefix ({}: {e})",
+                    letter.to_uppercase(),
+                    link.display()
+                )
+            })?;
+            let t = if target.is_absolute() {
+                target
+            } else {
+                prefix.join("dosdevices").join(target)
+            };
+            PathBuf::from(OsString::from_vec(crate::path::normalize(
+                t.as_os_str().as_bytes(),
+                b"/",
+            )))
+        }
+        // Wine's default Z: is the root in every prefix.
+        None if letter == "z:" => PathBuf::from("/"),
+        None => {
+            return Err(format!(
+                "{v:?} is a Windows path, and no Wine prefix was found to translate it: \
+                 set WINEPREFIX (or keep the instance inside the prefix's drive_c)"
+            ));
+        }
     };
-    let normalized = crate::path::normalize(out.as_os_str().as_bytes(), b"/");
-    out = PathBuf::from(OsString::from_vec(normalized));
     for comp in v[2..]
         .split(['\\', '/'])
         .filter(|c| !c.is_empty() && *c != ".")
@@ -1019,6 +1027,10 @@ mod tests {
         );
         let e = windows_to_unix(p, r"D:\x").unwrap_err();
         assert!(e.contains("drive D: is not defined"), "{e}");
+        assert_eq!(
+            windows_to_unix(None, r"Z:\home\me").unwrap(),
+            PathBuf::from("/home/me")
+        );
         let e = windows_to_unix(None, r"C:\x").unwrap_err();
         assert!(e.contains("no Wine prefix"), "{e}");
         let e = windows_to_unix(p, r"Games\x").unwrap_err();
