@@ -2,7 +2,8 @@
 
 import os
 import subprocess
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
+from typing import Dict  # Mapping.conflicts (Mod Organizer 2 support)
 
 from . import dll as dll
 

@@ -10,7 +10,8 @@ import subprocess
 import threading
 from typing import Any, Iterator, List, Optional, Sequence, Union
 
-from . import _mo2, dll
+from . import dll
+from . import _mo2  # Mod Organizer 2 profiles and conflict reports
 from ._errors import LinkError, USVFSException
 
 StrPath = Union[str, "os.PathLike[str]"]
