@@ -3,6 +3,7 @@
 import os
 import subprocess
 from typing import Any, Iterator, List, Optional, Sequence, Union
+from typing import Dict  # Mapping.conflicts (Mod Organizer 2 support)
 
 from . import dll as dll
 
@@ -43,6 +44,10 @@ class Mapping:
     def directories(self) -> Iterator[VirtualDirectory]: ...
     def files(self) -> Iterator[VirtualFile]: ...
     def links(self) -> Iterator[_VirtualLink]: ...
+    # Mod Organizer 2 profiles and conflict reports (_mo2.py).
+    @classmethod
+    def from_mo2(cls, instance_dir: _StrPath, profile: Optional[str] = ..., data_dir: Optional[_StrPath] = ...) -> Mapping: ...
+    def conflicts(self, case_insensitive: bool = ...) -> Dict[str, Any]: ...
 
 class UserspaceVFS:
     def __init__(

@@ -11,6 +11,7 @@ import threading
 from typing import Any, Iterator, List, Optional, Sequence, Union
 
 from . import dll
+from . import _mo2  # Mod Organizer 2 profiles and conflict reports
 from ._errors import LinkError, USVFSException
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -97,6 +98,10 @@ class Mapping:
     def links(self) -> Iterator[_VirtualLink]:
         """Every rule, in priority order."""
         yield from self._links
+
+    # Mod Organizer 2 profiles and conflict reports (see _mo2.py).
+    from_mo2 = classmethod(_mo2.from_mo2)
+    conflicts = _mo2.conflicts
 
 
 class UserspaceVFS:

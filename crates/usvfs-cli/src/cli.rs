@@ -32,6 +32,9 @@ pub enum Command {
     Ps(PsArgs),
     /// Print the log hooked processes of an instance write (see run --log-level).
     Log(LogArgs),
+    /// List the files more than one layer provides: the winner, the layers it
+    /// hides, and per layer how many files it overwrites and loses.
+    Conflicts(ConflictsArgs),
 }
 
 /// Options that describe a mapping. Rules apply in command-line order: later wins.
@@ -76,6 +79,18 @@ pub struct MappingArgs {
     /// second (inotify). Same as a profile's `monitor = true`.
     #[arg(long)]
     pub monitor: bool,
+    /// Map a Mod Organizer 2 instance's profile: its enabled mods in MO2's
+    /// priority order onto the game's data folder, the overwrite folder as
+    /// create target, and the profile's INI files, saves and plugins.txt
+    /// where the game reads them in the Wine prefix (before the --dir rules).
+    #[arg(long, value_name = "INSTANCE_DIR")]
+    pub mo2: Option<PathBuf>,
+    /// The MO2 profile (default: the one selected in MO2).
+    #[arg(long, value_name = "NAME", requires = "mo2")]
+    pub mo2_profile: Option<String>,
+    /// Map the MO2 mods onto DIR instead of the game's data folder.
+    #[arg(long, value_name = "DIR", requires = "mo2")]
+    pub mo2_data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +120,15 @@ pub struct RunArgs {
 pub struct DumpArgs {
     #[command(flatten)]
     pub mapping: MappingArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConflictsArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -17,7 +17,7 @@ use usvfs_control::monitor::Monitor;
 use usvfs_control::wine::{Prefix, PrivateServer};
 use usvfs_control::{Instance, build_snapshot, instance};
 
-use crate::cli::{Cli, Command, DumpArgs, LogArgs, PsArgs, RunArgs};
+use crate::cli::{Cli, Command, ConflictsArgs, DumpArgs, LogArgs, PsArgs, RunArgs};
 use usvfs_control::program::{self, ProgramError};
 
 /// Exit codes, as `env` and `chroot` use them.
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         Command::Dump(a) => dump_cmd(a, &matches).map(|()| 0),
         Command::Ps(a) => ps(a).map(|()| 0),
         Command::Log(a) => log_cmd(a).map(|()| 0),
+        Command::Conflicts(a) => conflicts_cmd(a, &matches).map(|()| 0),
     };
     match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -291,6 +292,35 @@ fn dump_cmd(a: &DumpArgs, m: &clap::ArgMatches) -> Result<()> {
         .write_all(&text)
         .context("writing the dump")?;
     Ok(())
+}
+
+/// `usvfs conflicts`: who wins each file provided by several layers.
+fn conflicts_cmd(a: &ConflictsArgs, m: &clap::ArgMatches) -> Result<()> {
+    if !mapping_args::has_rules(&a.mapping) {
+        return Err(anyhow!(
+            "no mapping given: add --mo2 INSTANCE_DIR, --profile or --dir/--file/--create-target rules"
+        ));
+    }
+    let built = mapping_args::build(&a.mapping, m)?;
+    // MO2's bookkeeping files in its mods are no conflict, as in MO2.
+    let mo2_file = |rule: usize, rel: &[u8]| {
+        built.mo2_data.get(rule).copied().unwrap_or(false)
+            && usvfs_control::mo2::is_bookkeeping(rel)
+    };
+    let report = usvfs_control::conflicts::conflicts_ignoring(&built.mapping, mo2_file)
+        .context("walking the layers for conflicts")?;
+    let text = if a.json {
+        report.json(&built.labels).into_bytes()
+    } else {
+        report.table(&built.labels)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing the conflicts"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn ps(a: &PsArgs) -> Result<()> {

@@ -41,6 +41,9 @@ pub enum Error {
     WineServerRunning { prefix: PathBuf, pid: i32 },
     #[error("Wine prefix {prefix:?}: {message}")]
     Wine { prefix: PathBuf, message: String },
+    /// A Mod Organizer 2 instance that cannot be read (names the file and line).
+    #[error(transparent)]
+    Mo2(#[from] crate::mo2::Mo2Error),
     /// An I/O failure, or a bad index or journal (the view library's
     /// errors, which name the path).
     #[error(transparent)]

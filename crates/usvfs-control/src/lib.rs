@@ -4,11 +4,13 @@
 //! (the CLI, the Python binding) build on it; engines link only `usvfs-view`,
 //! which this crate re-exports.
 
+pub mod conflicts;
 pub mod engine;
 pub mod error;
 pub mod index;
 pub mod instance;
 pub mod mapping;
+pub mod mo2;
 pub mod monitor;
 pub mod profile;
 pub mod program;

@@ -9,6 +9,9 @@
 //! log_level = "warn"             # optional: off, error, warn, info, debug, trace
 //! case_insensitive = true        # optional: names match in any case (Wine, Proton)
 //! monitor = true                 # optional: every link's source is monitored
+//! mo2 = { instance = "mo2", profile = "Default" }  # optional: a Mod Organizer 2
+//!                                # profile's mods (see `crate::mo2`), before the links;
+//!                                # also `data_dir = "…"`
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
@@ -46,6 +49,15 @@ struct ProfileFile {
     monitor: bool,
     #[serde(default)]
     link: Vec<LinkEntry>,
+    mo2: Option<Mo2Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mo2Entry {
+    instance: PathBuf,
+    profile: Option<String>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +88,13 @@ pub struct Profile {
     /// One of [`crate::instance::LOG_LEVELS`], lowercase.
     pub log_level: Option<String>,
     pub mapping: Mapping,
+    /// Names of the rules an MO2 profile added (by rule index; `None` for
+    /// the profile's own links), for reports.
+    pub labels: Vec<Option<String>>,
+    /// The rules that are MO2 mods or its overwrite folder (by rule index).
+    pub mo2_data: Vec<bool>,
+    /// Warnings of reading the MO2 instance (mods without a folder, ...).
+    pub warnings: Vec<String>,
 }
 
 /// Loads a profile; rules are validated like command-line rules.
@@ -92,8 +111,10 @@ pub fn load(file: &Path) -> Result<Profile> {
     }
     let parsed: ProfileFile =
         toml::from_str(&text).map_err(|e| err(format!("malformed TOML: {e}")))?;
-    if parsed.link.is_empty() {
-        return Err(err("no [[link]] tables: add at least one rule".into()));
+    if parsed.link.is_empty() && parsed.mo2.is_none() {
+        return Err(err(
+            "no [[link]] tables and no mo2 key: add at least one rule".into(),
+        ));
     }
     let log_level = match parsed.log_level {
         None => None,
@@ -128,6 +149,28 @@ pub fn load(file: &Path) -> Result<Profile> {
     mapping.skip_dirs = parsed.skip_dirs.into_iter().map(OsString::from).collect();
     mapping.blacklist = parsed.blacklist.into_iter().map(OsString::from).collect();
     mapping.case_insensitive = parsed.case_insensitive;
+    let mut labels = Vec::new();
+    let mut warnings = Vec::new();
+    let mut mo2_data = Vec::new();
+    if let Some(mo2) = &parsed.mo2 {
+        let loaded = crate::mo2::add_to_mapping(
+            &mut mapping,
+            &crate::mo2::Options {
+                instance: resolve(&mo2.instance),
+                profile: mo2.profile.clone(),
+                data_dir: mo2.data_dir.as_deref().map(resolve),
+                wine_prefix: crate::mo2::env_prefix(),
+            },
+        )?;
+        labels = crate::mo2::labels(&mapping, &loaded);
+        mo2_data = crate::mo2::data_layers(&mapping, &loaded);
+        warnings = loaded.warnings;
+        if parsed.monitor {
+            for r in &mut mapping.rules {
+                r.flags.0 |= LinkFlags::MONITOR_CHANGES;
+            }
+        }
+    }
     for (i, l) in parsed.link.iter().enumerate() {
         let mut flags = 0;
         if l.recursive {
@@ -157,6 +200,9 @@ pub fn load(file: &Path) -> Result<Profile> {
     Ok(Profile {
         instance: parsed.instance,
         log_level,
+        labels,
+        mo2_data,
+        warnings,
         mapping,
     })
 }

@@ -35,6 +35,7 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
         Error::DestinationInsideSource { dest, .. }
         | Error::SourceInsideDestination { dest, .. } => ("LinkError", Some(dest)),
         Error::Profile { path, .. } => ("USVFSException", Some(path)),
+        Error::Mo2(e) => ("USVFSException", Some(e.path().to_path_buf())),
         Error::Instance { .. } => ("InstanceError", None),
         Error::WineServerRunning { prefix, .. } | Error::Wine { prefix, .. } => {
             ("USVFSException", Some(prefix))
@@ -306,6 +307,85 @@ fn child_env(
     usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])
 }
 
+/// (is_directory, source, destination, flags) per rule, a name per rule,
+/// whether each is an MO2 mod or its overwrite folder, the warnings.
+type Mo2Rules = (
+    Vec<(bool, PathBuf, PathBuf, u32)>,
+    Vec<String>,
+    Vec<bool>,
+    Vec<String>,
+);
+
+/// The rules of a Mod Organizer 2 profile (`usvfs::mo2`), lowest priority
+/// first: ([(is_directory, source, destination, flags)], [layer name],
+/// [warning]).
+#[pyfunction]
+#[pyo3(signature = (instance_dir, profile=None, data_dir=None))]
+fn mo2_rules(
+    py: Python<'_>,
+    instance_dir: PathBuf,
+    profile: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> PyResult<Mo2Rules> {
+    let mut m = Mapping::new();
+    let opts = usvfs_control::mo2::Options {
+        instance: instance_dir,
+        profile,
+        data_dir,
+        wine_prefix: usvfs_control::mo2::env_prefix(),
+    };
+    let loaded =
+        usvfs_control::mo2::add_to_mapping(&mut m, &opts).map_err(|e| core_err(py, e.into()))?;
+    let labels = usvfs_control::mo2::labels(&m, &loaded);
+    let data = usvfs_control::mo2::data_layers(&m, &loaded);
+    let rules = m
+        .rules
+        .into_iter()
+        .map(|r| {
+            (
+                r.kind == usvfs_control::LinkKind::Directory,
+                r.source,
+                r.destination,
+                r.flags.0,
+            )
+        })
+        .collect();
+    let names = labels.into_iter().map(|l| l.unwrap_or_default()).collect();
+    Ok((rules, names, data, loaded.warnings))
+}
+
+/// The conflicts of a mapping as `usvfs conflicts --json` prints them;
+/// `names`: a name per rule ("" shows the source); `mo2_data`: the rules
+/// that are MO2 mods (their bookkeeping files are no conflict).
+#[pyfunction]
+#[pyo3(signature = (rules, names, mo2_data=Vec::new(), case_insensitive=false))]
+fn conflicts_json(
+    py: Python<'_>,
+    rules: Vec<RuleArg>,
+    names: Vec<String>,
+    mo2_data: Vec<bool>,
+    case_insensitive: bool,
+) -> PyResult<String> {
+    let mut m = Mapping::new();
+    m.case_insensitive = case_insensitive;
+    for r in rules {
+        add_rule(&mut m, r).map_err(|e| core_err(py, e))?;
+    }
+    let names: Vec<Option<String>> = names
+        .into_iter()
+        .map(|n| (!n.is_empty()).then_some(n))
+        .collect();
+    let report = py
+        .allow_threads(|| {
+            usvfs_control::conflicts::conflicts_ignoring(&m, |rule, rel| {
+                mo2_data.get(rule).copied().unwrap_or(false)
+                    && usvfs_control::mo2::is_bookkeeping(rel)
+            })
+        })
+        .map_err(|e| core_err(py, e))?;
+    Ok(report.json(&names))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_link, m)?)?;
@@ -323,5 +403,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_instance_name, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(child_env, m)?)?;
+    // Mod Organizer 2 profiles and conflict reports (python/usvfs/_mo2.py).
+    m.add_function(wrap_pyfunction!(mo2_rules, m)?)?;
+    m.add_function(wrap_pyfunction!(conflicts_json, m)?)?;
     Ok(())
 }

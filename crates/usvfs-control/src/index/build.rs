@@ -27,10 +27,10 @@ use crate::path;
 use usvfs_view::fold;
 
 /// One entry of a walked layer, in pre-order.
-struct WalkEntry {
-    depth: u32,
-    name: Box<[u8]>,
-    kind: u8,
+pub(crate) struct WalkEntry {
+    pub(crate) depth: u32,
+    pub(crate) name: Box<[u8]>,
+    pub(crate) kind: u8,
     ino: u64,
 }
 
@@ -286,6 +286,33 @@ fn walk_all(jobs: &[Job<'_>]) -> Result<Vec<Vec<WalkEntry>>> {
         .into_iter()
         .map(|m| m.into_inner().unwrap().unwrap_or_else(|| Ok(Vec::new())))
         .collect()
+}
+
+/// Walks every directory rule's source as the build does (skip lists,
+/// recursion, name order): per rule, its entries in pre-order; `None` for a
+/// file rule. For reports on a mapping (conflicts) that must agree with the
+/// index.
+pub(crate) fn walk_rules(mapping: &Mapping) -> Result<Vec<Option<Vec<WalkEntry>>>> {
+    let mut jobs = Vec::new();
+    let mut job_of_rule = Vec::new();
+    for rule in &mapping.rules {
+        if rule.kind == LinkKind::Directory {
+            job_of_rule.push(Some(jobs.len()));
+            jobs.push(Job {
+                source: &rule.source,
+                recursive: rule.flags.has(LinkFlags::RECURSIVE),
+                rule: Some(rule),
+                sorted: true,
+            });
+        } else {
+            job_of_rule.push(None);
+        }
+    }
+    let mut walks: Vec<Option<Vec<WalkEntry>>> = walk_all(&jobs)?.into_iter().map(Some).collect();
+    Ok(job_of_rule
+        .into_iter()
+        .map(|j| j.and_then(|j| walks[j].take()))
+        .collect())
 }
 
 /// The directory destinations not inside another one (case-insensitive
