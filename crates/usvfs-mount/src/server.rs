@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
 use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
@@ -885,5 +885,62 @@ impl Filesystem for MountFs {
             }
             Err(e) => reply.error(err(e)),
         }
+    }
+
+    // Extended attributes are read from the physical file (setting them is
+    // not offered yet: ENOTSUP, which tools treat as "no xattr support").
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self.path(ino).and_then(|v| self.phys(req, &v)).and_then(|p| {
+            if size == 0 {
+                return rustix::fs::lgetxattr_query(&p[..], name)
+                    .map(|n| (n, Vec::new()))
+                    .map_err(io_errno);
+            }
+            let mut buf = vec![0u8; size as usize];
+            let n = rustix::fs::lgetxattr(&p[..], name, &mut buf[..]).map_err(io_errno)?;
+            buf.truncate(n);
+            Ok((n, buf))
+        });
+        match r {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, b)) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.path(ino).and_then(|v| self.phys(req, &v)).and_then(|p| {
+            if size == 0 {
+                return rustix::fs::llistxattr_query(&p[..])
+                    .map(|n| (n, Vec::new()))
+                    .map_err(io_errno);
+            }
+            let mut buf = vec![0u8; size as usize];
+            let n = rustix::fs::llistxattr(&p[..], &mut buf[..]).map_err(io_errno)?;
+            buf.truncate(n);
+            Ok((n, buf))
+        });
+        match r {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, b)) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(err(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(err(libc::ENOTSUP));
     }
 }
