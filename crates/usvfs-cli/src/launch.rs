@@ -158,16 +158,16 @@ pub fn run_mount(l: MountLaunch<'_>) -> Result<i32> {
                 _ => {
                     let shown = l.argv[0].to_string_lossy().into_owned();
                     Err(match e.kind() {
-                        std::io::ErrorKind::NotFound => anyhow::Error::new(
-                            usvfs_control::program::ProgramError::NotFound(format!(
-                                "{shown}: not found in the view"
-                            )),
-                        ),
-                        std::io::ErrorKind::PermissionDenied => anyhow::Error::new(
-                            usvfs_control::program::ProgramError::NotExecutable(format!(
-                                "{shown}: {e}"
-                            )),
-                        ),
+                        std::io::ErrorKind::NotFound => {
+                            anyhow::Error::new(usvfs_control::program::ProgramError::NotFound(
+                                format!("{shown}: not found in the view"),
+                            ))
+                        }
+                        std::io::ErrorKind::PermissionDenied => {
+                            anyhow::Error::new(usvfs_control::program::ProgramError::NotExecutable(
+                                format!("{shown}: {e}"),
+                            ))
+                        }
                         _ => anyhow::Error::new(e).context(format!("cannot start {shown}")),
                     })
                 }

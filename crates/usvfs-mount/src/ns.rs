@@ -99,7 +99,10 @@ impl Namespace {
             (a, b)
         };
         let cstr = |b: &[u8]| CString::new(b).map_err(|_| Error::Nul(b.to_vec()));
-        let points = points.iter().map(|p| cstr(p)).collect::<Result<Vec<_>, _>>()?;
+        let points = points
+            .iter()
+            .map(|p| cstr(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let cwd = cwd.map(|c| cstr(c.as_os_str().as_bytes())).transpose()?;
         // The ids inside are the ids outside (one each): programs keep
         // running as the user, and the attributes the server reports (real
@@ -137,8 +140,8 @@ impl Namespace {
 
     fn enter_steps(&self) -> Result<(), (Step, std::io::Error)> {
         let last = |s: Step| (s, std::io::Error::last_os_error());
-        // SAFETY (whole block): raw system calls on buffers prepared before
-        // fork, NUL-terminated where a C string is expected.
+        // SAFETY: raw system calls on buffers prepared before the fork,
+        // NUL-terminated where a C string is expected.
         unsafe {
             if self.user_ns {
                 if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {

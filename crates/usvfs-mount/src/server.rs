@@ -12,14 +12,15 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
 use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
@@ -114,7 +115,10 @@ impl Inodes {
 }
 
 enum Handle {
-    File(OwnedFd),
+    /// An open file, and the kernel's passthrough reference to it when reads
+    /// and writes bypass this server (held until release: dropping it
+    /// closes the kernel's reference).
+    File(OwnedFd, #[allow(dead_code)] Option<Arc<BackingId>>),
     Dir(Listing),
 }
 
@@ -123,8 +127,14 @@ pub struct MountFs {
     root: Vec<u8>,
     state: &'static crate::state::Shared,
     inodes: Mutex<Inodes>,
-    handles: Mutex<HashMap<u64, std::sync::Arc<Handle>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Reads and writes go straight to the physical file (FUSE passthrough,
+    /// Linux 6.9+, needs CAP_SYS_ADMIN in the initial user namespace).
+    passthrough: AtomicBool,
+    /// One backing reference per inode: the kernel refuses a second one for
+    /// an inode while files are open on the first.
+    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
 }
 
 fn err(e: Errno) -> FErrno {
@@ -214,6 +224,8 @@ impl MountFs {
             inodes: Mutex::new(inodes),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -269,16 +281,30 @@ impl MountFs {
         }
     }
 
+    /// Like [`MountFs::entry`], for a lookup: a missing name is cached as
+    /// missing for the TTL too (node id 0), so repeated misses cost nothing.
+    fn lookup_entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
+        match self.getattr_virt(req, virt) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(libc::ENOENT) => {
+                // SAFETY: Stat is plain data; all zeros is a valid value.
+                let st: Stat = unsafe { std::mem::zeroed() };
+                reply.entry(&TTL, &attr(0, &st), Generation(0))
+            }
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, std::sync::Arc::new(h));
+            .insert(fh, Arc::new(h));
         fh
     }
 
-    fn handle(&self, fh: FileHandle) -> Result<std::sync::Arc<Handle>, Errno> {
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         self.handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -287,10 +313,10 @@ impl MountFs {
             .ok_or(libc::EBADF)
     }
 
-    fn file(&self, fh: FileHandle) -> Result<std::sync::Arc<Handle>, Errno> {
+    fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         let h = self.handle(fh)?;
         match *h {
-            Handle::File(_) => Ok(h),
+            Handle::File(..) => Ok(h),
             Handle::Dir(_) => Err(libc::EISDIR),
         }
     }
@@ -321,6 +347,36 @@ impl MountFs {
         })
     }
 
+    /// The passthrough reference for inode `ino` opened as `fd`: the one
+    /// already in use for the inode, else a new one (`None`: passthrough is
+    /// off, or the kernel refused it, which turns it off).
+    fn backing_for(
+        &self,
+        ino: u64,
+        fd: &OwnedFd,
+        open: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut map = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(&ino).and_then(Weak::upgrade) {
+            return Some(b);
+        }
+        match open(fd) {
+            Ok(b) => {
+                let b = Arc::new(b);
+                map.insert(ino, Arc::downgrade(&b));
+                Some(b)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "FUSE passthrough refused: reads and writes go through the server");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     fn done(change: Change<()>, outside: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
         match change {
             Change::Outside => outside(),
@@ -338,9 +394,24 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
 }
 
 impl Filesystem for MountFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Cached pages stay across opens; the kernel drops them when the
+        // attributes show the file changed (size or mtime).
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.child(parent, name) {
-            Ok(virt) => self.entry(req, &virt, reply),
+            Ok(virt) => self.lookup_entry(req, &virt, reply),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -349,7 +420,7 @@ impl Filesystem for MountFs {
         // An open file answers from its descriptor (it may be unlinked).
         if let Some(fh) = fh
             && let Ok(h) = self.file(fh)
-            && let Handle::File(fd) = &*h
+            && let Handle::File(fd, _) = &*h
         {
             match rustix::fs::fstat(fd) {
                 Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
@@ -395,8 +466,8 @@ impl Filesystem for MountFs {
                 rustix::fs::chownat(
                     CWD,
                     &phys[..],
-                    uid.map(|u| rustix::fs::Uid::from_raw(u)),
-                    gid.map(|g| rustix::fs::Gid::from_raw(g)),
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(io_errno)?;
@@ -404,7 +475,9 @@ impl Filesystem for MountFs {
             if let Some(size) = size {
                 let h = fh.and_then(|fh| self.file(fh).ok());
                 match h.as_deref() {
-                    Some(Handle::File(fd)) => rustix::fs::ftruncate(fd, size).map_err(io_errno)?,
+                    Some(Handle::File(fd, _)) => {
+                        rustix::fs::ftruncate(fd, size).map_err(io_errno)?
+                    }
                     _ => {
                         let fd = rustix::fs::openat(
                             CWD,
@@ -451,12 +524,15 @@ impl Filesystem for MountFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let r = self.path(ino).and_then(|v| self.phys(req, &v)).and_then(|p| {
-            let mut buf = vec![0u8; path::PATH_MAX];
-            let n = SysFs.readlink(&p, &mut buf)?;
-            buf.truncate(n);
-            Ok(buf)
-        });
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                let mut buf = vec![0u8; path::PATH_MAX];
+                let n = SysFs.readlink(&p, &mut buf)?;
+                buf.truncate(n);
+                Ok(buf)
+            });
         match r {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(err(e)),
@@ -620,7 +696,16 @@ impl Filesystem for MountFs {
                     .map_err(io_errno)
             });
         match r {
-            Ok(fd) => reply.opened(FileHandle(self.add_handle(Handle::File(fd))), FopenFlags::empty()),
+            Ok(fd) => match self.backing_for(ino.0, &fd, |fd| reply.open_backing(fd)) {
+                Some(b) => {
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone())));
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+                }
+                None => {
+                    let fh = self.add_handle(Handle::File(fd, None));
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+            },
             Err(e) => reply.error(err(e)),
         }
     }
@@ -637,7 +722,7 @@ impl Filesystem for MountFs {
         reply: ReplyData,
     ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd) = &*h else {
+            let Handle::File(fd, _) = &*h else {
                 return Err(libc::EISDIR);
             };
             let mut buf = vec![0u8; size as usize];
@@ -672,7 +757,7 @@ impl Filesystem for MountFs {
         reply: ReplyWrite,
     ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd) = &*h else {
+            let Handle::File(fd, _) = &*h else {
                 return Err(libc::EISDIR);
             };
             let mut put = 0;
@@ -720,9 +805,16 @@ impl Filesystem for MountFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd) = &*h else {
+            let Handle::File(fd, _) = &*h else {
                 return Err(libc::EISDIR);
             };
             if datasync {
@@ -752,7 +844,10 @@ impl Filesystem for MountFs {
             })
         });
         match r {
-            Ok(l) => reply.opened(FileHandle(self.add_handle(Handle::Dir(l))), FopenFlags::empty()),
+            Ok(l) => reply.opened(
+                FileHandle(self.add_handle(Handle::Dir(l))),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -846,10 +941,8 @@ impl Filesystem for MountFs {
             let perm = Mode::from_raw_mode(mode & !umask & 0o7777);
             let oflags = open_flags(flags);
             let fd = self.with_view(req, |v| match v.probe(&virt, false, FileKind::File) {
-                Probe::Outside => {
-                    rustix::fs::openat(CWD, &virt[..], oflags | OFlags::CREATE, perm)
-                        .map_err(io_errno)
-                }
+                Probe::Outside => rustix::fs::openat(CWD, &virt[..], oflags | OFlags::CREATE, perm)
+                    .map_err(io_errno),
                 Probe::Fail(e) => Err(e),
                 // Made by someone else since the kernel looked.
                 Probe::Exists(_) if flags & libc::O_EXCL != 0 => Err(libc::EEXIST),
@@ -879,10 +972,29 @@ impl Filesystem for MountFs {
             Ok((attr(self.ino(&virt), &st), fd))
         })();
         match r {
-            Ok((a, fd)) => {
-                let fh = self.add_handle(Handle::File(fd));
-                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((a, fd)) => match self.backing_for(a.ino.0, &fd, |fd| reply.open_backing(fd)) {
+                Some(b) => {
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone())));
+                    reply.created_passthrough(
+                        &TTL,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    )
+                }
+                None => {
+                    let fh = self.add_handle(Handle::File(fd, None));
+                    reply.created(
+                        &TTL,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE,
+                    )
+                }
+            },
             Err(e) => reply.error(err(e)),
         }
     }
@@ -890,17 +1002,20 @@ impl Filesystem for MountFs {
     // Extended attributes are read from the physical file (setting them is
     // not offered yet: ENOTSUP, which tools treat as "no xattr support").
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let r = self.path(ino).and_then(|v| self.phys(req, &v)).and_then(|p| {
-            if size == 0 {
-                return rustix::fs::lgetxattr_query(&p[..], name)
-                    .map(|n| (n, Vec::new()))
-                    .map_err(io_errno);
-            }
-            let mut buf = vec![0u8; size as usize];
-            let n = rustix::fs::lgetxattr(&p[..], name, &mut buf[..]).map_err(io_errno)?;
-            buf.truncate(n);
-            Ok((n, buf))
-        });
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                if size == 0 {
+                    return rustix::fs::lgetxattr_query(&p[..], name)
+                        .map(|n| (n, Vec::new()))
+                        .map_err(io_errno);
+                }
+                let mut buf = vec![0u8; size as usize];
+                let n = rustix::fs::lgetxattr(&p[..], name, &mut buf[..]).map_err(io_errno)?;
+                buf.truncate(n);
+                Ok((n, buf))
+            });
         match r {
             Ok((n, _)) if size == 0 => reply.size(n as u32),
             Ok((_, b)) => reply.data(&b),
@@ -909,17 +1024,20 @@ impl Filesystem for MountFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.path(ino).and_then(|v| self.phys(req, &v)).and_then(|p| {
-            if size == 0 {
-                return rustix::fs::llistxattr_query(&p[..])
-                    .map(|n| (n, Vec::new()))
-                    .map_err(io_errno);
-            }
-            let mut buf = vec![0u8; size as usize];
-            let n = rustix::fs::llistxattr(&p[..], &mut buf[..]).map_err(io_errno)?;
-            buf.truncate(n);
-            Ok((n, buf))
-        });
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                if size == 0 {
+                    return rustix::fs::llistxattr_query(&p[..])
+                        .map(|n| (n, Vec::new()))
+                        .map_err(io_errno);
+                }
+                let mut buf = vec![0u8; size as usize];
+                let n = rustix::fs::llistxattr(&p[..], &mut buf[..]).map_err(io_errno)?;
+                buf.truncate(n);
+                Ok((n, buf))
+            });
         match r {
             Ok((n, _)) if size == 0 => reply.size(n as u32),
             Ok((_, b)) => reply.data(&b),
