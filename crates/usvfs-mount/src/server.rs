@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
 use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
@@ -398,6 +398,10 @@ impl Filesystem for MountFs {
         // Cached pages stay across opens; the kernel drops them when the
         // attributes show the file changed (size or mtime).
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // A listing brings its entries' attributes (a walk then makes no
+        // lookup per entry); the kernel picks plain or plus per directory.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         if root
@@ -699,11 +703,14 @@ impl Filesystem for MountFs {
             Ok(fd) => match self.backing_for(ino.0, &fd, |fd| reply.open_backing(fd)) {
                 Some(b) => {
                     let fh = self.add_handle(Handle::File(fd, Some(b.clone())));
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b)
                 }
                 None => {
                     let fh = self.add_handle(Handle::File(fd, None));
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                    reply.opened(
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                    )
                 }
             },
             Err(e) => reply.error(err(e)),
@@ -888,6 +895,58 @@ impl Filesystem for MountFs {
                 i as u64 + 1,
                 dtype_kind(e.d_type),
                 OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(err(e)),
+        };
+        let Handle::Dir(l) = &*h else {
+            return reply.error(err(libc::ENOTDIR));
+        };
+        let dir = match self.path(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+            let name = l.name(e);
+            let a = match name {
+                // The kernel skips these; any attributes do.
+                b"." | b".." => self.getattr_virt(req, &dir),
+                _ => {
+                    let mut p = dir.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(name);
+                    self.getattr_virt(req, &p)
+                }
+            };
+            // An entry gone since the listing: no attributes (node id 0),
+            // the kernel looks it up when it is used.
+            let a = a.unwrap_or_else(|_| {
+                // SAFETY: Stat is plain data; all zeros is a valid value.
+                let st: Stat = unsafe { std::mem::zeroed() };
+                attr(0, &st)
+            });
+            if reply.add(
+                a.ino,
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                &a,
+                Generation(0),
             ) {
                 break;
             }
