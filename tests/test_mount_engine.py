@@ -292,3 +292,27 @@ def test_unprivileged_user_sees_the_view(mount_works, usvfs: Path, nobody_layout
     assert r.stdout == b"65534\nonly in m2\n"
     assert (layout.overwrite / "by_user.txt").read_bytes() == b"u\n"
     assert (layout.overwrite / "by_user.txt").stat().st_uid == 65534
+
+
+def test_killed_server_gives_enotconn_not_a_hang(mount_works, usvfs: Path, layout: Layout) -> None:
+    """usvfs killed with SIGKILL: its FUSE server is gone, and a process of
+    the view that survives (it ignores the SIGTERM it gets) sees ENOTCONN at
+    once instead of hanging."""
+    import signal
+    import time
+
+    script = 'trap "" TERM; echo ready; sleep 1; cat data/shared.txt; echo "cat=$?"'
+    p = subprocess.Popen(
+        [str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--", "sh", "-c", script],
+        cwd=layout.base.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    t = time.monotonic()
+    out, err = p.stdout.read(), p.stderr.read()
+    assert b"cat=1" in out, (out, err)
+    assert b"Transport endpoint is not connected" in err
+    assert time.monotonic() - t < 10

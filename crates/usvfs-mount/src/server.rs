@@ -1121,3 +1121,36 @@ impl Filesystem for MountFs {
         reply.error(err(libc::ENOTSUP));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rename moves the inode's path and every path below it, and only
+    /// those (a sibling sharing the name as a prefix stays).
+    #[test]
+    fn rename_moves_paths_below() {
+        let mut i = Inodes::default();
+        let root = i.ino(b"/d");
+        let a = i.ino(b"/d/a");
+        let ab = i.ino(b"/d/a/b");
+        let sib = i.ino(b"/d/ab");
+        i.moved(b"/d/a", b"/d/z");
+        assert_eq!(i.ino(b"/d"), root);
+        assert_eq!(i.ino(b"/d/z"), a);
+        assert_eq!(i.ino(b"/d/z/b"), ab);
+        assert_eq!(i.ino(b"/d/ab"), sib);
+        assert_eq!(i.paths[a as usize - 1], b"/d/z");
+        // The old name is a new inode now.
+        assert!(i.ino(b"/d/a") > sib);
+    }
+
+    /// Options the kernel must not see again (create/exclusive) are dropped;
+    /// the descriptor never follows a symlink the view resolved.
+    #[test]
+    fn open_flags_keep_the_programs_own() {
+        let f = open_flags(libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND);
+        assert!(f.contains(OFlags::RDWR | OFlags::APPEND | OFlags::CLOEXEC | OFlags::NOFOLLOW));
+        assert!(!f.contains(OFlags::CREATE) && !f.contains(OFlags::EXCL));
+    }
+}
