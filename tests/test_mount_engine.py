@@ -316,3 +316,22 @@ def test_killed_server_gives_enotconn_not_a_hang(mount_works, usvfs: Path, layou
     assert b"cat=1" in out, (out, err)
     assert b"Transport endpoint is not connected" in err
     assert time.monotonic() - t < 10
+
+
+def test_profile_chooses_the_engine(mount_works, usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    """A profile's `engine = "mount"` runs what the preload engine refuses;
+    --engine on the command line overrides it; a bad name is refused."""
+    links = "".join(f'[[link]]\ndir = "{m}"\nto = "{layout.base}"\n' for m in layout.mods)
+    prof = tmp_path / "p.toml"
+    prof.write_text(f'engine = "mount"\n{links}')
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.skip("busybox-static is not installed")
+    argv = [str(usvfs), "run", "--profile", str(prof), "--", busybox, "cat", "data/only_m2/readme.txt"]
+    r = subprocess.run(argv, cwd=layout.base.parent, capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, b"only in m2\n"), r.stderr
+    r = subprocess.run(argv[:2] + ["--engine", "preload"] + argv[2:], cwd=layout.base.parent, capture_output=True, timeout=60)
+    assert r.returncode == 125 and b"statically linked" in r.stderr
+    prof.write_text(f'engine = "fuse"\n{links}')
+    r = subprocess.run(argv, cwd=layout.base.parent, capture_output=True, timeout=60)
+    assert r.returncode == 125 and b"not an engine" in r.stderr

@@ -100,8 +100,9 @@ pub struct RunArgs {
     /// the program's processes) or `mount` (a private user + mount namespace in
     /// which FUSE mounts cover the destinations: static and Go programs,
     /// set-id programs and raw system calls see the view too).
-    #[arg(long, value_enum, default_value_t = EngineArg::Preload)]
-    pub engine: EngineArg,
+    /// Default: the profile's `engine`, else `preload`.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     pub program: Vec<OsString>,

@@ -166,12 +166,14 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     // First, before any thread starts: every thread must block the signals
     // the forwarding thread takes.
     let signals = signals::Forwarder::start().context("setting up signal forwarding")?;
-    let mount = a.engine == cli::EngineArg::Mount;
-    let engine = if mount {
-        usvfs_control::engine::Engine::Mount
-    } else {
-        usvfs_control::engine::Engine::Preload
+    use usvfs_control::engine::Engine;
+    let engine = match (a.engine, &a.mapping.profile) {
+        (Some(cli::EngineArg::Mount), _) => Engine::Mount,
+        (Some(cli::EngineArg::Preload), _) => Engine::Preload,
+        (None, Some(p)) => usvfs_control::profile::load(p)?.engine.unwrap_or_default(),
+        (None, None) => Engine::Preload,
     };
+    let mount = engine == Engine::Mount;
     if mount && !mapping_args::has_rules(&a.mapping) {
         return Err(anyhow!(
             "--engine mount cannot join a running instance yet: give the mapping \

@@ -9,6 +9,7 @@
 //! log_level = "warn"             # optional: off, error, warn, info, debug, trace
 //! case_insensitive = true        # optional: names match in any case (Wine, Proton)
 //! monitor = true                 # optional: every link's source is monitored
+//! engine = "mount"               # optional: preload (default) or mount
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
@@ -44,6 +45,7 @@ struct ProfileFile {
     case_insensitive: bool,
     #[serde(default)]
     monitor: bool,
+    engine: Option<String>,
     #[serde(default)]
     link: Vec<LinkEntry>,
 }
@@ -75,6 +77,8 @@ pub struct Profile {
     pub instance: Option<String>,
     /// One of [`crate::instance::LOG_LEVELS`], lowercase.
     pub log_level: Option<String>,
+    /// The engine it asks for (`usvfs run --engine` overrides it).
+    pub engine: Option<crate::engine::Engine>,
     pub mapping: Mapping,
 }
 
@@ -103,6 +107,16 @@ pub fn load(file: &Path) -> Result<Profile> {
                 crate::instance::LOG_LEVELS.join(", ")
             ))
         })?),
+    };
+    let engine = match parsed.engine.as_deref() {
+        None => None,
+        Some("preload") => Some(crate::engine::Engine::Preload),
+        Some("mount") => Some(crate::engine::Engine::Mount),
+        Some(e) => {
+            return Err(err(format!(
+                "engine {e:?} is not an engine: use \"preload\" or \"mount\""
+            )));
+        }
     };
     let base = file.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
@@ -157,6 +171,7 @@ pub fn load(file: &Path) -> Result<Profile> {
     Ok(Profile {
         instance: parsed.instance,
         log_level,
+        engine,
         mapping,
     })
 }
