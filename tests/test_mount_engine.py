@@ -357,3 +357,71 @@ def scene(mount_works, tmp_path: Path, usvfs: Path) -> test_scenarios.Scene:
 for _name, _test in list(vars(test_scenarios).items()):
     if _name.startswith("test_") and "scene" in inspect.signature(_test).parameters:
         globals()["test_scenario_" + _name[len("test_"):]] = _test
+
+
+GO_VIEW = """package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	b, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Print(string(b))
+	entries, err := os.ReadDir(os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, e := range entries {
+		fmt.Println(e.Name())
+	}
+	if err := os.WriteFile(os.Args[3], []byte("go\\n"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+}
+"""
+
+
+def test_static_go_program_sees_and_changes_the_view(mount_works, usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    go = shutil.which("go")
+    if not go:
+        pytest.skip("no Go toolchain (scripts/setup.sh installs golang)")
+    d = tmp_path / "gosrc"
+    d.mkdir()
+    (d / "main.go").write_text(GO_VIEW)
+    exe = tmp_path / "goview"
+    env = dict(os.environ, GOCACHE=str(tmp_path / "gocache"), GOPATH=str(tmp_path / "gopath"), HOME=str(tmp_path), CGO_ENABLED="0")
+    subprocess.run([go, "build", "-o", str(exe), "main.go"], cwd=d, env=env, check=True, capture_output=True, timeout=600)
+    r = run_mount(usvfs, layout, [str(exe), "data/shared.txt", "data/textures", "data/made_by_go.txt"], cwd=layout.base.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"from m3\nbase_tex.dds\nm1_tex.dds\nm2_tex.dds\n"
+    assert (layout.overwrite / "made_by_go.txt").read_bytes() == b"go\n"
+
+
+def test_setuid_helper_sees_the_view(mount_works, usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    """A set-user-ID program (here one that becomes nobody) reads the view:
+    the mount lets every user of the namespace in (allow_other) and the
+    kernel checks permissions on the attributes the view reports."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a set-user-ID program of another user")
+    src = tmp_path / "suid.c"
+    src.write_text(
+        "#include <stdio.h>\n#include <unistd.h>\n"
+        "int main(int c, char **v) { FILE *f = fopen(v[1], \"r\"); char b[64] = {0};\n"
+        "  if (!f) { perror(v[1]); return 1; } fread(b, 1, 63, f); printf(\"%d %s\", (int)geteuid(), b); return 0; }\n"
+    )
+    helper = tmp_path / "suid"
+    subprocess.run(["gcc", "-O2", "-o", str(helper), str(src)], check=True)
+    os.chown(helper, 65534, 65534)
+    os.chmod(helper, 0o4755)
+    os.chmod(tmp_path, 0o755)
+    r = run_mount(usvfs, layout, [str(helper), "data/only_m2/readme.txt"], cwd=layout.base.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"65534 only in m2\n"
