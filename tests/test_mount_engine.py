@@ -425,3 +425,16 @@ def test_setuid_helper_sees_the_view(mount_works, usvfs: Path, layout: Layout, t
     r = run_mount(usvfs, layout, [str(helper), "data/only_m2/readme.txt"], cwd=layout.base.parent)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"65534 only in m2\n"
+
+
+def test_open_file_survives_its_path_being_reused(mount_works, usvfs: Path, layout: Layout) -> None:
+    """A file still open after its name was deleted keeps reading its own
+    data, whatever takes the name next (a file, a directory)."""
+    script = (
+        "cd data; echo a > f; exec 3< f; rm f; echo b > f; cat <&3; cat f; rm f; "
+        "echo c > h; exec 4< h; rm h; mkdir h; echo d > h/x; cat <&4; cat h/x; stat -c %F h"
+    )
+    r = run_mount(usvfs, layout, ["bash", "-c", script], cwd=layout.base.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"a\nb\nc\nd\ndirectory\n"
+    assert r.stderr == b""

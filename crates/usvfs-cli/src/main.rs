@@ -67,8 +67,10 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // The FUSE library's own messages (a reply to a request the kernel
+    // dropped while the mount namespace goes away) only with USVFS_LOG.
     let filter = tracing_subscriber::EnvFilter::try_from_env("USVFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},fuser=off")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -96,6 +96,15 @@ impl Inodes {
         i
     }
 
+    /// `virt` is gone from the view: a new entry there gets a new inode
+    /// (the kernel may still hold the old one, open or cached, and one node
+    /// id must never name a file and then a directory).
+    fn removed(&mut self, virt: &[u8]) {
+        if let Some(gone) = self.by_path.remove(virt) {
+            self.paths[gone as usize - 1] = b"\0usvfs-removed".to_vec();
+        }
+    }
+
     /// `old` (and everything below it) is now `new`.
     fn moved(&mut self, old: &[u8], new: &[u8]) {
         let below: Vec<(Vec<u8>, u64)> = self
@@ -118,7 +127,12 @@ enum Handle {
     /// An open file, and the kernel's passthrough reference to it when reads
     /// and writes bypass this server (held until release: dropping it
     /// closes the kernel's reference).
-    File(OwnedFd, #[allow(dead_code)] Option<Arc<BackingId>>),
+    File(
+        OwnedFd,
+        #[allow(dead_code)] Option<Arc<BackingId>>,
+        /// The inode it was opened as.
+        u64,
+    ),
     Dir(Listing),
 }
 
@@ -295,6 +309,13 @@ impl MountFs {
         }
     }
 
+    fn forget_path(&self, virt: &[u8]) {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .removed(virt);
+    }
+
     fn add_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
@@ -424,7 +445,7 @@ impl Filesystem for MountFs {
         // An open file answers from its descriptor (it may be unlinked).
         if let Some(fh) = fh
             && let Ok(h) = self.file(fh)
-            && let Handle::File(fd, _) = &*h
+            && let Handle::File(fd, ..) = &*h
         {
             match rustix::fs::fstat(fd) {
                 Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
@@ -432,10 +453,27 @@ impl Filesystem for MountFs {
             }
             return;
         }
-        match self
-            .path(ino)
-            .and_then(|virt| self.getattr_virt(req, &virt))
-        {
+        let path = self.path(ino);
+        if path.as_ref().is_ok_and(|p| p.starts_with(b"\0")) {
+            // Removed from the view but still open somewhere (`fstat` of an
+            // unlinked file): any descriptor of the inode answers.
+            let fds: Vec<Arc<Handle>> = self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|h| matches!(***h, Handle::File(_, _, i) if i == ino.0))
+                .cloned()
+                .collect();
+            return match fds.first().map(|h| &**h) {
+                Some(Handle::File(fd, ..)) => match rustix::fs::fstat(fd) {
+                    Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
+                    Err(e) => reply.error(err(io_errno(e))),
+                },
+                _ => reply.error(err(libc::ENOENT)),
+            };
+        }
+        match path.and_then(|virt| self.getattr_virt(req, &virt)) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(err(e)),
         }
@@ -479,7 +517,7 @@ impl Filesystem for MountFs {
             if let Some(size) = size {
                 let h = fh.and_then(|fh| self.file(fh).ok());
                 match h.as_deref() {
-                    Some(Handle::File(fd, _)) => {
+                    Some(Handle::File(fd, ..)) => {
                         rustix::fs::ftruncate(fd, size).map_err(io_errno)?
                     }
                     _ => {
@@ -603,7 +641,9 @@ impl Filesystem for MountFs {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.child(parent, name).and_then(|virt| {
             let c = self.with_view(req, |v| v.delete(&virt, Some(false)));
-            Self::done(c, || SysFs.unlink(&virt))
+            Self::done(c, || SysFs.unlink(&virt))?;
+            self.forget_path(&virt);
+            Ok(())
         });
         reply_empty(reply, r);
     }
@@ -611,7 +651,9 @@ impl Filesystem for MountFs {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.child(parent, name).and_then(|virt| {
             let c = self.with_view(req, |v| v.delete(&virt, Some(true)));
-            Self::done(c, || SysFs.rmdir(&virt))
+            Self::done(c, || SysFs.rmdir(&virt))?;
+            self.forget_path(&virt);
+            Ok(())
         });
         reply_empty(reply, r);
     }
@@ -659,9 +701,7 @@ impl Filesystem for MountFs {
                 i.moved(&tmp, &old);
             } else {
                 // The replaced entry's inode is gone from the view.
-                if let Some(gone) = i.by_path.remove(&new) {
-                    i.paths[gone as usize - 1] = b"\0usvfs-replaced".to_vec();
-                }
+                i.removed(&new);
                 i.moved(&old, &new);
             }
             Ok(())
@@ -702,11 +742,11 @@ impl Filesystem for MountFs {
         match r {
             Ok(fd) => match self.backing_for(ino.0, &fd, |fd| reply.open_backing(fd)) {
                 Some(b) => {
-                    let fh = self.add_handle(Handle::File(fd, Some(b.clone())));
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone()), ino.0));
                     reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b)
                 }
                 None => {
-                    let fh = self.add_handle(Handle::File(fd, None));
+                    let fh = self.add_handle(Handle::File(fd, None, ino.0));
                     reply.opened(
                         FileHandle(fh),
                         FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
@@ -729,7 +769,7 @@ impl Filesystem for MountFs {
         reply: ReplyData,
     ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, _) = &*h else {
+            let Handle::File(fd, ..) = &*h else {
                 return Err(libc::EISDIR);
             };
             let mut buf = vec![0u8; size as usize];
@@ -764,7 +804,7 @@ impl Filesystem for MountFs {
         reply: ReplyWrite,
     ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, _) = &*h else {
+            let Handle::File(fd, ..) = &*h else {
                 return Err(libc::EISDIR);
             };
             let mut put = 0;
@@ -821,7 +861,7 @@ impl Filesystem for MountFs {
         reply: ReplyEmpty,
     ) {
         let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, _) = &*h else {
+            let Handle::File(fd, ..) = &*h else {
                 return Err(libc::EISDIR);
             };
             if datasync {
@@ -1033,7 +1073,7 @@ impl Filesystem for MountFs {
         match r {
             Ok((a, fd)) => match self.backing_for(a.ino.0, &fd, |fd| reply.open_backing(fd)) {
                 Some(b) => {
-                    let fh = self.add_handle(Handle::File(fd, Some(b.clone())));
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone()), a.ino.0));
                     reply.created_passthrough(
                         &TTL,
                         &a,
@@ -1044,7 +1084,7 @@ impl Filesystem for MountFs {
                     )
                 }
                 None => {
-                    let fh = self.add_handle(Handle::File(fd, None));
+                    let fh = self.add_handle(Handle::File(fd, None, a.ino.0));
                     reply.created(
                         &TTL,
                         &a,
