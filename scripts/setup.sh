@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond a fresh machine: pytest, the C
 # compiler with its static C library (for the static-program test), the
-# programs the tests run in the view (git, sqlite3, GNU patch, vim, inotifywait), Go
+# programs the tests run in the view (git, sqlite3, GNU patch, vim, inotifywait,
+# a static busybox), Go
 # (to build a Go program the preload cannot follow), and Wine (64-bit) with the
 # MinGW-w64 cross compiler for the Windows-program tests (tests/test_wine.py).
 set -euo pipefail
@@ -28,6 +29,8 @@ command -v inotifywait >/dev/null || need inotify-tools inotifywait
 command -v go >/dev/null || need golang go
 command -v vim >/dev/null || need vim vim
 command -v bwrap >/dev/null || need bubblewrap bwrap
+# A static program for the mount engine's tests (tests/test_mount_engine.py).
+[ -x /bin/busybox ] || need busybox-static busybox
 if [ "$(uname -m)" = x86_64 ]; then
     # wine64 brings the loader (/usr/lib/wine/wine64) and wineserver; the
     # `wine` package the `wine`, `wineboot` and `wineserver` commands.

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,6 +111,13 @@ pub struct RunArgs {
     /// instance joined without it keeps its setting.
     #[arg(long)]
     pub strict: bool,
+    /// How the program is shown the view: `preload` (an LD_PRELOAD library in
+    /// the program's processes) or `mount` (a private user + mount namespace in
+    /// which FUSE mounts cover the destinations: static and Go programs,
+    /// set-id programs and raw system calls see the view too).
+    /// Default: the profile's `engine`, else `preload`.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// The program and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]...")]
     pub program: Vec<OsString>,
@@ -153,4 +160,11 @@ pub struct LogArgs {
     /// Empty the log after printing it.
     #[arg(long, conflicts_with = "follow")]
     pub clear: bool,
+}
+
+/// `--engine`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineArg {
+    Preload,
+    Mount,
 }

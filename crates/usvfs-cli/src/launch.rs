@@ -135,3 +135,82 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
+
+/// Starting the program with the mount engine.
+pub struct MountLaunch<'a> {
+    pub instance: &'a Instance,
+    pub points: Vec<Vec<u8>>,
+    pub argv: &'a [std::ffi::OsString],
+    /// The view's working directory for the program (a virtual path).
+    pub cwd: PathBuf,
+    pub signals: &'a crate::signals::Forwarder,
+}
+
+/// Runs the program in its private namespaces with the view mounted, serves
+/// the mounts until the namespace's last process is gone, and returns the
+/// program's exit code (128+N when killed by signal N).
+pub fn run_mount(l: MountLaunch<'_>) -> Result<i32> {
+    use usvfs_mount::ns::Namespace;
+    let (ns, receiver) = Namespace::prepare(&l.points, Some(&l.cwd))?;
+    let server = usvfs_mount::Server::start(&l.instance.dir, l.points, receiver)?;
+    let ns = std::sync::Arc::new(ns);
+    // The program's name is looked up (PATH, a relative path) by exec, after
+    // the namespace setup entered the working directory: in the view.
+    let mut cmd = Command::new(&l.argv[0]);
+    cmd.args(&l.argv[1..]);
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+    let child_ns = ns.clone();
+    // SAFETY: child_setup and Namespace::enter make async-signal-safe calls
+    // only (no allocation: everything was prepared before the fork).
+    unsafe {
+        cmd.pre_exec(move || crate::signals::child_setup(parent));
+        cmd.pre_exec(move || child_ns.enter());
+    }
+    let spawned = l.signals.spawn(|| {
+        let c = cmd.spawn()?;
+        let pid = c.id() as libc::pid_t;
+        Ok((c, pid))
+    });
+    // Our copies of the child's socket end go, so a child that died without
+    // handing the mounts over ends the server's wait.
+    drop(cmd);
+    if let Ok(ns) = std::sync::Arc::try_unwrap(ns) {
+        ns.close_child_end();
+    }
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return match server.wait(e.raw_os_error()) {
+                Err(setup @ usvfs_mount::Error::Namespace(Some(_), _)) => Err(setup.into()),
+                _ => {
+                    let shown = l.argv[0].to_string_lossy().into_owned();
+                    Err(match e.kind() {
+                        std::io::ErrorKind::NotFound => {
+                            anyhow::Error::new(usvfs_control::program::ProgramError::NotFound(
+                                format!("{shown}: not found in the view"),
+                            ))
+                        }
+                        std::io::ErrorKind::PermissionDenied => {
+                            anyhow::Error::new(usvfs_control::program::ProgramError::NotExecutable(
+                                format!("{shown}: {e}"),
+                            ))
+                        }
+                        _ => anyhow::Error::new(e).context(format!("cannot start {shown}")),
+                    })
+                }
+            };
+        }
+    };
+    tracing::debug!(pid = child.id(), "started in the mount namespace");
+    l.signals.wait_exit(child.id() as libc::pid_t);
+    let status = child.wait().context("waiting for the program")?;
+    // Background processes the program left keep the namespace, and so the
+    // mounts, alive: serve them until the last one is gone.
+    if let Err(e) = server.wait(None) {
+        tracing::warn!(error = %e, "mount engine");
+    }
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

@@ -68,8 +68,10 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // The FUSE library's own messages (a reply to a request the kernel
+    // dropped while the mount namespace goes away) only with USVFS_LOG.
     let filter = tracing_subscriber::EnvFilter::try_from_env("USVFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},fuser=off")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -167,7 +169,25 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     // First, before any thread starts: every thread must block the signals
     // the forwarding thread takes.
     let signals = signals::Forwarder::start().context("setting up signal forwarding")?;
-    let lib = launch::find_preload_lib()?;
+    use usvfs_control::engine::Engine;
+    let engine = match (a.engine, &a.mapping.profile) {
+        (Some(cli::EngineArg::Mount), _) => Engine::Mount,
+        (Some(cli::EngineArg::Preload), _) => Engine::Preload,
+        (None, Some(p)) => usvfs_control::profile::load(p)?.engine.unwrap_or_default(),
+        (None, None) => Engine::Preload,
+    };
+    let mount = engine == Engine::Mount;
+    if mount && !mapping_args::has_rules(&a.mapping) {
+        return Err(anyhow!(
+            "--engine mount cannot join a running instance yet: give the mapping \
+             (--dir/--file/--create-target rules or --profile) to start a new one"
+        ));
+    }
+    let lib = if mount {
+        std::path::PathBuf::new()
+    } else {
+        launch::find_preload_lib()?
+    };
     let wine = Prefix::detect(&a.program, |k| std::env::var_os(k));
     if let Some(prefix) = &wine {
         prefix.check_no_outside_server()?;
@@ -210,7 +230,7 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         let mapped = MappedSnapshot::open(&inst.index_path())?;
         let snap = mapped.snapshot();
         let (virt, phys) = program::locate(&snap, &a.program[0])?;
-        usvfs_control::engine::Engine::Preload.check_program(&phys, &virt)?;
+        engine.check_program(&phys, &virt)?;
         let cwd = match &a.cwd {
             None => None,
             Some(d) => {
@@ -230,6 +250,19 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
                 Some((p, v))
             }
         };
+        if mount {
+            let cwd = match cwd {
+                Some((_, v)) => std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&v)),
+                None => std::env::current_dir().context("reading the working directory")?,
+            };
+            return launch::run_mount(launch::MountLaunch {
+                instance: &inst,
+                points: usvfs_mount::mount_points(&snap)?,
+                argv: &a.program,
+                cwd,
+                signals: &signals,
+            });
+        }
         launch::run(launch::Launch {
             instance: &inst,
             lib: &lib,

@@ -12,6 +12,7 @@
 //! mo2 = { instance = "mo2", profile = "Default" }  # optional: a Mod Organizer 2
 //!                                # profile's mods (see `crate::mo2`), before the links;
 //!                                # also `data_dir = "…"`
+//! engine = "mount"               # optional: preload (default) or mount
 //!
 //! [[link]]
 //! dir = "mods/a"                 # or file = "…"
@@ -47,6 +48,7 @@ struct ProfileFile {
     case_insensitive: bool,
     #[serde(default)]
     monitor: bool,
+    engine: Option<String>,
     #[serde(default)]
     link: Vec<LinkEntry>,
     mo2: Option<Mo2Entry>,
@@ -87,6 +89,8 @@ pub struct Profile {
     pub instance: Option<String>,
     /// One of [`crate::instance::LOG_LEVELS`], lowercase.
     pub log_level: Option<String>,
+    /// The engine it asks for (`usvfs run --engine` overrides it).
+    pub engine: Option<crate::engine::Engine>,
     pub mapping: Mapping,
     /// Names of the rules an MO2 profile added (by rule index; `None` for
     /// the profile's own links), for reports.
@@ -124,6 +128,16 @@ pub fn load(file: &Path) -> Result<Profile> {
                 crate::instance::LOG_LEVELS.join(", ")
             ))
         })?),
+    };
+    let engine = match parsed.engine.as_deref() {
+        None => None,
+        Some("preload") => Some(crate::engine::Engine::Preload),
+        Some("mount") => Some(crate::engine::Engine::Mount),
+        Some(e) => {
+            return Err(err(format!(
+                "engine {e:?} is not an engine: use \"preload\" or \"mount\""
+            )));
+        }
     };
     let base = file.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
@@ -203,6 +217,7 @@ pub fn load(file: &Path) -> Result<Profile> {
         labels,
         mo2_data,
         warnings,
+        engine,
         mapping,
     })
 }

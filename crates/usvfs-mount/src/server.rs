@@ -1,0 +1,1196 @@
+//! The FUSE file system: kernel requests on inodes become `View` calls on
+//! virtual paths. The server runs in the controller, outside the program's
+//! mount namespace, so every physical path the semantics choose (a layer,
+//! the create target, the destination's own real contents) is the real disk
+//! as it is: no descriptor to the covered directory is needed.
+//!
+//! Inode numbers are ours: one per virtual path, kept for the server's life
+//! (a rename moves the path of the inode and of everything below it).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
+use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
+use usvfs_view::path::{self, PathBuffer};
+use usvfs_view::semantics::{Change, Probe};
+use usvfs_view::{View, semantics::Listing};
+
+use crate::state::Loaded;
+
+/// How long the kernel may keep entries and attributes. The view changes
+/// through this server (the kernel updates its caches itself) or from
+/// outside (a source edited): a second bounds how stale that can look.
+const TTL: Duration = Duration::from_secs(1);
+
+/// The physical file system on behalf of the process that made a request:
+/// the semantics put a path a process deleted and creates again back in its
+/// place, by pid.
+struct Caller(u32);
+
+impl Fs for Caller {
+    fn lstat(&self, p: &[u8]) -> Result<Meta, Errno> {
+        SysFs.lstat(p)
+    }
+    fn stat(&self, p: &[u8]) -> Result<Meta, Errno> {
+        SysFs.stat(p)
+    }
+    fn readlink(&self, p: &[u8], out: &mut [u8]) -> Result<usize, Errno> {
+        SysFs.readlink(p, out)
+    }
+    fn realpath(&self, p: &[u8], out: &mut PathBuffer) -> Result<(), Errno> {
+        SysFs.realpath(p, out)
+    }
+    fn mkdir(&self, p: &[u8], mode: u32) -> Result<(), Errno> {
+        SysFs.mkdir(p, mode)
+    }
+    fn rmdir(&self, p: &[u8]) -> Result<(), Errno> {
+        SysFs.rmdir(p)
+    }
+    fn unlink(&self, p: &[u8]) -> Result<(), Errno> {
+        SysFs.unlink(p)
+    }
+    fn rename(&self, from: &[u8], to: &[u8], flags: u32) -> Result<(), Errno> {
+        SysFs.rename(from, to, flags)
+    }
+    fn symlink(&self, target: &[u8], at: &[u8]) -> Result<(), Errno> {
+        SysFs.symlink(target, at)
+    }
+    fn read_dir(&self, p: &[u8], each: &mut dyn FnMut(&[u8], u8, u64)) -> Result<(), Errno> {
+        SysFs.read_dir(p, each)
+    }
+    fn copy_file(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+        SysFs.copy_file(from, to)
+    }
+    fn caller(&self) -> u32 {
+        self.0
+    }
+}
+
+#[derive(Default)]
+struct Inodes {
+    paths: Vec<Vec<u8>>,
+    by_path: HashMap<Vec<u8>, u64>,
+}
+
+impl Inodes {
+    fn ino(&mut self, virt: &[u8]) -> u64 {
+        if let Some(&i) = self.by_path.get(virt) {
+            return i;
+        }
+        self.paths.push(virt.to_vec());
+        let i = self.paths.len() as u64;
+        self.by_path.insert(virt.to_vec(), i);
+        i
+    }
+
+    /// `virt` is gone from the view: a new entry there gets a new inode
+    /// (the kernel may still hold the old one, open or cached, and one node
+    /// id must never name a file and then a directory).
+    fn removed(&mut self, virt: &[u8]) {
+        if let Some(gone) = self.by_path.remove(virt) {
+            self.paths[gone as usize - 1] = b"\0usvfs-removed".to_vec();
+        }
+    }
+
+    /// `old` (and everything below it) is now `new`.
+    fn moved(&mut self, old: &[u8], new: &[u8]) {
+        let below: Vec<(Vec<u8>, u64)> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| path::strip_prefix(p, old).is_some())
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        for (p, i) in below {
+            self.by_path.remove(&p);
+            let mut q = new.to_vec();
+            q.extend_from_slice(&p[old.len()..]);
+            self.paths[i as usize - 1] = q.clone();
+            self.by_path.insert(q, i);
+        }
+    }
+}
+
+enum Handle {
+    /// An open file, and the kernel's passthrough reference to it when reads
+    /// and writes bypass this server (held until release: dropping it
+    /// closes the kernel's reference).
+    File(
+        OwnedFd,
+        #[allow(dead_code)] Option<Arc<BackingId>>,
+        /// The inode it was opened as.
+        u64,
+    ),
+    Dir(Listing),
+}
+
+/// One mount point's file system.
+pub struct MountFs {
+    root: Vec<u8>,
+    state: &'static crate::state::Shared,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    /// Reads and writes go straight to the physical file (FUSE passthrough,
+    /// Linux 6.9+, needs CAP_SYS_ADMIN in the initial user namespace).
+    passthrough: AtomicBool,
+    /// One backing reference per inode: the kernel refuses a second one for
+    /// an inode while files are open on the first.
+    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+}
+
+fn err(e: Errno) -> FErrno {
+    FErrno::from_i32(e)
+}
+
+fn io_errno(e: rustix::io::Errno) -> Errno {
+    e.raw_os_error()
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dtype_kind(d: u8) -> FileType {
+    match d {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn attr(ino: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn lstat(p: &[u8]) -> Result<Stat, Errno> {
+    rustix::fs::statat(CWD, p, AtFlags::SYMLINK_NOFOLLOW).map_err(io_errno)
+}
+
+fn open_flags(flags: i32) -> OFlags {
+    // The kernel handled O_CREAT/O_EXCL (lookup + create); the rest is the
+    // program's, applied to the physical file.
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_TRUNC
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_DIRECT;
+    OFlags::from_bits_retain((flags & keep) as u32) | OFlags::CLOEXEC | OFlags::NOFOLLOW
+}
+
+impl MountFs {
+    pub fn new(root: Vec<u8>, state: &'static crate::state::Shared) -> MountFs {
+        let mut inodes = Inodes::default();
+        inodes.ino(&root);
+        MountFs {
+            root,
+            state,
+            inodes: Mutex::new(inodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        let i = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        i.paths.get(ino.0 as usize - 1).cloned().ok_or(libc::ESTALE)
+    }
+
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        let mut p = PathBuffer::from_bytes(&self.path(parent)?).map_err(|_| libc::ENAMETOOLONG)?;
+        p.push_component(name.as_bytes())
+            .map_err(|_| libc::ENAMETOOLONG)?;
+        Ok(p.as_bytes().to_vec())
+    }
+
+    fn ino(&self, virt: &[u8]) -> u64 {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ino(virt)
+    }
+
+    fn with_view<T>(&self, req: &Request, f: impl FnOnce(&View<'_>) -> T) -> T {
+        let loaded: &Loaded = self.state.get();
+        let fs = Caller(req.pid());
+        let v = View {
+            snap: &loaded.snap,
+            journal: loaded.journal.as_ref(),
+            fs: &fs,
+        };
+        f(&v)
+    }
+
+    /// The physical path of virtual `virt` (the last component not followed).
+    fn phys(&self, req: &Request, virt: &[u8]) -> Result<Vec<u8>, Errno> {
+        self.with_view(req, |v| {
+            v.resolve_boxed(virt, false)
+                .map(|r| r.phys.as_bytes().to_vec())
+        })
+    }
+
+    /// Attributes of `virt`, with our inode number.
+    fn getattr_virt(&self, req: &Request, virt: &[u8]) -> Result<FileAttr, Errno> {
+        let phys = self.phys(req, virt)?;
+        let st = lstat(&phys)?;
+        Ok(attr(self.ino(virt), &st))
+    }
+
+    fn entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
+        match self.getattr_virt(req, virt) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    /// Like [`MountFs::entry`], for a lookup: a missing name is cached as
+    /// missing for the TTL too (node id 0), so repeated misses cost nothing.
+    fn lookup_entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
+        match self.getattr_virt(req, virt) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(libc::ENOENT) => {
+                // SAFETY: Stat is plain data; all zeros is a valid value.
+                let st: Stat = unsafe { std::mem::zeroed() };
+                reply.entry(&TTL, &attr(0, &st), Generation(0))
+            }
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn forget_path(&self, virt: &[u8]) {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .removed(virt);
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or(libc::EBADF)
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        let h = self.handle(fh)?;
+        match *h {
+            Handle::File(..) => Ok(h),
+            Handle::Dir(_) => Err(libc::EISDIR),
+        }
+    }
+
+    /// Creates entry `virt` where the semantics place it; `make` creates it
+    /// at a physical path. Returns what `make` returned.
+    fn create_at<T>(
+        &self,
+        req: &Request,
+        virt: &[u8],
+        kind: FileKind,
+        make: impl FnOnce(&[u8]) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        self.with_view(req, |v| match v.probe(virt, false, kind) {
+            Probe::Outside => make(virt),
+            Probe::Fail(e) => Err(e),
+            Probe::Exists(_) => Err(libc::EEXIST),
+            Probe::New(place) => match make(place.loc.as_bytes()) {
+                Ok(t) => {
+                    place.commit(v, kind);
+                    Ok(t)
+                }
+                Err(e) => {
+                    place.abort(v);
+                    Err(e)
+                }
+            },
+        })
+    }
+
+    /// The passthrough reference for inode `ino` opened as `fd`: the one
+    /// already in use for the inode, else a new one (`None`: passthrough is
+    /// off, or the kernel refused it, which turns it off).
+    fn backing_for(
+        &self,
+        ino: u64,
+        fd: &OwnedFd,
+        open: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut map = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(&ino).and_then(Weak::upgrade) {
+            return Some(b);
+        }
+        match open(fd) {
+            Ok(b) => {
+                let b = Arc::new(b);
+                map.insert(ino, Arc::downgrade(&b));
+                Some(b)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "FUSE passthrough refused: reads and writes go through the server");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn done(change: Change<()>, outside: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
+        match change {
+            Change::Outside => outside(),
+            Change::Done(()) => Ok(()),
+            Change::Fail(e) => Err(e),
+        }
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+impl Filesystem for MountFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Cached pages stay across opens; the kernel drops them when the
+        // attributes show the file changed (size or mtime).
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // A listing brings its entries' attributes (a walk then makes no
+        // lookup per entry); the kernel picks plain or plus per directory.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.child(parent, name) {
+            Ok(virt) => self.lookup_entry(req, &virt, reply),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // An open file answers from its descriptor (it may be unlinked).
+        if let Some(fh) = fh
+            && let Ok(h) = self.file(fh)
+            && let Handle::File(fd, ..) = &*h
+        {
+            match rustix::fs::fstat(fd) {
+                Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
+                Err(e) => reply.error(err(io_errno(e))),
+            }
+            return;
+        }
+        let path = self.path(ino);
+        if path.as_ref().is_ok_and(|p| p.starts_with(b"\0")) {
+            // Removed from the view but still open somewhere (`fstat` of an
+            // unlinked file): any descriptor of the inode answers.
+            let fds: Vec<Arc<Handle>> = self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|h| matches!(***h, Handle::File(_, _, i) if i == ino.0))
+                .cloned()
+                .collect();
+            return match fds.first().map(|h| &**h) {
+                Some(Handle::File(fd, ..)) => match rustix::fs::fstat(fd) {
+                    Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
+                    Err(e) => reply.error(err(io_errno(e))),
+                },
+                _ => reply.error(err(libc::ENOENT)),
+            };
+        }
+        match path.and_then(|virt| self.getattr_virt(req, &virt)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = (|| -> Result<FileAttr, Errno> {
+            let virt = self.path(ino)?;
+            let phys = self.phys(req, &virt)?;
+            if let Some(m) = mode {
+                rustix::fs::chmodat(CWD, &phys[..], Mode::from_raw_mode(m), AtFlags::empty())
+                    .map_err(io_errno)?;
+            }
+            if uid.is_some() || gid.is_some() {
+                rustix::fs::chownat(
+                    CWD,
+                    &phys[..],
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_errno)?;
+            }
+            if let Some(size) = size {
+                let h = fh.and_then(|fh| self.file(fh).ok());
+                match h.as_deref() {
+                    Some(Handle::File(fd, ..)) => {
+                        rustix::fs::ftruncate(fd, size).map_err(io_errno)?
+                    }
+                    _ => {
+                        let fd = rustix::fs::openat(
+                            CWD,
+                            &phys[..],
+                            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                            Mode::empty(),
+                        )
+                        .map_err(io_errno)?;
+                        rustix::fs::ftruncate(&fd, size).map_err(io_errno)?;
+                    }
+                }
+            }
+            if atime.is_some() || mtime.is_some() {
+                let ts = |t: Option<TimeOrNow>| match t {
+                    None => rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_OMIT,
+                    },
+                    Some(TimeOrNow::Now) => rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_NOW,
+                    },
+                    Some(TimeOrNow::SpecificTime(t)) => {
+                        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                        rustix::fs::Timespec {
+                            tv_sec: d.as_secs() as i64,
+                            tv_nsec: d.subsec_nanos() as _,
+                        }
+                    }
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: ts(atime),
+                    last_modification: ts(mtime),
+                };
+                rustix::fs::utimensat(CWD, &phys[..], &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(io_errno)?;
+            }
+            Ok(attr(self.ino(&virt), &lstat(&phys)?))
+        })();
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                let mut buf = vec![0u8; path::PATH_MAX];
+                let n = SysFs.readlink(&p, &mut buf)?;
+                buf.truncate(n);
+                Ok(buf)
+            });
+        match r {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.child(parent, name).and_then(|virt| {
+            let kind = if mode & libc::S_IFMT == libc::S_IFREG {
+                FileKind::File
+            } else {
+                FileKind::Other
+            };
+            self.create_at(req, &virt, kind, |p| {
+                let c = std::ffi::CString::new(p).map_err(|_| libc::EINVAL)?;
+                // SAFETY: c is a valid C string.
+                let r = unsafe { libc::mknod(c.as_ptr(), mode & !umask, rdev as libc::dev_t) };
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO))
+                }
+            })
+            .map(|()| virt)
+        });
+        match r {
+            Ok(virt) => self.entry(req, &virt, reply),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.child(parent, name).and_then(|virt| {
+            self.create_at(req, &virt, FileKind::Dir, |p| {
+                SysFs.mkdir(p, mode & !umask & 0o7777)
+            })
+            .map(|()| virt)
+        });
+        match r {
+            Ok(virt) => self.entry(req, &virt, reply),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.child(parent, name).and_then(|virt| {
+            let c = self.with_view(req, |v| v.delete(&virt, Some(false)));
+            Self::done(c, || SysFs.unlink(&virt))?;
+            self.forget_path(&virt);
+            Ok(())
+        });
+        reply_empty(reply, r);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.child(parent, name).and_then(|virt| {
+            let c = self.with_view(req, |v| v.delete(&virt, Some(true)));
+            Self::done(c, || SysFs.rmdir(&virt))?;
+            self.forget_path(&virt);
+            Ok(())
+        });
+        reply_empty(reply, r);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.child(parent, link_name).and_then(|virt| {
+            self.create_at(req, &virt, FileKind::Symlink, |p| {
+                SysFs.symlink(target.as_os_str().as_bytes(), p)
+            })
+            .map(|()| virt)
+        });
+        match r {
+            Ok(virt) => self.entry(req, &virt, reply),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            let old = self.child(parent, name)?;
+            let new = self.child(newparent, newname)?;
+            let c = self.with_view(req, |v| v.rename(&old, &new, flags.bits()));
+            Self::done(c, || SysFs.rename(&old, &new, flags.bits()))?;
+            let mut i = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                let tmp = b"\0usvfs-exchange".to_vec();
+                i.moved(&new, &tmp);
+                i.moved(&old, &new);
+                i.moved(&tmp, &old);
+            } else {
+                // The replaced entry's inode is gone from the view.
+                i.removed(&new);
+                i.moved(&old, &new);
+            }
+            Ok(())
+        })();
+        reply_empty(reply, r);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            let old = self.phys(req, &self.path(ino)?)?;
+            let virt = self.child(newparent, newname)?;
+            self.create_at(req, &virt, FileKind::File, |p| {
+                rustix::fs::linkat(CWD, &old[..], CWD, p, AtFlags::empty()).map_err(io_errno)
+            })?;
+            Ok(virt)
+        })();
+        match r {
+            Ok(virt) => self.entry(req, &virt, reply),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                rustix::fs::openat(CWD, &p[..], open_flags(flags.0), Mode::empty())
+                    .map_err(io_errno)
+            });
+        match r {
+            Ok(fd) => match self.backing_for(ino.0, &fd, |fd| reply.open_backing(fd)) {
+                Some(b) => {
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone()), ino.0));
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b)
+                }
+                None => {
+                    let fh = self.add_handle(Handle::File(fd, None, ino.0));
+                    reply.opened(
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                    )
+                }
+            },
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = self.file(fh).and_then(|h| {
+            let Handle::File(fd, ..) = &*h else {
+                return Err(libc::EISDIR);
+            };
+            let mut buf = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match rustix::io::pread(fd, &mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(io_errno(e)),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        });
+        match r {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let r = self.file(fh).and_then(|h| {
+            let Handle::File(fd, ..) = &*h else {
+                return Err(libc::EISDIR);
+            };
+            let mut put = 0;
+            while put < data.len() {
+                // An O_APPEND descriptor appends whatever the offset says.
+                match rustix::io::pwrite(fd, &data[put..], offset + put as u64) {
+                    Ok(n) => put += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(io_errno(e)),
+                }
+            }
+            Ok(put as u32)
+        });
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|h| {
+            let Handle::File(fd, ..) = &*h else {
+                return Err(libc::EISDIR);
+            };
+            if datasync {
+                rustix::fs::fdatasync(fd.as_fd()).map_err(io_errno)
+            } else {
+                rustix::fs::fsync(fd.as_fd()).map_err(io_errno)
+            }
+        });
+        reply_empty(reply, r);
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The listing is taken once per open, as getdents64 on one
+        // descriptor sees one directory state.
+        let r = self.path(ino).and_then(|virt| {
+            self.with_view(req, |v| {
+                let r = v.resolve_boxed(&virt, true)?;
+                let m = SysFs.stat(r.phys.as_bytes());
+                if !v.is_merged_dir(r.res.node) {
+                    match m {
+                        Ok(m) if !m.is_dir() => return Err(libc::ENOTDIR),
+                        Err(e) => return Err(e),
+                        Ok(_) => {}
+                    }
+                }
+                Ok(v.listing(r.res.node, r.virt.as_bytes(), r.phys.as_bytes(), ino.0))
+            })
+        });
+        match r {
+            Ok(l) => reply.opened(
+                FileHandle(self.add_handle(Handle::Dir(l))),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(err(e)),
+        };
+        let Handle::Dir(l) = &*h else {
+            return reply.error(err(libc::ENOTDIR));
+        };
+        let dir = match self.path(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+            let name = l.name(e);
+            let child_ino = match name {
+                b"." => ino.0,
+                b".." => ino.0,
+                _ => {
+                    let mut p = dir.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(name);
+                    self.ino(&p)
+                }
+            };
+            if reply.add(
+                INodeNo(child_ino),
+                i as u64 + 1,
+                dtype_kind(e.d_type),
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(err(e)),
+        };
+        let Handle::Dir(l) = &*h else {
+            return reply.error(err(libc::ENOTDIR));
+        };
+        let dir = match self.path(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+            let name = l.name(e);
+            let a = match name {
+                // The kernel skips these; any attributes do.
+                b"." | b".." => self.getattr_virt(req, &dir),
+                _ => {
+                    let mut p = dir.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(name);
+                    self.getattr_virt(req, &p)
+                }
+            };
+            // An entry gone since the listing: no attributes (node id 0),
+            // the kernel looks it up when it is used.
+            let a = a.unwrap_or_else(|_| {
+                // SAFETY: Stat is plain data; all zeros is a valid value.
+                let st: Stat = unsafe { std::mem::zeroed() };
+                attr(0, &st)
+            });
+            if reply.add(
+                a.ino,
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                &a,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match rustix::fs::statvfs(&self.root[..]) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(err(io_errno(e))),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = (|| {
+            let virt = self.child(parent, name)?;
+            let perm = Mode::from_raw_mode(mode & !umask & 0o7777);
+            let oflags = open_flags(flags);
+            let fd = self.with_view(req, |v| match v.probe(&virt, false, FileKind::File) {
+                Probe::Outside => rustix::fs::openat(CWD, &virt[..], oflags | OFlags::CREATE, perm)
+                    .map_err(io_errno),
+                Probe::Fail(e) => Err(e),
+                // Made by someone else since the kernel looked.
+                Probe::Exists(_) if flags & libc::O_EXCL != 0 => Err(libc::EEXIST),
+                Probe::Exists(f) => {
+                    rustix::fs::openat(CWD, f.r.phys.as_bytes(), oflags, Mode::empty())
+                        .map_err(io_errno)
+                }
+                Probe::New(place) => {
+                    match rustix::fs::openat(
+                        CWD,
+                        place.loc.as_bytes(),
+                        oflags | OFlags::CREATE | OFlags::EXCL,
+                        perm,
+                    ) {
+                        Ok(fd) => {
+                            place.commit(v, FileKind::File);
+                            Ok(fd)
+                        }
+                        Err(e) => {
+                            place.abort(v);
+                            Err(io_errno(e))
+                        }
+                    }
+                }
+            })?;
+            let st = rustix::fs::fstat(&fd).map_err(io_errno)?;
+            Ok((attr(self.ino(&virt), &st), fd))
+        })();
+        match r {
+            Ok((a, fd)) => match self.backing_for(a.ino.0, &fd, |fd| reply.open_backing(fd)) {
+                Some(b) => {
+                    let fh = self.add_handle(Handle::File(fd, Some(b.clone()), a.ino.0));
+                    reply.created_passthrough(
+                        &TTL,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    )
+                }
+                None => {
+                    let fh = self.add_handle(Handle::File(fd, None, a.ino.0));
+                    reply.created(
+                        &TTL,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE,
+                    )
+                }
+            },
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    // Extended attributes are read from the physical file (setting them is
+    // not offered yet: ENOTSUP, which tools treat as "no xattr support").
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                if size == 0 {
+                    return rustix::fs::lgetxattr_query(&p[..], name)
+                        .map(|n| (n, Vec::new()))
+                        .map_err(io_errno);
+                }
+                let mut buf = vec![0u8; size as usize];
+                let n = rustix::fs::lgetxattr(&p[..], name, &mut buf[..]).map_err(io_errno)?;
+                buf.truncate(n);
+                Ok((n, buf))
+            });
+        match r {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, b)) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self
+            .path(ino)
+            .and_then(|v| self.phys(req, &v))
+            .and_then(|p| {
+                if size == 0 {
+                    return rustix::fs::llistxattr_query(&p[..])
+                        .map(|n| (n, Vec::new()))
+                        .map_err(io_errno);
+                }
+                let mut buf = vec![0u8; size as usize];
+                let n = rustix::fs::llistxattr(&p[..], &mut buf[..]).map_err(io_errno)?;
+                buf.truncate(n);
+                Ok((n, buf))
+            });
+        match r {
+            Ok((n, _)) if size == 0 => reply.size(n as u32),
+            Ok((_, b)) => reply.data(&b),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(err(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(err(libc::ENOTSUP));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rename moves the inode's path and every path below it, and only
+    /// those (a sibling sharing the name as a prefix stays).
+    #[test]
+    fn rename_moves_paths_below() {
+        let mut i = Inodes::default();
+        let root = i.ino(b"/d");
+        let a = i.ino(b"/d/a");
+        let ab = i.ino(b"/d/a/b");
+        let sib = i.ino(b"/d/ab");
+        i.moved(b"/d/a", b"/d/z");
+        assert_eq!(i.ino(b"/d"), root);
+        assert_eq!(i.ino(b"/d/z"), a);
+        assert_eq!(i.ino(b"/d/z/b"), ab);
+        assert_eq!(i.ino(b"/d/ab"), sib);
+        assert_eq!(i.paths[a as usize - 1], b"/d/z");
+        // The old name is a new inode now.
+        assert!(i.ino(b"/d/a") > sib);
+    }
+
+    /// Options the kernel must not see again (create/exclusive) are dropped;
+    /// the descriptor never follows a symlink the view resolved.
+    #[test]
+    fn open_flags_keep_the_programs_own() {
+        let f = open_flags(libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND);
+        assert!(f.contains(OFlags::RDWR | OFlags::APPEND | OFlags::CLOEXEC | OFlags::NOFOLLOW));
+        assert!(!f.contains(OFlags::CREATE) && !f.contains(OFlags::EXCL));
+    }
+}
