@@ -16,16 +16,10 @@ from ._errors import InstanceError, LinkError, USVFSException
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
-def _flag_property(flag: int, doc: str) -> property:
-    def get(self: "_VirtualLink") -> bool:
-        return bool(self.link_flags & flag)
-
-    def set_(self: "_VirtualLink", value: bool) -> None:
-        if type(value) is not bool:
-            raise TypeError(f"this property takes a bool, not {type(value).__name__}")
-        self.link_flags = (self.link_flags | flag) if value else (self.link_flags & ~flag)
-
-    return property(get, set_, doc=doc)
+def _check_bool(value: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"this property takes a bool, not {type(value).__name__}")
+    return value
 
 
 class _VirtualLink:
@@ -44,15 +38,30 @@ class _VirtualLink:
         """True for a directory link (read-only)."""
         return self._is_directory
 
-    link_fail_if_exists = _flag_property(
-        dll.LINKFLAG_FAILIFEXISTS,
-        "LINKFLAG_FAILIFEXISTS: linking fails in case of an error (usvfs.h): a file link fails when its "
-        "destination is already linked, by an earlier file link or a file of an earlier directory link.",
-    )
-    redirect_create = _flag_property(
-        dll.LINKFLAG_CREATETARGET,
-        "LINKFLAG_CREATETARGET: files created below the destination land in the source (the innermost wins).",
-    )
+    def _set_flag(self, flag: int, value: object) -> None:
+        on = _check_bool(value)
+        self.link_flags = (self.link_flags | flag) if on else (self.link_flags & ~flag)
+
+    @property
+    def link_fail_if_exists(self) -> bool:
+        """LINKFLAG_FAILIFEXISTS: linking fails in case of an error (usvfs.h): a
+        file link fails when its destination is already linked, by an earlier
+        file link or a file of an earlier directory link."""
+        return bool(self.link_flags & dll.LINKFLAG_FAILIFEXISTS)
+
+    @link_fail_if_exists.setter
+    def link_fail_if_exists(self, value: bool) -> None:
+        self._set_flag(dll.LINKFLAG_FAILIFEXISTS, value)
+
+    @property
+    def redirect_create(self) -> bool:
+        """LINKFLAG_CREATETARGET: files created below the destination land in
+        the source (the innermost wins)."""
+        return bool(self.link_flags & dll.LINKFLAG_CREATETARGET)
+
+    @redirect_create.setter
+    def redirect_create(self, value: bool) -> None:
+        self._set_flag(dll.LINKFLAG_CREATETARGET, value)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.real_path!r}, {self.virtual_path!r}, flags={self.link_flags:#x})"
@@ -72,12 +81,25 @@ class VirtualDirectory(_VirtualLink):
     def __init__(self, real_path: StrPath, virtual_path: StrPath) -> None:
         super().__init__(real_path, virtual_path, is_directory=True, link_flags=dll.LINKFLAG_RECURSIVE)
 
-    link_recursively = _flag_property(dll.LINKFLAG_RECURSIVE, "LINKFLAG_RECURSIVE: link subdirectories too.")
-    monitor_changes = _flag_property(
-        dll.LINKFLAG_MONITORCHANGES,
-        "LINKFLAG_MONITORCHANGES: files added to or removed from the real directory while the mapping is "
-        "published appear or disappear in the view (inotify), until the VFS is closed or the mapping set again.",
-    )
+    @property
+    def link_recursively(self) -> bool:
+        """LINKFLAG_RECURSIVE: link subdirectories too."""
+        return bool(self.link_flags & dll.LINKFLAG_RECURSIVE)
+
+    @link_recursively.setter
+    def link_recursively(self, value: bool) -> None:
+        self._set_flag(dll.LINKFLAG_RECURSIVE, value)
+
+    @property
+    def monitor_changes(self) -> bool:
+        """LINKFLAG_MONITORCHANGES: files added to or removed from the real
+        directory while the mapping is published appear or disappear in the
+        view (inotify), until the VFS is closed or the mapping set again."""
+        return bool(self.link_flags & dll.LINKFLAG_MONITORCHANGES)
+
+    @monitor_changes.setter
+    def monitor_changes(self, value: bool) -> None:
+        self._set_flag(dll.LINKFLAG_MONITORCHANGES, value)
 
 
 class Mapping:

@@ -36,18 +36,21 @@ class InstanceError(USVFSException):
     """The instance is not set up, its name is invalid, or it is in use."""
 
 
-class _ProgramError(USVFSException):
+class _ProgramError(USVFSException, OSError):
     _errno = 0
 
     def __init__(self, *args: Any, path: Optional[PathLike] = None) -> None:
         super().__init__(*args, path=path)
         # The OSError attributes, as `open` or `subprocess` would set them.
-        self.errno = self._errno
-        self.strerror = str(args[0]) if args else os.strerror(self._errno)
-        self.filename = self.path
+        for attr, value in (
+            ("errno", self._errno),
+            ("strerror", str(args[0]) if args else os.strerror(self._errno)),
+            ("filename", self.path),
+        ):
+            setattr(self, attr, value)
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class ProgramNotFound(_ProgramError, FileNotFoundError):

@@ -22,7 +22,7 @@ def child_env(instance_dir: str, base: Optional[Mapping[Any, Any]], virtual_cwd:
         os.fsencode(instance_dir),
         None if virtual_cwd is None else os.fsencode(virtual_cwd),
     )
-    return dict(os.fsdecode(e).split("=", 1) for e in out)  # type: ignore[misc]
+    return dict(os.fsdecode(e).split("=", 1) for e in out)
 
 
 def prepare(

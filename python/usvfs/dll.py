@@ -64,7 +64,7 @@ LINKFLAG_CREATETARGET = 0x4
 LINKFLAG_RECURSIVE = 0x8
 LINKFLAG_FAILIFSKIPPED = 0x10
 
-log = logging.getLogger("usvfs")
+log: logging.Logger = logging.getLogger("usvfs")
 # The library convention: messages go wherever the application configures
 # logging, and nowhere else.
 log.addHandler(logging.NullHandler())
