@@ -70,5 +70,9 @@ fn strip_debug_info(path: &std::path::Path) {
         .arg(path)
         .status()
         .expect("running strip (binutils) on the bundled binaries");
-    assert!(status.success(), "strip --strip-debug {} failed", path.display());
+    assert!(
+        status.success(),
+        "strip --strip-debug {} failed",
+        path.display()
+    );
 }
