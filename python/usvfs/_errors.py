@@ -37,6 +37,8 @@ class InstanceError(USVFSException):
 
 
 class _ProgramError(USVFSException, OSError):
+    """A program could not be started; carries OSError's fields."""
+
     _errno = 0
 
     def __init__(self, *args: Any, path: Optional[PathLike] = None) -> None:
