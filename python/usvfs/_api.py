@@ -46,7 +46,8 @@ class _VirtualLink:
     def link_fail_if_exists(self) -> bool:
         """LINKFLAG_FAILIFEXISTS: linking fails in case of an error (usvfs.h): a
         file link fails when its destination is already linked, by an earlier
-        file link or a file of an earlier directory link."""
+        file link or a file of an earlier directory link; a directory link
+        when its destination exists, virtually or physically."""
         return bool(self.link_flags & dll.LINKFLAG_FAILIFEXISTS)
 
     @link_fail_if_exists.setter

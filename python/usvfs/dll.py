@@ -21,7 +21,7 @@ import threading
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _launch, _native
-from ._errors import InstanceError, USVFSException
+from ._errors import InstanceError, LinkError, USVFSException
 
 __all__ = [
     "LINKFLAG_FAILIFEXISTS",
@@ -465,6 +465,8 @@ def _provided(rules: Sequence[_Rule], destination: str) -> bool:
         if not is_dir:
             if dest == destination:
                 return True
+        elif dest == destination:
+            return True
         elif destination.startswith(dest.rstrip("/") + "/"):
             rel = destination[len(dest.rstrip("/")) + 1 :]
             if (flags & LINKFLAG_RECURSIVE or "/" not in rel) and os.path.lexists(os.path.join(src, rel)):
@@ -488,11 +490,11 @@ def _make_rule(
     )
     _native.check_link(rule)
     # usvfs.h: "if set, linking fails in case of an error": a file link
-    # fails when its destination is linked already.
-    if rule[3] & LINKFLAG_FAILIFEXISTS and not is_dir and _provided(earlier, rule[2]):
-        from ._errors import LinkError
-
-        raise LinkError(f"destination {rule[2]!r} is already linked", path=rule[2])
+    # fails when its destination is linked already; a directory link when
+    # its destination exists, virtually or physically.
+    if rule[3] & LINKFLAG_FAILIFEXISTS:
+        if _provided(earlier, rule[2]) or (is_dir and os.path.lexists(rule[2])):
+            raise LinkError(f"destination {rule[2]!r} exists already (LINKFLAG_FAILIFEXISTS)", path=rule[2])
     return rule
 
 

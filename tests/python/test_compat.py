@@ -289,7 +289,7 @@ def test_set_mapping_links_directories_then_files(vfs: usvfs.UserspaceVFS) -> No
     assert cat(vfs, "dest/source1.txt") == b"two\n"
 
 
-def test_link_fail_if_exists_follows_usvfs_h(vfs: usvfs.UserspaceVFS) -> None:
+def test_link_fail_if_exists_follows_usvfs_h(vfs: usvfs.UserspaceVFS, tree: Path) -> None:
     f = usvfs.VirtualFile("src/source2.txt", "dest/source1.txt")
     f.link_fail_if_exists = True
     m = usvfs.Mapping()
@@ -304,6 +304,29 @@ def test_link_fail_if_exists_follows_usvfs_h(vfs: usvfs.UserspaceVFS) -> None:
     m2.link(f2)
     vfs.set_mapping(m2)
     assert cat(vfs, "dest/new.txt") == b"two\n"
+    # A directory link: its destination must not exist, physically or virtually.
+    d = usvfs.VirtualDirectory("src/subfolder", "dest")
+    d.link_fail_if_exists = True
+    m3 = usvfs.Mapping()
+    m3.link(d)
+    with pytest.raises(usvfs.LinkError) as e:
+        vfs.set_mapping(m3)
+    assert e.value.path == str(tree / "dest")
+    d2 = usvfs.VirtualDirectory("src/subfolder", "dest/subfolder")
+    d2.link_fail_if_exists = True
+    m4 = usvfs.Mapping()
+    m4.link(usvfs.VirtualDirectory("src", "dest"))
+    m4.link(d2)
+    with pytest.raises(usvfs.LinkError):
+        vfs.set_mapping(m4)
+    d3 = usvfs.VirtualDirectory("src/subfolder", "dest/more")
+    d3.link_fail_if_exists = True
+    m4.link(d3)
+    m5 = usvfs.Mapping()
+    m5.link(usvfs.VirtualDirectory("src", "dest"))
+    m5.link(d3)
+    vfs.set_mapping(m5)
+    assert cat(vfs, "dest/more/source3.txt") == b"three\n"
 
 
 def test_mapping_link_takes_any_link_like_object(vfs: usvfs.UserspaceVFS, tree: Path) -> None:
