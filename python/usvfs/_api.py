@@ -160,6 +160,7 @@ class UserspaceVFS:
         case_insensitive: bool = False,
     ) -> None:
         self._conn: Optional[dll._Connection] = None
+        self._owns_name = False
         self._parameters = dll.USVFSParameters()
         if not isinstance(instance_name, str):
             raise TypeError(f"instance_name must be a str, not {type(instance_name).__name__}")
@@ -170,14 +171,18 @@ class UserspaceVFS:
             if instance_name in self._instance_names:
                 raise InstanceError(f"a usvfs instance named {instance_name!r} already exists in this process")
             self._instance_names.append(instance_name)
+            self._owns_name = True
         dll.USVFSInitParameters(
             self._parameters, instance_name, debug_mode, log_level, crash_dumps_type, crash_dump_path, case_insensitive
         )
 
     def _release_name(self) -> None:
+        # Only the object that took the name gives it back (not one whose
+        # __init__ refused it as a duplicate).
         with self._names_lock:
-            if self.instance_name in self._instance_names:
+            if self._owns_name and self.instance_name in self._instance_names:
                 self._instance_names.remove(self.instance_name)
+            self._owns_name = False
 
     def __del__(self) -> None:
         try:

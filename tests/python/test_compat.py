@@ -188,7 +188,16 @@ def test_instance_errors(tree: Path) -> None:
                  v.get_active_processes, lambda: v.blacklist_executable("x")]:
         with pytest.raises(usvfs.InstanceError):
             call()
+    # A refused duplicate does not free the name of the object that holds it.
+    with pytest.raises(usvfs.InstanceError):
+        usvfs.UserspaceVFS(v.instance_name)
+    import gc
+
+    gc.collect()
+    with pytest.raises(usvfs.InstanceError):
+        usvfs.UserspaceVFS(v.instance_name)
     v.__exit__(None, None, None)
+    usvfs.UserspaceVFS(v.instance_name).__exit__(None, None, None)
     dll.DisconnectVFS()
     with pytest.raises(usvfs.InstanceError):
         dll.ClearVirtualMappings()
