@@ -27,6 +27,10 @@ test: setup lint typecheck build wheel
 typecheck:
 	cd python && $(PYTHON) -m mypy.stubtest usvfs --mypy-config-file /dev/null
 	cd python && $(PYTHON) -m mypy --strict --cache-dir=/dev/null usvfs
+	@if command -v pyright >/dev/null; then \
+	    out=$$(PYTHONPATH=$(CURDIR)/python pyright --verifytypes usvfs --ignoreexternal); status=$$?; \
+	    echo "$$out" | grep -E "error|completeness score"; exit $$status; \
+	else echo "pyright not installed: skipping pyright --verifytypes"; fi
 
 # The wheel (dist/usvfs-*-cp39-abi3-manylinux_2_34_x86_64.whl): the
 # extension module, plus the preload library and the `usvfs` command the
