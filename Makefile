@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all build setup demo test test-rust test-py lint bench clean
+.PHONY: all build setup demo test test-rust test-py lint typecheck wheel bench clean
 
 all: build
 
@@ -17,9 +17,28 @@ setup:
 demo: build
 	@bash scripts/demo.sh
 
-test: setup lint build
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+test: setup lint typecheck build wheel
 	$(CARGO) test --release --workspace
-	$(PYTHON) -m pytest -q tests
+	USVFS_WHEEL="$$(ls dist/usvfs-*.whl)" $(PYTHON) -m pytest -q tests
+
+# The Python package's stubs match what it exports at runtime.
+typecheck:
+	cd python && $(PYTHON) -m mypy.stubtest usvfs --mypy-config-file /dev/null
+	cd python && $(PYTHON) -m mypy --strict --cache-dir=/dev/null usvfs
+	@if command -v pyright >/dev/null; then \
+	    out=$$(PYTHONPATH=$(CURDIR)/python pyright --verifytypes usvfs --ignoreexternal); status=$$?; \
+	    echo "$$out" | grep -E "error|completeness score"; exit $$status; \
+	else echo "pyright not installed: skipping pyright --verifytypes"; fi
+
+# The wheel (dist/usvfs-*-cp39-abi3-manylinux_2_34_x86_64.whl): the
+# extension module, plus the preload library and the `usvfs` command the
+# workspace build made, without debug info. tests/python/test_wheel.py
+# installs it into a fresh venv and runs the README's examples from it.
+wheel: build
+	rm -rf dist
+	USVFS_BUNDLE_FROM=$(abspath $(TARGET_DIR))/release $(PYTHON) -m maturin build --release --quiet -o dist
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,4 +52,4 @@ bench: build
 
 clean:
 	$(CARGO) clean
-	rm -rf bench/out demo
+	rm -rf bench/out demo dist python/usvfs/_bin

@@ -9,6 +9,10 @@ set -euo pipefail
 if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pytest
 fi
+# The Python package's wheel and type checks (make wheel, make typecheck).
+for mod in maturin mypy; do
+    python3 -c "import $mod" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "$mod"
+done
 missing=()
 packages=()
 need() { # need PACKAGE WHAT: install PACKAGE, which provides WHAT

@@ -10,6 +10,7 @@ from ._paths import cli_binary
 
 
 def main() -> None:
+    """Runs the bundled `usvfs` command with this process's arguments."""
     exe = cli_binary()
     os.environ.setdefault("USVFS_PRELOAD", str(exe.parent / "libusvfs_preload.so"))
     if not os.path.exists(os.environ["USVFS_PRELOAD"]):

@@ -3,21 +3,28 @@ about, so callers can report it or act on it."""
 
 from __future__ import annotations
 
+import errno as _errno
 import os
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-PathLike = Union[str, "os.PathLike[str]", bytes]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 class USVFSException(Exception):
-    """Generic error of the usvfs library (the py-usvfs name).
+    """Generic error of the usvfs library (the py-usvfs name). Takes any
+    arguments, like :class:`Exception`.
 
-    :ivar path: the path the error is about, if any.
+    :ivar path: the path the error is about (``str`` or ``bytes``), or None.
     """
 
-    def __init__(self, message: str, path: Optional[PathLike] = None) -> None:
-        super().__init__(message)
+    path: Optional[Union[str, bytes]]
+
+    def __init__(self, *args: Any, path: Optional[PathLike] = None) -> None:
+        super().__init__(*args)
         self.path = os.fspath(path) if path is not None else None
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class LinkError(USVFSException):
@@ -29,12 +36,37 @@ class InstanceError(USVFSException):
     """The instance is not set up, its name is invalid, or it is in use."""
 
 
-class ProgramNotFound(USVFSException, FileNotFoundError):
-    """The program to start does not exist in the view (exit code 127)."""
+class _ProgramError(USVFSException, OSError):
+    """A program could not be started; carries OSError's fields."""
+
+    _errno = 0
+
+    def __init__(self, *args: Any, path: Optional[PathLike] = None) -> None:
+        super().__init__(*args, path=path)
+        # The OSError attributes, as `open` or `subprocess` would set them.
+        for attr, value in (
+            ("errno", self._errno),
+            ("strerror", str(args[0]) if args else os.strerror(self._errno)),
+            ("filename", self.path),
+        ):
+            setattr(self, attr, value)
+
+    def __str__(self) -> str:
+        return self.strerror or ""
 
 
-class ProgramNotExecutable(USVFSException, PermissionError):
-    """The program exists but cannot be executed (exit code 126)."""
+class ProgramNotFound(_ProgramError, FileNotFoundError):
+    """The program to start does not exist in the view (exit code 127).
+    ``errno`` is ``ENOENT``, ``filename`` and ``path`` name the program."""
+
+    _errno = _errno.ENOENT
+
+
+class ProgramNotExecutable(_ProgramError, PermissionError):
+    """The program exists but cannot be executed (exit code 126).
+    ``errno`` is ``EACCES``, ``filename`` and ``path`` name the program."""
+
+    _errno = _errno.EACCES
 
 
 class ProgramNotHookable(USVFSException):

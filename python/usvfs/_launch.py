@@ -5,16 +5,13 @@ directory is handed down so `getcwd` reports it."""
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _native
-from ._errors import USVFSException
+from ._errors import ProgramNotFound, USVFSException, _ProgramError
 from ._paths import preload_library
 
-StrPath = Union[str, "os.PathLike[str]"]
-
-
-def child_env(instance_dir: str, base: Optional[Mapping[str, str]], virtual_cwd: Optional[str] = None) -> dict:
+def child_env(instance_dir: str, base: Optional[Mapping[Any, Any]], virtual_cwd: Optional[str] = None) -> Dict[str, str]:
     """`base` (default: our environment) plus what a hooked child needs, from
     the launcher the CLI and the preload engine share."""
     env = os.environ if base is None else base
@@ -31,29 +28,44 @@ def child_env(instance_dir: str, base: Optional[Mapping[str, str]], virtual_cwd:
 def prepare(
     instance: str,
     instance_dir: str,
-    args: Union[str, Sequence[Any]],
-    cwd: Optional[StrPath] = None,
-    env: Optional[Mapping[str, str]] = None,
+    args: Any,
+    cwd: Any = None,
+    env: Optional[Mapping[Any, Any]] = None,
     shell: bool = False,
-) -> Tuple[str, list, str, dict]:
-    """Returns (executable, argv, physical cwd, environment) for subprocess."""
+    executable: Any = None,
+) -> Tuple[str, List[str], str, Dict[str, str]]:
+    """Returns (executable, argv, physical cwd, environment) for subprocess.
+    `args`, `cwd` and `executable` as :class:`subprocess.Popen` takes them
+    (str, bytes or os.PathLike)."""
     if shell:
-        argv = ["/bin/sh", "-c", args if isinstance(args, str) else " ".join(map(str, args))]
+        command = os.fsdecode(args) if isinstance(args, (str, bytes, os.PathLike)) else " ".join(os.fsdecode(a) for a in args)
+        argv = ["/bin/sh", "-c", command]
+        if executable is not None:
+            argv[0] = os.fsdecode(executable)
+            executable = None
     elif isinstance(args, (str, bytes, os.PathLike)):
         argv = [os.fsdecode(args)]
     else:
         argv = [os.fsdecode(a) for a in args]
-    virtual_cwd = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
+    if not argv:
+        raise ProgramNotFound("empty command line")
+    virtual_cwd = os.fsdecode(os.path.abspath(os.fspath(cwd))) if cwd is not None else os.getcwd()
     physical_cwd = _native.physical_dir(instance, virtual_cwd)
     if physical_cwd is None:
-        raise USVFSException(f"working directory {virtual_cwd!r} does not exist in the view", virtual_cwd)
-    # Relative program paths are taken from the (virtual) working directory.
-    if "/" in argv[0] and not os.path.isabs(argv[0]):
-        program = os.path.join(virtual_cwd, argv[0])
+        raise USVFSException(f"working directory {virtual_cwd!r} does not exist in the view", path=virtual_cwd)
+    # The program: `executable` if given (argv[0] is then only its name),
+    # relative paths taken from the (virtual) working directory.
+    wanted = os.fsdecode(executable) if executable is not None else argv[0]
+    if "/" in wanted and not os.path.isabs(wanted):
+        program = os.path.join(virtual_cwd, wanted)
     else:
-        program = argv[0]
-    exe, new_argv = _native.prepare_command(instance, [program, *argv[1:]])
-    new_argv = [os.fsdecode(a) for a in new_argv]
+        program = wanted
+    try:
+        exe, new_argv_raw = _native.prepare_command(instance, [program, *argv[1:]])
+    except _ProgramError as e:
+        e.path = e.filename = program
+        raise
+    new_argv = [os.fsdecode(a) for a in new_argv_raw]
     if new_argv and new_argv[0] == program and program != argv[0]:
         new_argv[0] = argv[0]
     vcwd = virtual_cwd if os.fspath(physical_cwd) != virtual_cwd else None

@@ -1,12 +1,34 @@
 """Type stubs of the PyO3 extension module (a thin layer over usvfs-core)."""
 
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, final
+
+__all__ = [
+    "check_link",
+    "mo2_rules",
+    "conflicts_json",
+    "publish",
+    "SourceMonitor",
+    "write_exec_rules",
+    "register",
+    "join",
+    "leave",
+    "processes",
+    "dump",
+    "prepare_command",
+    "physical_dir",
+    "set_log_level",
+    "read_log",
+    "validate_instance_name",
+    "version",
+    "child_env",
+]
 
 _Path = Union[str, "os.PathLike[str]"]
 _Rule = Tuple[bool, _Path, _Path, int, Sequence[str], Sequence[str]]
 
 def check_link(rule: _Rule) -> None: ...
+@final
 class SourceMonitor:
     """Watches a published mapping's monitored sources until stopped."""
 
@@ -19,6 +41,7 @@ def publish(
 ) -> Tuple[str, int, Optional[SourceMonitor]]: ...
 def write_exec_rules(instance: str, blacklist: Sequence[str], force_loads: Sequence[Tuple[str, _Path]]) -> None: ...
 def register(instance: str, pid: int) -> None: ...
+def join(instance: str, pid: int) -> Optional[str]: ...
 def leave(instance: str, pid: int) -> bool: ...
 def processes(instance: str) -> List[Tuple[int, bytes]]: ...
 def dump(instance: str) -> bytes: ...

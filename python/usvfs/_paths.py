@@ -17,14 +17,14 @@ def _first(candidates: list[Path], what: str, env: str) -> Path:
         p = Path(override)
         if p.is_file():
             return p.resolve()
-        raise USVFSException(f"{env} names {p}, which is not a file: point it at the {what}", p)
+        raise USVFSException(f"{env} names {p}, which is not a file: point it at the {what}", path=p)
     for c in candidates:
         if c.is_file():
             return c.resolve()
     raise USVFSException(
         f"cannot find the {what} (looked in {', '.join(map(str, candidates))}): reinstall the package, "
         f"or set {env}",
-        candidates[0],
+        path=candidates[0],
     )
 
 

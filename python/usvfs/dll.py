@@ -1,20 +1,62 @@
 """Low-level interface with usvfs's own names (the `usvfs.dll` module of
 py-usvfs): module-level state stands for the connection to one instance, as
-the usvfs DLL keeps it. Prefer :class:`usvfs.UserspaceVFS`."""
+the usvfs DLL keeps it. Prefer :class:`usvfs.UserspaceVFS`.
+
+Paths may be ``str``, ``bytes`` or :class:`os.PathLike`; names that are not
+valid UTF-8 go through unchanged (as ``str`` they use the file system
+encoding's ``surrogateescape``, like :func:`os.fsdecode`).
+"""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import enum
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import threading
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _launch, _native
-from ._errors import USVFSException
+from ._errors import InstanceError, LinkError, USVFSException
+
+__all__ = [
+    "LINKFLAG_FAILIFEXISTS",
+    "LINKFLAG_MONITORCHANGES",
+    "LINKFLAG_CREATETARGET",
+    "LINKFLAG_RECURSIVE",
+    "LINKFLAG_FAILIFSKIPPED",
+    "LogLevel",
+    "CrashDumpsType",
+    "USVFSParameters",
+    "USVFSInitParameters",
+    "InitLogging",
+    "CreateVFS",
+    "ConnectVFS",
+    "DisconnectVFS",
+    "GetCurrentVFSName",
+    "VirtualLinkDirectoryStatic",
+    "VirtualLinkFile",
+    "ClearVirtualMappings",
+    "AddSkipFileSuffix",
+    "ClearSkipFileSuffixes",
+    "AddSkipDirectory",
+    "ClearSkipDirectories",
+    "BlacklistExecutable",
+    "ClearExecutableBlacklist",
+    "ForceLoadLibrary",
+    "ClearLibraryForceLoads",
+    "CreateProcessHooked",
+    "GetVFSProcessList",
+    "CreateVFSDump",
+    "GetLogMessages",
+    "VersionString",
+]
+
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 LINKFLAG_FAILIFEXISTS = 0x1
 LINKFLAG_MONITORCHANGES = 0x2
@@ -22,7 +64,10 @@ LINKFLAG_CREATETARGET = 0x4
 LINKFLAG_RECURSIVE = 0x8
 LINKFLAG_FAILIFSKIPPED = 0x10
 
-log = logging.getLogger("usvfs")
+log: logging.Logger = logging.getLogger("usvfs")
+# The library convention: messages go wherever the application configures
+# logging, and nowhere else.
+log.addHandler(logging.NullHandler())
 
 
 class LogLevel(enum.IntEnum):
@@ -34,6 +79,7 @@ class LogLevel(enum.IntEnum):
     ERROR = 3
 
     def to_logging(self) -> int:
+        """The :mod:`logging` level of this level."""
         return {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}[int(self)]
 
     def to_instance(self) -> str:
@@ -52,27 +98,35 @@ class CrashDumpsType(enum.IntEnum):
 
 
 class USVFSParameters:
-    """Parameters of an instance (fill with :func:`USVFSInitParameters`)."""
+    """Parameters of an instance (fill with :func:`USVFSInitParameters`, or
+    set the fields). The fields of usvfs's ``USVFSParameters``, plus
+    `caseInsensitive` (a Linux addition)."""
+
+    instanceName: str
+    currentSHMName: str
+    currentInverseSHMName: str
+    debugMode: bool
+    logLevel: LogLevel
+    crashDumpsType: CrashDumpsType
+    crashDumpsPath: str
+    caseInsensitive: bool
 
     def __init__(self) -> None:
-        self._instance_name = ""
-        self._debug_mode = False
-        self._log_level = LogLevel.ERROR
-        self._crash_dumps_type = CrashDumpsType.NONE
-        self._crash_dumps_path = ""
-        self._case_insensitive = False
+        self.instanceName = ""
+        self.currentSHMName = ""
+        self.currentInverseSHMName = ""
+        self.debugMode = False
+        self.logLevel = LogLevel.ERROR
+        self.crashDumpsType = CrashDumpsType.NONE
+        self.crashDumpsPath = ""
+        self.caseInsensitive = False
 
-    instanceName = property(lambda self: self._instance_name, doc="Instance name.")
-    currentSHMName = property(lambda self: self._instance_name, doc="Name of the shared index (the instance name).")
-    currentInverseSHMName = property(lambda self: self._instance_name + "_inverse", doc="Kept for compatibility.")
-    debugMode = property(lambda self: self._debug_mode, doc="Debug mode.")
-    logLevel = property(lambda self: self._log_level, doc="Log level.")
-    crashDumpsType = property(lambda self: self._crash_dumps_type, doc="Crash dump kind.")
-    crashDumpsPath = property(lambda self: self._crash_dumps_path, doc="Crash dump path.")
-    caseInsensitive = property(
-        lambda self: self._case_insensitive,
-        doc="Names match case-insensitively below the destinations (Linux addition, as `usvfs run --case-insensitive`).",
-    )
+    def __repr__(self) -> str:
+        return (
+            f"USVFSParameters(instanceName={self.instanceName!r}, debugMode={self.debugMode}, "
+            f"logLevel={self.logLevel!r}, crashDumpsType={self.crashDumpsType!r}, "
+            f"crashDumpsPath={self.crashDumpsPath!r}, caseInsensitive={self.caseInsensitive})"
+        )
 
 
 def USVFSInitParameters(
@@ -86,33 +140,97 @@ def USVFSInitParameters(
 ) -> None:
     """Fills `parameters`. `caseInsensitive` (a Linux addition) makes the
     view match names in any case, as Windows programs expect."""
-    parameters._instance_name = instanceName
-    parameters._debug_mode = bool(debugMode)
-    parameters._log_level = LogLevel(logLevel)
-    parameters._crash_dumps_type = CrashDumpsType(crashDumpsType)
-    parameters._crash_dumps_path = crashDumpsPath
-    parameters._case_insensitive = bool(caseInsensitive)
+    if not isinstance(instanceName, str):
+        raise TypeError(f"instanceName must be a str, not {type(instanceName).__name__}")
+    parameters.instanceName = instanceName
+    parameters.currentSHMName = instanceName
+    parameters.currentInverseSHMName = instanceName + "_inverse"
+    parameters.debugMode = bool(debugMode)
+    parameters.logLevel = LogLevel(logLevel)
+    parameters.crashDumpsType = CrashDumpsType(crashDumpsType)
+    parameters.crashDumpsPath = os.fsdecode(crashDumpsPath)
+    parameters.caseInsensitive = bool(caseInsensitive)
 
 
-class _Buffer(logging.Handler):
-    """Keeps the last log messages for :func:`GetLogMessages`."""
+# ---------------------------------------------------------------- arguments
+
+
+def _path(value: Any, what: str) -> str:
+    """An absolute path as ``str`` (lossless: surrogateescape) from str,
+    bytes or os.PathLike; TypeError otherwise, before anything is stored."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    return os.fsdecode(os.path.abspath(os.fspath(value)))
+
+
+def _name(value: Any, what: str) -> str:
+    """A name (str or bytes) as ``str``; TypeError otherwise."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, (str, bytes)):
+        raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+    name = os.fsdecode(value)
+    if not name or "\0" in name:
+        raise ValueError(f"{what} must be a non-empty name without NUL, not {value!r}")
+    return name
+
+
+def _flags(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"link flags must be a non-negative int, not {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------ logging
+
+
+class _Buffer:
+    """Keeps the last log messages for :func:`GetLogMessages` (not a
+    logging handler: the "usvfs" logger only has a NullHandler)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
         self.messages: Deque[str] = collections.deque(maxlen=1000)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        self.level = logging.WARNING
 
 
 _buffer = _Buffer()
-log.addHandler(_buffer)
+
+
+def _log(level: int, msg: str, *args: Any) -> None:
+    """Logs to the "usvfs" logger and keeps the message for GetLogMessages."""
+    if level >= _buffer.level:
+        _buffer.messages.append(f"{logging.getLevelName(level).lower()}: {msg % args if args else msg}")
+    log.log(level, msg, *args)
+
+
+# The stderr handler `InitLogging(True)` (debug_mode) adds, and the logger
+# level it replaced; both undone when the last connection closes.
+_local_handler: Optional[logging.Handler] = None
+_local_saved_level: Optional[int] = None
 
 
 def InitLogging(toLocal: bool = False) -> None:
-    """Sets up logging; with `toLocal`, the "usvfs" logger also prints to stderr."""
-    if toLocal and not any(isinstance(h, logging.StreamHandler) and h is not _buffer for h in log.handlers):
-        log.addHandler(logging.StreamHandler())
+    """Sets up logging; with `toLocal`, the "usvfs" logger also prints to
+    stderr (at DEBUG unless a level was set on it) until the last
+    connection closes."""
+    global _local_handler, _local_saved_level
+    with _lock:
+        if toLocal and _local_handler is None:
+            _local_handler = logging.StreamHandler()
+            log.addHandler(_local_handler)
+            if log.level == logging.NOTSET:
+                _local_saved_level = log.level
+                log.setLevel(logging.DEBUG)
+
+
+def _remove_local_handler() -> None:
+    global _local_handler, _local_saved_level
+    if _local_handler is not None:
+        log.removeHandler(_local_handler)
+        _local_handler = None
+        if _local_saved_level is not None:
+            log.setLevel(_local_saved_level)
+            _local_saved_level = None
 
 
 # How far each instance's log has been read (byte offsets), by instance name.
@@ -130,18 +248,27 @@ def _drain_instance_log(name: str) -> None:
         _buffer.messages.append(line)
 
 
+def _log_messages(conn: Optional["_Connection"]) -> List[str]:
+    with _lock:
+        if conn is not None and conn.name in _connections:
+            _drain_instance_log(conn.name)
+        out = list(_buffer.messages)
+        _buffer.messages.clear()
+    return out
+
+
 def GetLogMessages() -> List[str]:
     """Returns and forgets the buffered log messages: this process's (as
     ``"level: message"``), then the lines the hooked processes of the
     connected instance wrote to its log since the last call (as
     ``"<unix time> <pid> <LEVEL> <target>: <message> key=value..."``; their
     level is the instance's, see :class:`USVFSParameters`)."""
-    with _lock:
-        if _current is not None:
-            _drain_instance_log(_current.name)
-        out = list(_buffer.messages)
-        _buffer.messages.clear()
-    return out
+    return _log_messages(_current)
+
+
+# -------------------------------------------------------------- connections
+
+_Rule = Tuple[bool, str, str, int, List[str], List[str]]
 
 
 class _Connection:
@@ -150,8 +277,9 @@ class _Connection:
     def __init__(self, params: USVFSParameters) -> None:
         self.params = params
         self.name = params.instanceName
+        self.case_insensitive = bool(params.caseInsensitive)
         self.dir = ""
-        self.rules: List[Tuple[bool, str, str, int, List[str], List[str]]] = []
+        self.rules: List[_Rule] = []
         self.skip_suffixes: List[str] = []
         self.skip_dirs: List[str] = []
         self.blacklist: List[str] = []
@@ -162,17 +290,29 @@ class _Connection:
         self.monitor: Optional[_native.SourceMonitor] = None
 
     def publish(self) -> None:
+        """Publishes the rules if they changed since the last time."""
         with self.lock:
             if not self.dirty and self.dir:
                 return
-            if self.monitor is not None:
-                self.monitor.stop()
-            d, nodes, self.monitor = _native.publish(self.name, self.rules, [], self.params.caseInsensitive)
-            self.dir = os.fspath(d)
-            _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
-            _native.register(self.name, os.getpid())
-            self.dirty = False
-            log.info("instance %s: mapping of %d rules published (%d nodes)", self.name, len(self.rules), nodes)
+            self._publish(self.rules)
+
+    def _publish(self, rules: List[_Rule]) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        d, nodes, self.monitor = _native.publish(self.name, rules, [], self.case_insensitive)
+        self.dir = os.fspath(d)
+        _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
+        self.dirty = False
+        _log(logging.INFO, "instance %s: mapping of %d rules published (%d nodes)", self.name, len(rules), nodes)
+
+    def replace_rules(self, rules: List[_Rule]) -> None:
+        """Publishes `rules` (checked already) in one step: every process
+        started meanwhile sees the old mapping or the new one, never an
+        empty one."""
+        with self.lock:
+            self._publish(rules)
+            self.rules = rules
 
     def exec_rules_changed(self) -> None:
         with self.lock:
@@ -181,62 +321,134 @@ class _Connection:
 
 
 _current: Optional[_Connection] = None
+# Every instance this process is connected to, by name.
+_connections: Dict[str, _Connection] = {}
 _lock = threading.RLock()
 
 
 def _conn() -> _Connection:
     if _current is None:
-        raise USVFSException("not connected to a virtual file system: call CreateVFS or ConnectVFS first")
+        raise InstanceError("not connected to a virtual file system: call CreateVFS or ConnectVFS first")
     return _current
-
-
-def CreateVFS(parameters: USVFSParameters) -> bool:
-    """Creates the instance (an empty mapping) and connects to it."""
-    global _current
-    with _lock:
-        try:
-            _native.validate_instance_name(parameters.instanceName)
-            conn = _Connection(parameters)
-            conn.publish()
-            # Hooked processes started from now on log at this level to the
-            # instance's log (GetLogMessages returns their lines).
-            _native.set_log_level(conn.name, _instance_log_level(parameters))
-        except USVFSException as e:
-            log.error("%s", e)
-            return False
-        _current = conn
-        log.setLevel(parameters.logLevel.to_logging() if not parameters.debugMode else logging.DEBUG)
-        return True
 
 
 def _instance_log_level(parameters: USVFSParameters) -> str:
     return "debug" if parameters.debugMode else parameters.logLevel.to_instance()
 
 
-def ConnectVFS(parameters: USVFSParameters) -> bool:
-    """Connects to the instance, creating it if needed."""
+def _open(parameters: USVFSParameters) -> _Connection:
+    """This process's connection to the instance: joins it when it runs
+    (its mapping stays), creates it with an empty mapping otherwise. Raises
+    InstanceError for an invalid name."""
+    name = parameters.instanceName
+    if not isinstance(name, str):
+        raise TypeError(f"instanceName must be a str, not {type(name).__name__}")
+    _native.validate_instance_name(name)
     with _lock:
-        if _current is not None and _current.name == parameters.instanceName:
-            return True
-        return CreateVFS(parameters)
+        conn = _connections.get(name)
+        if conn is not None:
+            return conn
+        conn = _Connection(parameters)
+        joined = _native.join(name, os.getpid())
+        if joined is not None:
+            conn.dir = os.fspath(joined)
+            conn.dirty = False
+            _log(logging.INFO, "instance %s: joined the running instance", name)
+        else:
+            conn.publish()
+            # Hooked processes started from now on log at this level to the
+            # instance's log (GetLogMessages returns their lines).
+            _native.set_log_level(name, _instance_log_level(parameters))
+        _connections[name] = conn
+        _install_cleanup()
+        return conn
+
+
+def _activate(parameters: USVFSParameters) -> bool:
+    global _current
+    with _lock:
+        try:
+            conn = _open(parameters)
+        except USVFSException as e:
+            _log(logging.ERROR, "%s", e)
+            return False
+        _current = conn
+        _buffer.level = logging.DEBUG if parameters.debugMode else parameters.logLevel.to_logging()
+        return True
+
+
+def CreateVFS(parameters: USVFSParameters) -> bool:
+    """Creates the instance (an empty mapping) and connects to it; if it
+    already runs, joins it (as usvfs does)."""
+    return _activate(parameters)
+
+
+def ConnectVFS(parameters: USVFSParameters) -> bool:
+    """Connects to the instance: joins it, keeping the mapping its processes
+    see, or creates it if it does not run."""
+    return _activate(parameters)
+
+
+def _disconnect(conn: _Connection) -> None:
+    """Leaves the instance; it goes away when its last process ends."""
+    global _current
+    with _lock:
+        if _connections.get(conn.name) is not conn:
+            return
+        try:
+            if conn.monitor is not None:
+                conn.monitor.stop()
+                conn.monitor = None
+            # The instance (and its log) may go away with us: keep what
+            # its processes logged for GetLogMessages.
+            _drain_instance_log(conn.name)
+            if _native.leave(conn.name, os.getpid()):
+                _log_offsets.pop(conn.name, None)
+        finally:
+            del _connections[conn.name]
+            if _current is conn:
+                _current = None
+            if not _connections:
+                _remove_local_handler()
 
 
 def DisconnectVFS() -> None:
     """Disconnects; the instance goes away when its last process ends."""
-    global _current
     with _lock:
         if _current is not None:
+            _disconnect(_current)
+
+
+def _disconnect_all() -> None:
+    with _lock:
+        for conn in list(_connections.values()):
             try:
-                if _current.monitor is not None:
-                    _current.monitor.stop()
-                    _current.monitor = None
-                # The instance (and its log) may go away with us: keep what
-                # its processes logged for GetLogMessages.
-                _drain_instance_log(_current.name)
-                if _native.leave(_current.name, os.getpid()):
-                    _log_offsets.pop(_current.name, None)
-            finally:
-                _current = None
+                _disconnect(conn)
+            except Exception:  # noqa: BLE001 - at exit, leave what can be left
+                pass
+
+
+_cleanup_installed = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _disconnect_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_cleanup() -> None:
+    """Leaves every instance at exit, and on SIGTERM/SIGHUP when nobody
+    handles those (the handler leaves, then dies of the signal as before)."""
+    global _cleanup_installed
+    if _cleanup_installed:
+        return
+    _cleanup_installed = True
+    atexit.register(_disconnect_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_sigterm)
 
 
 def GetCurrentVFSName() -> str:
@@ -244,17 +456,54 @@ def GetCurrentVFSName() -> str:
     return _current.name if _current is not None else ""
 
 
-def _link(is_dir: bool, source: str, destination: str, flags: int) -> bool:
+# -------------------------------------------------------------------- links
+
+
+def _provided(rules: Sequence[_Rule], destination: str) -> bool:
+    """True if an earlier rule already puts something at `destination`."""
+    for is_dir, src, dest, flags, _, _ in rules:
+        if not is_dir:
+            if dest == destination:
+                return True
+        elif dest == destination:
+            return True
+        elif destination.startswith(dest.rstrip("/") + "/"):
+            rel = destination[len(dest.rstrip("/")) + 1 :]
+            if (flags & LINKFLAG_RECURSIVE or "/" not in rel) and os.path.lexists(os.path.join(src, rel)):
+                return True
+    return False
+
+
+def _make_rule(
+    conn: _Connection, earlier: Sequence[_Rule], is_dir: bool, source: Any, destination: Any, flags: Any
+) -> _Rule:
+    """Checks a link like usvfs's VirtualLink* would, with the skip lists as
+    they are now; raises LinkError naming the path, TypeError for bad
+    arguments."""
+    rule: _Rule = (
+        bool(is_dir),
+        _path(source, "source"),
+        _path(destination, "destination"),
+        _flags(flags),
+        list(conn.skip_suffixes),
+        list(conn.skip_dirs),
+    )
+    _native.check_link(rule)
+    # usvfs.h: "if set, linking fails in case of an error": a file link
+    # fails when its destination is linked already; a directory link when
+    # its destination exists, virtually or physically.
+    if rule[3] & LINKFLAG_FAILIFEXISTS:
+        if _provided(earlier, rule[2]) or (is_dir and os.path.lexists(rule[2])):
+            raise LinkError(f"destination {rule[2]!r} exists already (LINKFLAG_FAILIFEXISTS)", path=rule[2])
+    return rule
+
+
+def _link(is_dir: bool, source: StrPath, destination: StrPath, flags: int) -> bool:
     conn = _conn()
-    # Skip lists apply to links made from now on, as in usvfs.
-    rule = (is_dir, os.path.abspath(source), os.path.abspath(destination), int(flags),
-            list(conn.skip_suffixes), list(conn.skip_dirs))
     try:
-        _native.check_link(rule)
-        if flags & LINKFLAG_FAILIFEXISTS and not is_dir and any(r[2] == rule[2] for r in conn.rules):
-            raise USVFSException(f"destination {rule[2]!r} is already linked", rule[2])
+        rule = _make_rule(conn, conn.rules, is_dir, source, destination, flags)
     except USVFSException as e:
-        log.error("link %s -> %s (flags %#x) failed: %s", source, destination, flags, e)
+        _log(logging.ERROR, "link %s -> %s (flags %#x) failed: %s", source, destination, flags, e)
         return False
     with conn.lock:
         conn.rules.append(rule)
@@ -262,13 +511,15 @@ def _link(is_dir: bool, source: str, destination: str, flags: int) -> bool:
     return True
 
 
-def VirtualLinkDirectoryStatic(source: str, destination: str, flags: int = 0) -> bool:
-    """Links a directory (recursively with LINKFLAG_RECURSIVE)."""
+def VirtualLinkDirectoryStatic(source: StrPath, destination: StrPath, flags: int = 0) -> bool:
+    """Links a directory (recursively with LINKFLAG_RECURSIVE). False (and
+    an error message) if it cannot be linked."""
     return _link(True, source, destination, flags)
 
 
-def VirtualLinkFile(source: str, destination: str, flags: int = 0) -> bool:
-    """Links a single file."""
+def VirtualLinkFile(source: StrPath, destination: StrPath, flags: int = 0) -> bool:
+    """Links a single file. False (and an error message) if it cannot be
+    linked."""
     return _link(False, source, destination, flags)
 
 
@@ -276,77 +527,109 @@ def ClearVirtualMappings() -> None:
     """Removes every link."""
     conn = _conn()
     with conn.lock:
-        conn.rules.clear()
+        conn.rules = []
         conn.dirty = True
 
 
-def AddSkipFileSuffix(suffix: str) -> None:
+def AddSkipFileSuffix(suffix: Union[str, bytes]) -> None:
     """Files ending with `suffix` (case-insensitive) are not linked from now on."""
-    _conn().skip_suffixes.append(suffix)
+    s = _name(suffix, "suffix")
+    _conn().skip_suffixes.append(s)
 
 
 def ClearSkipFileSuffixes() -> None:
+    """Forgets the skipped file suffixes (for links made from now on)."""
     _conn().skip_suffixes.clear()
 
 
-def AddSkipDirectory(name: str) -> None:
+def AddSkipDirectory(name: Union[str, bytes]) -> None:
     """Directories named `name` (case-insensitive) are not linked from now on."""
-    _conn().skip_dirs.append(name)
+    n = _name(name, "directory name")
+    _conn().skip_dirs.append(n)
 
 
 def ClearSkipDirectories() -> None:
+    """Forgets the skipped directory names (for links made from now on)."""
     _conn().skip_dirs.clear()
 
 
-def BlacklistExecutable(executableName: str) -> None:
-    """Processes of this executable start outside the view."""
-    conn = _conn()
-    conn.blacklist.append(executableName)
-    conn.exec_rules_changed()
+def _blacklist(conn: _Connection, executable: Any) -> None:
+    name = _name(executable, "executable name")
+    with conn.lock:
+        conn.blacklist.append(name)
+        conn.exec_rules_changed()
+
+
+def BlacklistExecutable(executableName: Union[str, bytes]) -> None:
+    """Processes of this executable (base name or full path) start outside the view."""
+    _blacklist(_conn(), executableName)
+
+
+def _clear_blacklist(conn: _Connection) -> None:
+    with conn.lock:
+        conn.blacklist.clear()
+        conn.exec_rules_changed()
 
 
 def ClearExecutableBlacklist() -> None:
-    conn = _conn()
-    conn.blacklist.clear()
-    conn.exec_rules_changed()
+    """Forgets the blacklisted executables."""
+    _clear_blacklist(_conn())
 
 
-def ForceLoadLibrary(processName: str, libraryPath: str) -> None:
+def _force_load(conn: _Connection, process: Any, library: Any) -> None:
+    entry = (_name(process, "process name"), _path(library, "library path"))
+    with conn.lock:
+        conn.force_loads.append(entry)
+        conn.exec_rules_changed()
+
+
+def ForceLoadLibrary(processName: Union[str, bytes], libraryPath: StrPath) -> None:
     """Preloads `libraryPath` into every hooked process of `processName`."""
-    conn = _conn()
-    conn.force_loads.append((processName, os.path.abspath(libraryPath)))
-    conn.exec_rules_changed()
+    _force_load(_conn(), processName, libraryPath)
+
+
+def _clear_force_loads(conn: _Connection) -> None:
+    with conn.lock:
+        conn.force_loads.clear()
+        conn.exec_rules_changed()
 
 
 def ClearLibraryForceLoads() -> None:
-    conn = _conn()
-    conn.force_loads.clear()
-    conn.exec_rules_changed()
+    """Forgets the forced libraries."""
+    _clear_force_loads(_conn())
 
 
-def _popen(args, cwd=None, env=None, shell=False, **kwargs) -> subprocess.Popen:
-    conn = _conn()
+# ---------------------------------------------------------------- processes
+
+
+def _popen(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell: bool = False,
+           executable: Any = None, **kwargs: Any) -> "subprocess.Popen[Any]":
     conn.publish()
-    exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell)
-    log.debug("starting %s in %s", argv, cwd or os.getcwd())
+    exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
+    _log(logging.DEBUG, "starting %s in %s", argv, cwd or os.getcwd())
     return subprocess.Popen(argv, executable=exe, cwd=pcwd, env=child_env, **kwargs)
 
 
-def _run(args, cwd=None, env=None, shell=False, **kwargs) -> subprocess.CompletedProcess:
-    conn = _conn()
+def _run(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell: bool = False,
+         executable: Any = None, **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
     conn.publish()
-    exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell)
+    exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
     return subprocess.run(argv, executable=exe, cwd=pcwd, env=child_env, **kwargs)
 
 
-def CreateProcessHooked(commandLineArgs: str, fullPathToWorkingDir: Optional[str] = None, blocking: bool = True) -> int:
-    """Starts a command line in the view; returns its pid (0 on failure).
-    With `blocking`, waits for it to end (the GIL is released meanwhile)."""
-    try:
-        p = _popen(shlex.split(commandLineArgs), cwd=fullPathToWorkingDir)
-    except (USVFSException, OSError) as e:
-        log.error("cannot start %r: %s", commandLineArgs, e)
-        return 0
+def _split(command_line: Any) -> List[str]:
+    """A command line split like a shell would (str or bytes)."""
+    if not isinstance(command_line, (str, bytes)):
+        # shlex.split(None) would read the command line from stdin.
+        raise TypeError(f"the command line must be str or bytes, not {type(command_line).__name__}")
+    return shlex.split(os.fsdecode(command_line))
+
+
+_children: List["subprocess.Popen[Any]"] = []
+
+
+def _start(conn: _Connection, command_line: Any, working_directory: Any, blocking: bool) -> int:
+    p = _popen(conn, _split(command_line), cwd=working_directory)
     if blocking:
         p.wait()
     else:
@@ -354,27 +637,43 @@ def CreateProcessHooked(commandLineArgs: str, fullPathToWorkingDir: Optional[str
     return p.pid
 
 
-_children: List[subprocess.Popen] = []
+def CreateProcessHooked(
+    commandLineArgs: Union[str, bytes], fullPathToWorkingDir: Optional[StrPath] = None, blocking: bool = True
+) -> int:
+    """Starts a command line in the view; returns its pid (0 on failure).
+    With `blocking`, waits for it to end (the GIL is released meanwhile)."""
+    try:
+        return _start(_conn(), commandLineArgs, fullPathToWorkingDir, blocking)
+    except (USVFSException, OSError, ValueError) as e:
+        _log(logging.ERROR, "cannot start %r: %s", commandLineArgs, e)
+        return 0
 
 
-def GetVFSProcessList() -> List[int]:
-    """Pids of the processes running in the view (the controller excluded)."""
-    if _current is None:
+def _process_list(conn: Optional[_Connection]) -> List[int]:
+    if conn is None:
         return []
     for p in list(_children):
         if p.poll() is not None:
             _children.remove(p)
     me = os.getpid()
-    return [pid for pid, _ in _native.processes(_current.name) if pid != me]
+    return [pid for pid, _ in _native.processes(conn.name) if pid != me]
 
 
-def CreateVFSDump() -> str:
-    """The virtual tree, one line per node, `name -> source`."""
-    conn = _conn()
+def GetVFSProcessList() -> List[int]:
+    """Pids of the processes running in the view (the controller excluded)."""
+    return _process_list(_current)
+
+
+def _dump(conn: _Connection) -> str:
     conn.publish()
     return os.fsdecode(_native.dump(conn.name))
 
 
+def CreateVFSDump() -> str:
+    """The virtual tree, one line per node, `name -> source`."""
+    return _dump(_conn())
+
+
 def VersionString() -> str:
-    """Version of the native library."""
+    """Version of the native library (the package's version)."""
     return _native.version()

@@ -16,7 +16,9 @@ use usvfs_control::{Error, LinkFlags, Mapping, build_snapshot};
 fn raise(py: Python<'_>, name: &str, message: String, path: Option<PathBuf>) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let cls = py.import("usvfs._errors")?.getattr(name)?;
-        let obj = cls.call1((message.clone(), path.clone()))?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("path", path.clone())?;
+        let obj = cls.call((message.clone(),), Some(&kwargs))?;
         Ok(PyErr::from_value(obj))
     };
     build().unwrap_or_else(|e| e)
@@ -158,6 +160,23 @@ fn publish(
     r.map_err(|e| core_err(py, e))
 }
 
+/// Joins a running instance: registers `pid` with it and returns its
+/// directory, or None when no instance of that name runs (nothing is created).
+#[pyfunction]
+fn join(py: Python<'_>, instance: &str, pid: i32) -> PyResult<Option<PathBuf>> {
+    let name = instance.to_string();
+    let r = py.allow_threads(move || -> usvfs_control::Result<Option<PathBuf>> {
+        if Instance::open_existing(&name)?.is_none() {
+            return Ok(None);
+        }
+        // Under the instance lock: a leftover being removed meanwhile is
+        // created again empty, which the caller then publishes into.
+        let (inst, _) = Instance::join_new(&name, pid)?;
+        Ok(inst.index_path().exists().then_some(inst.dir))
+    });
+    r.map_err(|e| core_err(py, e))
+}
+
 /// Replaces the instance's exec rules: blacklist and forced libraries.
 #[pyfunction]
 fn write_exec_rules(
@@ -284,6 +303,7 @@ fn validate_instance_name(py: Python<'_>, name: &str) -> PyResult<()> {
     usvfs_control::instance::validate_name(name).map_err(|e| core_err(py, e))
 }
 
+/// The version of the package (the workspace version).
 #[pyfunction]
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
@@ -393,6 +413,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SourceMonitor>()?;
     m.add_function(wrap_pyfunction!(write_exec_rules, m)?)?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(leave, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;
     m.add_function(wrap_pyfunction!(dump, m)?)?;
