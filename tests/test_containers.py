@@ -103,3 +103,24 @@ def test_a_32_bit_program_is_named_and_refused_with_strict(usvfs: Path, layout: 
                        capture_output=True, timeout=60)
     assert r.returncode == 125
     assert b"is a 32-bit program" in r.stderr
+
+
+def test_a_container_started_from_python_sees_the_view(layout: Layout, tmp_path: Path) -> None:
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot create namespaces here")
+    from usvfs import Mapping, UserspaceVFS, VirtualDirectory
+
+    mp = Mapping()
+    for m in layout.mods:
+        mp.link(VirtualDirectory(str(m), str(layout.base)))
+    ow = VirtualDirectory(str(layout.overwrite), str(layout.base))
+    ow.redirect_create = True
+    mp.link(ow)
+    with UserspaceVFS("pycontainer") as vfs:
+        vfs.set_mapping(mp)
+        r = vfs.run([*container(layout), "sh", "-c", 'cat "$1/only_m2/readme.txt"; echo py > "$1/from_py.txt"', "sh",
+                     str(layout.base)], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"only in m2\n"
+    assert b"cannot reach" not in r.stderr
+    assert (layout.overwrite / "from_py.txt").read_text() == "py\n"

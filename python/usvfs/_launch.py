@@ -4,6 +4,7 @@ directory is handed down so `getcwd` reports it."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -11,16 +12,59 @@ from . import _native
 from ._errors import ProgramNotFound, USVFSException, _ProgramError
 from ._paths import preload_library
 
+# The first descriptor number tried for an instance directory handed down.
+_INSTANCE_FD_MIN = 900
+_instance_fds: Dict[str, Tuple[int, bytes]] = {}
+
+
+def instance_fd(instance_dir: str) -> Optional[Tuple[int, bytes]]:
+    """The instance directory as a descriptor (kept open, number 900 or
+    above) that children get with ``pass_fds``, and its ``USVFS_INSTANCE_FD``
+    value: a child in a container with a private /tmp or its own mount
+    namespace still reaches the instance through it. None when it cannot
+    be opened (the path alone then leads to the instance)."""
+    try:
+        st = os.stat(instance_dir)
+    except OSError:
+        return None
+    cached = _instance_fds.pop(instance_dir, None)
+    if cached is not None:
+        try:
+            fst = os.fstat(cached[0])
+            if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+                _instance_fds[instance_dir] = cached
+                return cached
+        except OSError:
+            pass
+        try:
+            os.close(cached[0])
+        except OSError:
+            pass
+    try:
+        raw = os.open(instance_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = fcntl.fcntl(raw, fcntl.F_DUPFD_CLOEXEC, _INSTANCE_FD_MIN)
+        finally:
+            os.close(raw)
+    except OSError:
+        return None
+    out = (fd, f"{fd}:{st.st_dev}:{st.st_ino}".encode())
+    _instance_fds[instance_dir] = out
+    return out
+
+
 def child_env(instance_dir: str, base: Optional[Mapping[Any, Any]], virtual_cwd: Optional[str] = None) -> Dict[str, str]:
     """`base` (default: our environment) plus what a hooked child needs, from
     the launcher the CLI and the preload engine share."""
     env = os.environ if base is None else base
     entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    fd = instance_fd(instance_dir)
     out = _native.child_env(
         entries,
         os.fsencode(str(preload_library())),
         os.fsencode(instance_dir),
         None if virtual_cwd is None else os.fsencode(virtual_cwd),
+        None if fd is None else fd[1],
     )
     return dict(os.fsdecode(e).split("=", 1) for e in out)
 

@@ -607,14 +607,23 @@ def _popen(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell
     conn.publish()
     exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
     _log(logging.DEBUG, "starting %s in %s", argv, cwd or os.getcwd())
-    return subprocess.Popen(argv, executable=exe, cwd=pcwd, env=child_env, **kwargs)
+    return subprocess.Popen(argv, executable=exe, cwd=pcwd, env=child_env, **_pass_instance(conn, kwargs))
 
 
 def _run(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell: bool = False,
          executable: Any = None, **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
     conn.publish()
     exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
-    return subprocess.run(argv, executable=exe, cwd=pcwd, env=child_env, **kwargs)
+    return subprocess.run(argv, executable=exe, cwd=pcwd, env=child_env, **_pass_instance(conn, kwargs))
+
+
+def _pass_instance(conn: _Connection, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """`kwargs` with the instance directory's descriptor added to ``pass_fds``
+    (see ``_launch.instance_fd``)."""
+    fd = _launch.instance_fd(conn.dir)
+    if fd is None:
+        return kwargs
+    return {**kwargs, "pass_fds": (*kwargs.get("pass_fds", ()), fd[0])}
 
 
 def _split(command_line: Any) -> List[str]:

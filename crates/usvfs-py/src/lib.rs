@@ -312,16 +312,17 @@ fn version() -> &'static str {
 /// The environment of a hooked child (`KEY=VALUE` byte strings), built by
 /// the launcher every front end and the preload engine share.
 #[pyfunction]
-#[pyo3(signature = (envp, lib, instance_dir, vcwd=None))]
+#[pyo3(signature = (envp, lib, instance_dir, vcwd=None, instance_fd=None))]
 fn child_env(
     envp: Vec<Vec<u8>>,
     lib: Vec<u8>,
     instance_dir: Vec<u8>,
     vcwd: Option<Vec<u8>>,
+    instance_fd: Option<Vec<u8>>,
 ) -> Vec<Vec<u8>> {
     let join = usvfs_control::launch_env::Join {
         instance_dir: &instance_dir,
-        instance_fd: None,
+        instance_fd: instance_fd.as_deref(),
         vcwd: vcwd.as_deref(),
     };
     usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])
