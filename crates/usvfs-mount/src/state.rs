@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use usvfs_view::Snapshot;
-use usvfs_view::index::MappedSnapshot;
 use usvfs_view::instance_dir::InstanceDir;
 use usvfs_view::journal::Journal;
 
@@ -25,26 +24,10 @@ pub struct Shared {
 }
 
 fn load(inst: &InstanceDir) -> Result<Loaded, Error> {
-    // A controller publishing right now may have renamed the journal but
-    // not yet the index: retry until both belong to one generation.
-    for _ in 0..20 {
-        let snap = MappedSnapshot::open(&inst.index_path())
-            .map_err(|e| Error::Instance(e.to_string()))?
-            .leak();
-        let journal = Journal::open(&inst.journal_path()).ok();
-        if journal
-            .as_ref()
-            .is_some_and(|j| j.generation() != snap.generation())
-        {
-            std::thread::yield_now();
-            continue;
-        }
-        return Ok(Loaded { snap, journal });
-    }
-    Err(Error::Instance(format!(
-        "{}: the index and the journal do not belong together",
-        inst.dir.display()
-    )))
+    let (snap, journal) = inst
+        .load_view(false)
+        .map_err(|e| Error::Instance(e.to_string()))?;
+    Ok(Loaded { snap, journal })
 }
 
 impl Shared {

@@ -6,7 +6,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use usvfs_view::index::MappedSnapshot;
 use usvfs_view::instance_dir::InstanceDir;
 use usvfs_view::journal::Journal;
 use usvfs_view::path::PathBuffer;
@@ -38,30 +37,15 @@ impl State {
     /// Maps the instance's current index and the journal that belongs to it.
     pub fn load(instance_dir: &CStr, lib_path: CString) -> Option<State> {
         let inst = InstanceDir::new(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
-        // A controller publishing right now may have renamed the journal but
-        // not yet the index: retry until both belong to one generation.
-        for _ in 0..20 {
-            let snap = MappedSnapshot::open_trusted(&inst.index_path())
-                .ok()?
-                .leak();
-            let journal = Journal::open(&inst.journal_path()).ok();
-            if journal
-                .as_ref()
-                .is_some_and(|j| j.generation() != snap.generation())
-            {
-                std::thread::yield_now();
-                continue;
-            }
-            return Some(State {
-                root_mapped: snap.layer(snap.root()).is_some(),
-                snap,
-                journal,
-                instance_dir: instance_dir.to_owned(),
-                lib_path,
-                refresh_failed: AtomicBool::new(false),
-            });
-        }
-        None
+        let (snap, journal) = inst.load_view(true).ok()?;
+        Some(State {
+            root_mapped: snap.layer(snap.root()).is_some(),
+            snap,
+            journal,
+            instance_dir: instance_dir.to_owned(),
+            lib_path,
+            refresh_failed: AtomicBool::new(false),
+        })
     }
 }
 

@@ -16,6 +16,41 @@ pub struct InstanceDir {
 }
 
 impl InstanceDir {
+    /// Maps the instance's current index and the journal that belongs to it.
+    /// A controller publishing right now may have renamed the journal but
+    /// not yet the index: retries until both belong to one generation.
+    /// `trusted`: the index was written by us (skip its full check).
+    pub fn load_view(
+        &self,
+        trusted: bool,
+    ) -> crate::error::Result<(crate::Snapshot<'static>, Option<crate::journal::Journal>)> {
+        use crate::index::MappedSnapshot;
+        for _ in 0..20 {
+            let path = self.index_path();
+            let mapped = if trusted {
+                MappedSnapshot::open_trusted(&path)?
+            } else {
+                MappedSnapshot::open(&path)?
+            };
+            let snap = mapped.leak();
+            let journal = crate::journal::Journal::open(&self.journal_path()).ok();
+            if journal
+                .as_ref()
+                .is_some_and(|j| j.generation() != snap.generation())
+            {
+                std::thread::yield_now();
+                continue;
+            }
+            return Ok((snap, journal));
+        }
+        Err(crate::error::Error::Index {
+            path: self.index_path(),
+            message: "the index and the journal do not belong together (a mapping is being \
+                      published again and again)"
+                .into(),
+        })
+    }
+
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         InstanceDir { dir: dir.into() }
     }
