@@ -19,12 +19,14 @@ demo: build
 
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-test: setup lint typecheck build wheel
+test: setup lint build typecheck wheel
 	$(CARGO) test --release --workspace
 	USVFS_WHEEL="$$(ls dist/usvfs-*.whl)" $(PYTHON) -m pytest -q tests
 
-# The Python package's stubs match what it exports at runtime.
-typecheck:
+# The Python package's stubs match what it exports at runtime (checked
+# against the extension module the workspace build made, as the tests use it).
+typecheck: build
+	@[ -e python/usvfs/_native.abi3.so ] || ln -s $(abspath $(TARGET_DIR))/release/lib_native.so python/usvfs/_native.abi3.so
 	cd python && $(PYTHON) -m mypy.stubtest usvfs --mypy-config-file /dev/null
 	cd python && $(PYTHON) -m mypy --strict --cache-dir=/dev/null usvfs
 	@if command -v pyright >/dev/null; then \
