@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Layout, snapshot_tree
+from conftest import PRELOAD, REPO, Layout, snapshot_tree
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (setup.sh installs it)")
 
@@ -32,6 +32,9 @@ def container(layout: Layout, *extra: str) -> list[str]:
     for d in ["game", "mods", "overwrite", "single"]:
         p = str(layout.root / d)
         binds += ["--bind", p, p]
+    # The library and the package, wherever the checkout is (maybe below /tmp).
+    for p in {str(PRELOAD.parent), str(REPO)}:
+        binds += ["--ro-bind", p, p]
     return ["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *binds, *extra, "--"]
 
 
