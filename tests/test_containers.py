@@ -127,3 +127,38 @@ def test_a_container_started_from_python_sees_the_view(layout: Layout, tmp_path:
     assert r.stdout == b"only in m2\n"
     assert b"cannot reach" not in r.stderr
     assert (layout.overwrite / "from_py.txt").read_text() == "py\n"
+
+
+def mount_engine_runs(usvfs: Path, layout: Layout) -> bool:
+    if not os.path.exists("/dev/fuse"):
+        return False
+    r = subprocess.run([str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--", "true"],
+                       cwd=layout.root, capture_output=True, timeout=60)
+    return r.returncode == 0
+
+
+def test_containers_inside_a_mount_engine_view(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    """A container started from a mount-engine view sees it: one that binds
+    the host's root, and one that builds its own root from scratch with the
+    game folder bound in (its FUSE mount comes along). A static program in
+    it sees the view too."""
+    if not bwrap_works() or not mount_engine_runs(usvfs, layout):
+        pytest.skip("bubblewrap or the mount engine cannot run here")
+    busybox = shutil.which("busybox")
+    game = layout.root / "game"
+    whole = [*container(layout), "sh", "-c", 'cat "$1/only_m2/readme.txt"; echo a > "$1/from_whole.txt"', "sh",
+             str(layout.base)]
+    own_root = ["bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64",
+                "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+                "--bind", str(game), "/game", "--",
+                *([busybox, "sh"] if busybox else ["/bin/sh"]), "-c",
+                'cat /game/data/only_m2/readme.txt; echo b > /game/data/from_own_root.txt']
+    for cmd in (whole, own_root):
+        r = subprocess.run([str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--", *cmd],
+                           cwd=layout.root, capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"only in m2\n", r.stderr
+    assert (layout.overwrite / "from_whole.txt").read_text() == "a\n"
+    assert (layout.overwrite / "from_own_root.txt").read_text() == "b\n"
+    assert not (layout.base / "from_whole.txt").exists()
+    assert not (layout.base / "from_own_root.txt").exists()
