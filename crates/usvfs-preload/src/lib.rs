@@ -21,9 +21,7 @@ mod state;
 #[global_allocator]
 static ALLOC: alloc::SignalSafe = alloc::SignalSafe;
 
-use std::ffi::{CStr, CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::ffi::{CStr, CString};
 
 use usvfs_view::instance_dir::InstanceDir;
 use usvfs_view::launch_env::{self, ENV_INSTANCE_DIR, ENV_INSTANCE_FD, ENV_VCWD};
@@ -48,43 +46,36 @@ fn own_path() -> Option<CString> {
     Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_owned())
 }
 
-/// The instance this process joins: by its path, else through the
-/// descriptor the launcher handed down (a container's private `/tmp` or
-/// another mount namespace hides the path). `warn`: say on stderr when
-/// neither reaches it (the program then runs on the real disk).
-fn instance(warn: bool) -> Option<InstanceDir> {
-    let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
-    let by_path = InstanceDir::new(Path::new(OsStr::from_bytes(&dir)));
-    if std::fs::metadata(by_path.index_path()).is_ok() {
-        return Some(by_path);
-    }
-    if let Some((fd, dev, ino)) = env::getenv(ENV_INSTANCE_FD.as_bytes())
+/// The instance directory as `/proc/self/fd/N`, through the descriptor the
+/// launcher handed down (`USVFS_INSTANCE_FD`, checked by device and inode):
+/// a container's private `/tmp` or another mount namespace hides the path.
+fn instance_by_fd() -> Option<CString> {
+    let (fd, dev, ino) = env::getenv(ENV_INSTANCE_FD.as_bytes())
         .as_deref()
-        .and_then(launch_env::parse_instance_fd)
-        && fd >= 0
-    {
-        // SAFETY: only inspected; the descriptor stays open (inherited).
-        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if rustix::fs::fstat(bfd).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino) {
-            let by_fd = InstanceDir::new(Path::new(&format!("/proc/self/fd/{fd}")));
-            if std::fs::metadata(by_fd.index_path()).is_ok() {
-                return Some(by_fd);
-            }
-        }
+        .and_then(launch_env::parse_instance_fd)?;
+    if fd < 0 {
+        return None;
     }
-    if warn {
-        let prog = std::env::args_os()
-            .next()
-            .map(|a| a.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "a program".into());
-        eprintln!(
-            "usvfs: {prog} cannot reach its view (instance {}): it runs on the real disk. \
-             The instance ended, or a container hides it: keep /proc mounted in the container \
-             (or the instance directory visible)",
-            String::from_utf8_lossy(&dir)
-        );
-    }
-    None
+    // SAFETY: only inspected; the descriptor stays open (inherited).
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(bfd)
+        .is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+        .then(|| CString::new(format!("/proc/self/fd/{fd}")).ok())
+        .flatten()
+}
+
+/// Says on stderr that this process runs outside its view, and why.
+fn say_unreachable(dir: &[u8]) {
+    let prog = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "a program".into());
+    eprintln!(
+        "usvfs: {prog} cannot reach its view (instance {}): it runs on the real disk. \
+         The instance ended, or a container hides it: keep /proc mounted in the container \
+         (or the instance directory visible)",
+        String::from_utf8_lossy(dir)
+    );
 }
 
 /// The working directory a parent handed down, if it still names where we are.
@@ -114,12 +105,22 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
 }
 
 fn start() -> Option<()> {
-    let inst = instance(true)?;
-    log::init(&inst);
+    let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
     let lib_path = own_path()?;
-    let instance_dir = CString::new(inst.dir.as_os_str().as_bytes()).ok()?;
-    state::set(State::load(&instance_dir, lib_path)?);
+    // By its path (no extra system call: loading is the check), else
+    // through the inherited descriptor.
+    let loaded = CString::new(dir.clone())
+        .ok()
+        .and_then(|p| State::load(&p, lib_path.clone()))
+        .or_else(|| State::load(&instance_by_fd()?, lib_path));
+    let Some(loaded) = loaded else {
+        say_unreachable(&dir);
+        return None;
+    };
+    state::set(loaded);
     let st = state::get()?;
+    let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
+    log::init(&inst);
     let logical = inherited_cwd(st).or_else(|| {
         let mut b = PathBuffer::new();
         state::real_cwd(&mut b).then(|| b.as_bytes().to_vec())
@@ -174,7 +175,8 @@ extern "C" fn fini() {
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
     let _ = std::panic::catch_unwind(|| {
-        if let Some(inst) = instance(false) {
+        if let Some(st) = state::get() {
+            let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
             // SAFETY: getpid cannot fail.
             inst.leave_quick(unsafe { libc::getpid() });
         }

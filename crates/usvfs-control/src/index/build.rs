@@ -288,11 +288,9 @@ fn walk_all(jobs: &[Job<'_>]) -> Result<Vec<Vec<WalkEntry>>> {
         .collect()
 }
 
-/// Walks every directory rule's source as the build does (skip lists,
-/// recursion, name order): per rule, its entries in pre-order; `None` for a
-/// file rule. For reports on a mapping (conflicts) that must agree with the
-/// index.
-pub(crate) fn walk_rules(mapping: &Mapping) -> Result<Vec<Option<Vec<WalkEntry>>>> {
+/// One walk job per directory rule (`sorted`: entries in name order), and
+/// each rule's job (`None` for a file rule).
+fn rule_jobs(mapping: &Mapping, sorted: bool) -> (Vec<Job<'_>>, Vec<Option<usize>>) {
     let mut jobs = Vec::new();
     let mut job_of_rule = Vec::new();
     for rule in &mapping.rules {
@@ -302,12 +300,21 @@ pub(crate) fn walk_rules(mapping: &Mapping) -> Result<Vec<Option<Vec<WalkEntry>>
                 source: &rule.source,
                 recursive: rule.flags.has(LinkFlags::RECURSIVE),
                 rule: Some(rule),
-                sorted: true,
+                sorted,
             });
         } else {
             job_of_rule.push(None);
         }
     }
+    (jobs, job_of_rule)
+}
+
+/// Walks every directory rule's source as the build does (skip lists,
+/// recursion, name order): per rule, its entries in pre-order; `None` for a
+/// file rule. For reports on a mapping (conflicts) that must agree with the
+/// index.
+pub(crate) fn walk_rules(mapping: &Mapping) -> Result<Vec<Option<Vec<WalkEntry>>>> {
+    let (jobs, job_of_rule) = rule_jobs(mapping, true);
     let mut walks: Vec<Option<Vec<WalkEntry>>> = walk_all(&jobs)?.into_iter().map(Some).collect();
     Ok(job_of_rule
         .into_iter()
@@ -364,21 +371,7 @@ pub fn build_snapshot(mapping: &Mapping, generation: u64) -> Result<Vec<u8>> {
         })
         .collect();
     let folding: HashSet<Vec<u8>> = outer.iter().cloned().collect();
-    let mut jobs: Vec<Job<'_>> = Vec::new();
-    let mut job_of_rule: Vec<Option<usize>> = Vec::new();
-    for rule in &mapping.rules {
-        if rule.kind == LinkKind::Directory {
-            job_of_rule.push(Some(jobs.len()));
-            jobs.push(Job {
-                source: &rule.source,
-                recursive: rule.flags.has(LinkFlags::RECURSIVE),
-                rule: Some(rule),
-                sorted: ci,
-            });
-        } else {
-            job_of_rule.push(None);
-        }
-    }
+    let (mut jobs, job_of_rule) = rule_jobs(mapping, ci);
     let base_jobs = jobs.len();
     for b in &bases {
         jobs.push(Job {

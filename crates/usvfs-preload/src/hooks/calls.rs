@@ -519,14 +519,10 @@ fn dl_physical(st: &State, file: &[u8], cfile: *const c_char) -> Option<Vec<u8>>
         return None;
     }
     let dirs = LIBRARY_PATH.get()?.as_deref()?;
-    for dir in dirs.split(|&c| c == b':' || c == b';') {
-        let mut cand = if dir.is_empty() {
-            b".".to_vec()
-        } else {
-            dir.to_vec()
-        };
-        cand.push(b'/');
-        cand.extend_from_slice(file);
+    // ld.so splits LD_LIBRARY_PATH at ':' and ';'.
+    for cand in
+        usvfs_view::semantics::exec::search_candidates(file, dirs, |c| c == b':' || c == b';')
+    {
         match in_view(st, &cand) {
             // The first directory that has it decides, as in ld.so's search;
             // on the real disk the loader finds it there itself.

@@ -105,7 +105,17 @@ pub fn path_candidates<'a>(
     file: &'a [u8],
     path_var: &'a [u8],
 ) -> impl Iterator<Item = Vec<u8>> + use<'a> {
-    path_var.split(|&c| c == b':').map(move |dir| {
+    search_candidates(file, path_var, |c| c == b':')
+}
+
+/// `dir/file` for each directory of a search list split where `sep` says
+/// (an empty entry is the working directory).
+pub fn search_candidates<'a>(
+    file: &'a [u8],
+    list: &'a [u8],
+    sep: fn(u8) -> bool,
+) -> impl Iterator<Item = Vec<u8>> + use<'a> {
+    list.split(move |&c| sep(c)).map(move |dir| {
         let mut cand = if dir.is_empty() {
             b".".to_vec()
         } else {
