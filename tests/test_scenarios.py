@@ -1,8 +1,10 @@
-"""DESIGN.md section 4's reference scenarios (usvfs's own scenario tests,
-re-expressed): each checks the view and the exact physical trees afterwards."""
+"""The reference scenarios (usvfs's own scenario tests, re-expressed): each
+checks the view and the exact physical trees afterwards, under both engines
+(preload, and mount where this machine allows FUSE in a namespace)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,8 @@ class Scene:
     """base/ with its own files, mods m1..m4 linked in order, overwrite/ last
     as create target, a single-file link, and `.skip` files skipped."""
 
-    def __init__(self, root: Path, usvfs: Path):
-        self.root, self.usvfs = root, usvfs
+    def __init__(self, root: Path, usvfs: Path, engine: str = "preload"):
+        self.root, self.usvfs, self.engine = root, usvfs, engine
         self.base = root / "base"
         self.mods = [root / f"m{i}" for i in range(1, 5)]
         self.ow = root / "overwrite"
@@ -34,7 +36,7 @@ class Scene:
         write(root / "single" / "linked.txt", "linked\n")
 
     def args(self) -> list[str]:
-        a: list[str] = ["--instance", "scene", "--skip-suffix", ".skip"]
+        a: list[str] = ["--engine", self.engine, "--instance", "scene", "--skip-suffix", ".skip"]
         for m in self.mods:
             a += ["--dir", str(m), str(self.base)]
         a += ["--create-target", str(self.ow), str(self.base)]
@@ -63,9 +65,32 @@ def tree_text(p: Path) -> dict[str, str]:
     return {k.decode(): (t + ":" + v.decode()) for k, (t, v) in snapshot_tree(p).items()}
 
 
-@pytest.fixture
-def scene(tmp_path: Path, usvfs: Path) -> Scene:
-    return Scene(tmp_path, usvfs)
+def mount_engine_skip(usvfs: Path, root: Path) -> str | None:
+    """Why the mount engine cannot run here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    (root / "src").mkdir(parents=True)
+    (root / "dest").mkdir()
+    r = subprocess.run([str(usvfs), "run", "--engine", "mount", "--dir", str(root / "src"), str(root / "dest"), "--", "true"],
+                       capture_output=True, timeout=60)
+    if r.returncode == 125:
+        return r.stderr.decode(errors="replace")
+    assert r.returncode == 0, r.stderr
+    return None
+
+
+@pytest.fixture(scope="session")
+def mount_skip(usvfs: Path, tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    return mount_engine_skip(usvfs, tmp_path_factory.mktemp("scene-probe") / "p")
+
+
+@pytest.fixture(params=["preload", "mount"])
+def scene(request: pytest.FixtureRequest, tmp_path: Path, usvfs: Path) -> Scene:
+    if request.param == "mount":
+        why = request.getfixturevalue("mount_skip")
+        if why:
+            pytest.skip(f"the mount engine cannot run here: {why}")
+    return Scene(tmp_path, usvfs, request.param)
 
 
 def changed(before: dict, after: dict) -> dict:
