@@ -20,15 +20,20 @@ class Unavailable(Exception):
     """The system cannot run on this machine; the message says why."""
 
 
+#: Commands whose Debian package has another name.
+PACKAGE_OF = {"fusermount3": "fuse3"}
+
+
 def ensure_packages(*pkgs: str) -> None:
-    """Installs Debian packages the benchmark needs, when missing and allowed."""
+    """Installs the Debian packages of the commands the benchmark needs, when
+    missing and allowed."""
     missing = [p for p in pkgs if shutil.which(p) is None]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise Unavailable(f"{', '.join(missing)} not installed (and cannot install as non-root)")
     subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-    r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True,
+    r = subprocess.run(["apt-get", "install", "-y", "-qq", *(PACKAGE_OF.get(p, p) for p in missing)], capture_output=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     if r.returncode != 0 or any(shutil.which(p) is None for p in missing):
         raise Unavailable(f"could not install {', '.join(missing)}")
@@ -174,7 +179,7 @@ class FuseSystem(System):
         raise NotImplementedError
 
     def start(self) -> float:
-        ensure_packages(self.binary)
+        ensure_packages(self.binary, "fusermount3")
         if not os.path.exists("/dev/fuse"):
             raise Unavailable("/dev/fuse is missing")
         mnt = self.work / self.binary

@@ -1,0 +1,143 @@
+"""Workload variants beyond the warm, read-only ones in run.py: the same walk
+and read on a view set up anew for each run (how a game meets its view), a
+build of many small C files inside the view (process start and creates), and
+a `perf` summary of where the time goes when a target is missed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+PROJECT = "buildproj"
+SOURCES = 300
+
+# Systems whose view can be torn down and set up again per run.
+FRESH_SYSTEMS = {"usvfs (preload)", "usvfs (mount)", "kernel overlayfs", "fuse-overlayfs", "mergerfs"}
+# Systems whose view takes writes (the overlay peers are mounted read-only,
+# with lower layers only, so they cannot build).
+BUILD_SYSTEMS = {"merged copy", "usvfs (preload)", "usvfs (mount)", "mergerfs"}
+
+
+def ensure_project(layer: Path, merged: Path) -> None:
+    """A C project of SOURCES files and a Makefile in the first mod layer
+    (and in the merged copy), so `make` in the view reads a mod and writes
+    its objects and program through the view."""
+    for root in (layer, merged):
+        proj = root / PROJECT
+        # Outputs an interrupted run left (in the layer, where a view without
+        # a create target puts them) would change the other workloads' checks.
+        for leftover in [*proj.glob("*.o"), proj / "prog"]:
+            leftover.unlink(missing_ok=True)
+        if (proj / "Makefile").exists():
+            continue
+        proj.mkdir(parents=True, exist_ok=True)
+        for i in range(SOURCES):
+            (proj / f"f{i:03d}.c").write_text(f"int f{i:03d}(int x) {{ return x * {i + 1} + {i % 7}; }}\n")
+        calls = " + ".join(f"f{i:03d}(1)" for i in range(SOURCES))
+        decls = "".join(f"int f{i:03d}(int);\n" for i in range(SOURCES))
+        (proj / "main.c").write_text(f'#include <stdio.h>\n{decls}int main(void) {{ printf("%d\\n", {calls}); return 0; }}\n')
+        (proj / "Makefile").write_text(
+            "SRCS := $(wildcard *.c)\nOBJS := $(SRCS:.c=.o)\n\nprog: $(OBJS)\n\tcc -o $@ $(OBJS)\n\n"
+            "%.o: %.c\n\tcc -O0 -c $< -o $@\n\nclean:\n\trm -f $(OBJS) prog\n"
+        )
+
+
+def expected_output() -> str:
+    return str(sum(1 * (i + 1) + i % 7 for i in range(SOURCES)))
+
+
+def stats(times: List[float]) -> dict:
+    import statistics
+
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+
+
+def run_build(sysobj, runs: int) -> dict:
+    """`make -j4` of the project inside the system, from clean each time;
+    the check is the built program's output."""
+    proj = f"{sysobj.root}/{PROJECT}"
+    env = sysobj.env()
+
+    def sh(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run(sysobj.wrap(["sh", "-c", script]), env=env, capture_output=True, text=True, timeout=1800)
+
+    samples = []
+    check = ""
+    for i in range(runs + 1):
+        r = sh(f'make -s -C "{proj}" clean')
+        if r.returncode != 0:
+            raise RuntimeError(f"build clean: {r.stderr.strip()[-300:]}")
+        t = time.perf_counter()
+        r = sh(f'make -s -j4 -C "{proj}"')
+        secs = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f"build: {r.stderr.strip()[-300:]}")
+        out = sh(f'"{proj}/prog"')
+        check = f"entries={SOURCES + 1} bytes={out.stdout.strip()}"
+        if out.stdout.strip() != expected_output():
+            raise RuntimeError(f"build: the program printed {out.stdout.strip()!r}, not {expected_output()}")
+        if i > 0:
+            samples.append(secs)
+    sh(f'make -s -C "{proj}" clean')
+    w = stats(samples)
+    w["check"] = check
+    return w
+
+
+def run_fresh(sysobj, argv: List[str], runs: int, parse: Callable[[str], tuple]) -> dict:
+    """The workload on a view set up anew before each run (setup not timed):
+    the system's caches of the view are empty, the disk's are warm."""
+    samples = []
+    check = ""
+    for _ in range(runs):
+        sysobj.stop()
+        sysobj.start()
+        r = subprocess.run(sysobj.wrap(argv), env=sysobj.env(), capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0:
+            raise RuntimeError(f"fresh {argv[1]}: {r.stderr.strip()[-300:]}")
+        check, secs, _ = parse(r.stdout)
+        samples.append(secs)
+    w = stats(samples)
+    w["check"] = check
+    return w
+
+
+def perf_works() -> bool:
+    return bool(shutil.which("perf")) and subprocess.run(
+        ["perf", "stat", "-e", "cpu-clock", "true"], capture_output=True).returncode == 0
+
+
+def perf_top(data: Path, sort: str, limit: int) -> List[tuple]:
+    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", sort, "--percent-limit", "1"],
+                       capture_output=True, text=True)
+    rows = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)
+        if m:
+            rows.append((float(m.group(1)), re.sub(r"\s{2,}", "  ", m.group(2))))
+    return rows[:limit]
+
+
+def profile(sysobj, argv: List[str], data: Path, env: Optional[dict] = None) -> Dict[str, list]:
+    """`perf record -a -e cpu-clock` around one run of the workload (system
+    wide, so a FUSE server's and the kernel's share are counted), summarized
+    by process and object, and by symbol."""
+    rec = subprocess.Popen(["perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "2000", "-o", str(data)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        subprocess.run(sysobj.wrap(argv), env=env if env is not None else sysobj.env(), capture_output=True, timeout=3600)
+    finally:
+        rec.send_signal(2)
+        rec.wait(timeout=120)
+    out = {"by_dso": perf_top(data, "comm,dso", 8), "by_symbol": perf_top(data, "sym", 12)}
+    try:
+        os.unlink(data)
+    except OSError:
+        pass
+    return out
