@@ -139,6 +139,50 @@ def test_a_root_without_the_preload_library_runs_on_the_real_disk(usvfs: Path, l
     assert trees(layout)["overwrite"] == before["overwrite"]
 
 
+# Like pressure-vessel's pv-adverb: only descriptors 0, 1 and 2 reach the
+# program.
+ONLY_STDIO = "import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+@needs_bwrap
+@pytest.mark.parametrize("shared_runtime", [False, True])
+def test_a_pressure_vessel_like_container(usvfs: Path, layout: Layout, tmp_path: Path, shared_runtime: bool) -> None:
+    """A container that hides the runtime directory (pressure-vessel gives
+    the game a /run of its own) and passes only descriptors 0-2 on, but
+    shares /tmp: its program reaches the instance by path when
+    USVFS_RUNTIME_DIR names a shared directory, and says it cannot reach it
+    otherwise."""
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot create namespaces here")
+    runtime = os.environ["XDG_RUNTIME_DIR"]
+    env = dict(os.environ)
+    if shared_runtime:
+        env["USVFS_RUNTIME_DIR"] = str(tmp_path / "instances")
+    merged = layout.merged_copy(tmp_path / "merged")
+    real = sorted(os.fsencode(n) for n in os.listdir(layout.base))
+    r = subprocess.run(
+        [str(usvfs), "run", *layout.mapping_args(), "--", "bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc",
+         "/proc", "--tmpfs", runtime, "--", sys.executable, "-c", ONLY_STDIO, "ls", "-1", str(layout.base)],
+        cwd=layout.root, capture_output=True, timeout=120, env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    if shared_runtime:
+        assert r.stderr == b""
+        assert sorted(r.stdout.splitlines()) == sorted(os.fsencode(n) for n in os.listdir(merged))
+        assert not (Path(runtime) / "usvfs").exists()
+    else:
+        assert r.stderr.decode() == (
+            f"usvfs: ls cannot reach its view (instance {runtime}/usvfs/usvfs_instance): it runs on the real disk. "
+            "The instance ended, or a container hides it: keep /proc and the descriptor USVFS_INSTANCE_FD in the "
+            "container, or put the instance where the container sees it (USVFS_RUNTIME_DIR)\n")
+        assert sorted(r.stdout.splitlines()) == real
+    # A relative directory is refused, naming it.
+    r = subprocess.run([str(usvfs), "run", *layout.mapping_args(), "--", "true"], cwd=layout.root,
+                       capture_output=True, timeout=60, env={**env, "USVFS_RUNTIME_DIR": "instances"})
+    assert r.returncode == 125
+    assert b"USVFS_RUNTIME_DIR=instances is not an absolute path" in r.stderr
+
+
 @needs_bwrap
 def test_a_process_that_cannot_reach_its_instance_says_so(usvfs: Path, layout: Layout) -> None:
     if not bwrap_works():

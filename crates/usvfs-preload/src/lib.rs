@@ -74,8 +74,9 @@ fn say_unreachable(dir: &[u8]) {
         .unwrap_or_else(|| "a program".into());
     let sentence = format!(
         "{prog} cannot reach its view (instance {}): it runs on the real disk. \
-         The instance ended, or a container hides it: keep /proc mounted in the container \
-         (or the instance directory visible)",
+         The instance ended, or a container hides it: keep /proc and the descriptor \
+         USVFS_INSTANCE_FD in the container, or put the instance where the container \
+         sees it (USVFS_RUNTIME_DIR)",
         String::from_utf8_lossy(dir)
     );
     eprintln!("usvfs: {sentence}");
