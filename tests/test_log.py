@@ -169,3 +169,29 @@ def test_programs_outside_the_view_are_logged_whatever_the_level(usvfs: Path, la
     # Besides, at debug, the shell and `usvfs log` joining; nothing else.
     others = [line for line in r.stdout.splitlines() if not NOTICE.match(line)]
     assert len(others) == len(joined(r.stdout)) == (2 if level == "debug" else 0), r.stdout
+
+
+def unreachable(d: Path) -> str:
+    return (f"true cannot reach its view (instance {d}): it runs on the real disk. The instance ended, or a "
+            "container hides it: keep /proc and the descriptor USVFS_INSTANCE_FD in the container, or put the "
+            "instance where the container sees it (USVFS_RUNTIME_DIR)")
+
+
+def test_a_process_that_cannot_load_its_view_logs_it_where_the_directory_is(tmp_path: Path) -> None:
+    """A process whose instance directory is there but holds no view (no
+    index) says so on stderr and in that directory's log; one whose
+    directory is gone (or hidden) can only say it on stderr."""
+    from conftest import PRELOAD
+
+    there, gone = tmp_path / "inst", tmp_path / "gone"
+    there.mkdir(mode=0o700)
+    for d in (there, gone):
+        env = {**os.environ, "LD_PRELOAD": str(PRELOAD), "USVFS_INSTANCE_DIR": str(d)}
+        env.pop("USVFS_INSTANCE_FD", None)
+        r = subprocess.run(["true"], env=env, capture_output=True, timeout=60)
+        assert (r.returncode, r.stderr.decode()) == (0, f"usvfs: {unreachable(d)}\n")
+    log = (there / "log").read_bytes().splitlines()
+    assert len(log) == 1
+    m = re.match(rb"^\d{10,}\.\d{3} \d+ WARN usvfs_preload: (.*)$", log[0])
+    assert m and m[1] == unreachable(there).encode()
+    assert not gone.exists()
