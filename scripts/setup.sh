@@ -4,7 +4,8 @@
 # programs the tests run in the view (git, sqlite3, GNU patch, vim, inotifywait,
 # a static busybox), Go
 # (to build a Go program the preload cannot follow), and Wine (64-bit) with the
-# MinGW-w64 cross compiler for the Windows-program tests (tests/test_wine.py).
+# MinGW-w64 cross compiler for the Windows-program tests (tests/test_wine.py),
+# and gcc-multilib to build a 32-bit program (x86_64 only).
 set -euo pipefail
 if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pytest
@@ -41,6 +42,8 @@ if [ "$(uname -m)" = x86_64 ]; then
     { [ -x /usr/lib/wine/wine64 ] || command -v wine64 >/dev/null; } || need wine64 wine64
     { command -v wine >/dev/null && command -v wineboot >/dev/null && command -v wineserver >/dev/null; } || need wine wine
     command -v x86_64-w64-mingw32-gcc >/dev/null || need gcc-mingw-w64-x86-64 x86_64-w64-mingw32-gcc
+    # A 32-bit C program for the 32-bit tests (tests/test_containers.py).
+    echo 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - 2>/dev/null || need gcc-multilib "gcc -m32"
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -79,7 +79,7 @@ def test_static_program_is_refused_with_advice(usvfs: Path, layout: Layout, cbin
         pytest.skip("no static C library to build a static program")
     r = run_view(usvfs, layout, [str(cbin["static_hello"])])
     assert r.returncode == 125
-    assert b"statically linked" in r.stderr and b"namespace engine" in r.stderr
+    assert b"statically linked" in r.stderr and b"--engine mount" in r.stderr
 
 
 def test_setuid_program_of_another_user_is_refused(usvfs: Path, layout: Layout, tmp_path: Path) -> None:

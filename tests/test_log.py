@@ -1,5 +1,6 @@
 """The instance log: `usvfs run --log-level` makes hooked processes log to the
-instance's log, `usvfs log` prints it; off by default (no file at all)."""
+instance's log, `usvfs log` prints it; off by default (no file at all), but
+for the notices of programs started outside the view, logged at any level."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import Layout
+from test_containers import elf32
 
 # `<unix time with ms> <pid> <LEVEL> <target>: <message> key=value...`
 JOINED = re.compile(rb"^\d{10,}\.\d{3} (\d+) DEBUG usvfs_preload::log: process (\d+) joined instance instance=\"(.*?)\" exe=\"(.*?)\"$")
@@ -139,3 +143,55 @@ def test_log_level_from_profile_and_bad_levels(usvfs: Path, layout: Layout) -> N
     assert b"loud" in r.stderr and str(prof).encode() in r.stderr
     r = usvfs_cmd(usvfs, "run", "--log-level", "loud", *layout.mapping_args(), "--", "true")
     assert r.returncode == 125 and b"possible values" in r.stderr
+
+
+# A notice: the stderr line of a program started outside the view, without
+# its `usvfs: ` prefix.
+NOTICE = re.compile(rb"^\d{10,}\.\d{3} (\d+) WARN usvfs_preload::hooks::exec: (.*)$")
+
+
+@pytest.mark.parametrize("level", [None, "off", "error", "debug"])
+def test_programs_outside_the_view_are_logged_whatever_the_level(usvfs: Path, layout: Layout, tmp_path: Path,
+                                                                 level: str | None) -> None:
+    """What a process says on stderr about a program it starts outside the
+    view is in the log too, once, at any level (a game started from Steam
+    has no terminal to show stderr)."""
+    prog = tmp_path / "game32"
+    elf32(prog)
+    r = usvfs_cmd(usvfs, "run", "--instance", "noticed", *(["--log-level", level] if level else []),
+                  *layout.mapping_args(), "--", "sh", "-c", f'{prog}; "$0" log --instance noticed', usvfs,
+                  cwd=layout.root)
+    assert r.returncode == 0, r.stderr
+    sentence = f"{prog} is a 32-bit program (the preload library is 64-bit): it runs outside the view (use --strict to refuse it)"
+    assert r.stderr.decode() == f"usvfs: {sentence}\n"
+    notices = [m for m in map(NOTICE.match, r.stdout.splitlines()) if m]
+    assert [m[2] for m in notices] == [sentence.encode()], r.stdout
+    # Besides, at debug, the shell and `usvfs log` joining; nothing else.
+    others = [line for line in r.stdout.splitlines() if not NOTICE.match(line)]
+    assert len(others) == len(joined(r.stdout)) == (2 if level == "debug" else 0), r.stdout
+
+
+def unreachable(d: Path) -> str:
+    return (f"true cannot reach its view (instance {d}): it runs on the real disk. The instance ended, or a "
+            "container hides it: keep /proc and the descriptor USVFS_INSTANCE_FD in the container, or put the "
+            "instance where the container sees it (USVFS_RUNTIME_DIR)")
+
+
+def test_a_process_that_cannot_load_its_view_logs_it_where_the_directory_is(tmp_path: Path) -> None:
+    """A process whose instance directory is there but holds no view (no
+    index) says so on stderr and in that directory's log; one whose
+    directory is gone (or hidden) can only say it on stderr."""
+    from conftest import PRELOAD
+
+    there, gone = tmp_path / "inst", tmp_path / "gone"
+    there.mkdir(mode=0o700)
+    for d in (there, gone):
+        env = {**os.environ, "LD_PRELOAD": str(PRELOAD), "USVFS_INSTANCE_DIR": str(d)}
+        env.pop("USVFS_INSTANCE_FD", None)
+        r = subprocess.run(["true"], env=env, capture_output=True, timeout=60)
+        assert (r.returncode, r.stderr.decode()) == (0, f"usvfs: {unreachable(d)}\n")
+    log = (there / "log").read_bytes().splitlines()
+    assert len(log) == 1
+    m = re.match(rb"^\d{10,}\.\d{3} \d+ WARN usvfs_preload: (.*)$", log[0])
+    assert m and m[1] == unreachable(there).encode()
+    assert not gone.exists()

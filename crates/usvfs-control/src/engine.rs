@@ -69,7 +69,7 @@ fn preload_can_run(phys: &Path, shown: &Path, depth: u32) -> Result<(), ProgramE
         }
     };
     Err(ProgramError::Unhookable(format!(
-        "{} {why}; run it outside usvfs, or with the namespace engine once available",
+        "{} {why}; run it with the mount engine (`usvfs run --engine mount`), or outside usvfs",
         shown.display()
     )))
 }

@@ -4,7 +4,7 @@
 //! whose processes all left without their exit hook (killed, crashed, `_exit`)
 //! is removed by the next controller that opens it.
 //!
-//! Layout of `<runtime>/usvfs/<name>/`:
+//! Layout of `<runtime>/usvfs/<name>/` (`$USVFS_RUNTIME_DIR/<name>/` when set):
 //! * `index`    — the current snapshot (written to a temporary name, renamed);
 //! * `lock`     — `flock`ed while registering, leaving and cleaning up;
 //! * `procs/N`  — one file per live process (pid N), holding its start time
@@ -35,8 +35,28 @@ fn inst_err(name: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Names the directory that holds the instances, instead of
+/// `$XDG_RUNTIME_DIR/usvfs`: a container that hides the runtime directory
+/// but shares another (pressure-vessel shares `/tmp`, not `/run`) can then
+/// reach its instance by path.
+pub const ENV_RUNTIME_DIR: &str = "USVFS_RUNTIME_DIR";
+
 /// The per-user directory that holds all instances.
 pub fn runtime_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(Error::Instance {
+                name: dir.display().to_string(),
+                message: format!(
+                    "{ENV_RUNTIME_DIR}={} is not an absolute path: name the directory that holds the instances from /",
+                    dir.display()
+                ),
+            });
+        }
+        ensure_private_dir(&dir, "runtime directory")?;
+        return Ok(dir);
+    }
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let root = match std::env::var_os("XDG_RUNTIME_DIR") {

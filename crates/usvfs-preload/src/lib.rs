@@ -64,18 +64,23 @@ fn instance_by_fd() -> Option<CString> {
         .flatten()
 }
 
-/// Says on stderr that this process runs outside its view, and why.
+/// Says on stderr that this process runs outside its view, and why; and in
+/// the instance's log in the rare case that its directory is there but the
+/// view could not be loaded (a hidden or ended instance has no log to write).
 fn say_unreachable(dir: &[u8]) {
     let prog = std::env::args_os()
         .next()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_else(|| "a program".into());
-    eprintln!(
-        "usvfs: {prog} cannot reach its view (instance {}): it runs on the real disk. \
-         The instance ended, or a container hides it: keep /proc mounted in the container \
-         (or the instance directory visible)",
+    let sentence = format!(
+        "{prog} cannot reach its view (instance {}): it runs on the real disk. \
+         The instance ended, or a container hides it: keep /proc and the descriptor \
+         USVFS_INSTANCE_FD in the container, or put the instance where the container \
+         sees it (USVFS_RUNTIME_DIR)",
         String::from_utf8_lossy(dir)
     );
+    eprintln!("usvfs: {sentence}");
+    log::notice(dir, module_path!(), &sentence);
 }
 
 /// The working directory a parent handed down, if it still names where we are.

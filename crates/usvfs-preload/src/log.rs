@@ -21,6 +21,11 @@
 //! closed it or `dup2`ed over it gets its file left alone, and the log is
 //! opened again (so is a log that was deleted). No lock is taken, so a
 //! process that forks while another thread logs cannot deadlock.
+//!
+//! Notices — the lines a process prints on stderr when a program runs
+//! outside the view — are written whatever the level ([`notice`]): a game
+//! started from Steam or a desktop launcher has no terminal, and `usvfs log`
+//! is where its user looks.
 
 use std::ffi::CString;
 use std::fmt::{self, Write as _};
@@ -66,6 +71,51 @@ pub fn init(dir: &InstanceDir) {
         instance = ?dir.dir.file_name().unwrap_or_default(),
         exe = ?rustix::fs::readlink(c"/proc/self/exe", Vec::new()).unwrap_or_default(),
         "process {pid} joined instance"
+    );
+}
+
+/// Appends a notice to the instance's log whatever its level, in the format
+/// of other lines (at `WARN`): `message` is the sentence printed on stderr.
+/// Rare (once per program started outside the view), so the log is opened
+/// and closed for it; a log that cannot be opened (an instance that is gone)
+/// is skipped. Keeps errno.
+pub fn notice(instance_dir: &[u8], target: &str, message: &str) {
+    // SAFETY: always a valid thread-local pointer.
+    let saved = unsafe { *libc::__errno_location() };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let mut line = Line::new();
+        header(&mut line, tracing::Level::WARN, target);
+        let _ = line.write_str(message);
+        let mut path = instance_dir.to_vec();
+        path.extend_from_slice(b"/log");
+        let Ok(path) = CString::new(path) else { return };
+        let Ok(fd) = rustix::fs::openat(
+            CWD,
+            path.as_c_str(),
+            OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) else {
+            return;
+        };
+        while let Err(rustix::io::Errno::INTR) = rustix::io::write(&fd, line.finish()) {}
+    }));
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+/// `<unix time, ms> <pid> <LEVEL> <target>: `
+fn header(line: &mut Line, level: tracing::Level, target: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let _ = write!(
+        line,
+        "{}.{:03} {} {} {}: ",
+        now.as_secs(),
+        now.subsec_millis(),
+        rustix::process::getpid().as_raw_pid(),
+        level.as_str(),
+        target,
     );
 }
 
@@ -144,19 +194,8 @@ impl FileLog {
 
     fn write_event(&self, event: &Event<'_>) {
         let mut line = Line::new();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
         let meta = event.metadata();
-        let _ = write!(
-            line,
-            "{}.{:03} {} {} {}: ",
-            now.as_secs(),
-            now.subsec_millis(),
-            rustix::process::getpid().as_raw_pid(),
-            meta.level().as_str(),
-            meta.target(),
-        );
+        header(&mut line, *meta.level(), meta.target());
         event.record(&mut MessageOf(&mut line));
         event.record(&mut FieldsOf(&mut line));
         let bytes = line.finish();

@@ -124,9 +124,10 @@ impl Prepared {
 
 /// A program the preload cannot follow (static, set-id, with file
 /// capabilities, Go) runs outside the view: say so once on stderr and in the
-/// instance log, and refuse it with `EACCES` under `--strict`. Reads only the
-/// file's headers, at exec time.
+/// instance log (whatever its level), and refuse it with `EACCES` under
+/// `--strict`. Reads only the file's headers, at exec time.
 fn check_followable(
+    st: &State,
     shown: &[u8],
     why: Option<usvfs_view::program::Unfollowable>,
     strict: bool,
@@ -147,13 +148,10 @@ fn check_followable(
         unsafe { std::os::fd::BorrowedFd::borrow_raw(2) },
         line.as_bytes(),
     );
-    if strict {
-        tracing::warn!(program = %name, reason = what, "refused a program that would run outside the view (--strict)");
-        Err(libc::EACCES)
-    } else {
-        tracing::warn!(program = %name, reason = what, "started a program that runs outside the view");
-        Ok(())
-    }
+    // The log line is the stderr line without its prefix and newline.
+    let sentence = &line["usvfs: ".len()..line.len() - 1];
+    crate::log::notice(st.instance_dir.to_bytes(), module_path!(), sentence);
+    if strict { Err(libc::EACCES) } else { Ok(()) }
 }
 
 /// Works out how to exec `path` with the view attached (the shared exec
@@ -186,7 +184,7 @@ fn prepare(
             _ => path,
         };
         let why = usvfs_view::program::unfollowable(&plan.program);
-        check_followable(shown, why, rules.strict)?;
+        check_followable(st, shown, why, rules.strict)?;
     }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
@@ -335,7 +333,7 @@ pub unsafe extern "C" fn fexecve(
                 // read through (fstat, pread) during this call.
                 let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                 let why = usvfs_view::program::unfollowable_fd(file, &shown);
-                check_followable(&shown, why, env::exec_rules(st).strict)?;
+                check_followable(st, &shown, why, env::exec_rules(st).strict)?;
             }
             Ok(CArray::new(env::for_child(st, e, true, &[])))
         });
