@@ -339,7 +339,8 @@ impl Instance {
     /// Live processes with their command lines: the registered ones, and
     /// those inside the instance's mount namespaces (mount engine).
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        let mut pids = self.live_pids();
+        let registered = self.live_pids();
+        let mut pids = registered.clone();
         pids.extend(self.namespace_members());
         pids.sort_unstable();
         pids.dedup();
@@ -355,6 +356,9 @@ impl Instance {
                 }
                 ProcessInfo { pid, command }
             })
+            // A namespace member that exited meanwhile (or is a zombie) has
+            // no command line left.
+            .filter(|p| !p.command.is_empty() || registered.contains(&p.pid))
             .collect()
     }
 }
