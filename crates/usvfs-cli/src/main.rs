@@ -12,11 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
+use usvfs_control::engine::Engine;
 use usvfs_control::index::dump::dump;
 use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
 use usvfs_control::monitor::Monitor;
 use usvfs_control::wine::{Prefix, PrivateServer};
-use usvfs_control::engine::Engine;
 use usvfs_control::{Instance, build_snapshot, instance};
 
 use crate::cli::{Cli, Command, ConflictsArgs, DumpArgs, LogArgs, PsArgs, RunArgs};

@@ -73,14 +73,17 @@ pub fn run_joined(l: JoinLaunch<'_>) -> Result<Option<i32>> {
                 std::io::ErrorKind::NotFound => anyhow::Error::new(ProgramError::NotFound(
                     format!("{shown}: not found in the view"),
                 )),
-                std::io::ErrorKind::PermissionDenied => anyhow::Error::new(
-                    ProgramError::NotExecutable(format!("{shown}: {e}")),
-                ),
+                std::io::ErrorKind::PermissionDenied => {
+                    anyhow::Error::new(ProgramError::NotExecutable(format!("{shown}: {e}")))
+                }
                 _ => anyhow::Error::new(e).context(format!("cannot start {shown}")),
             });
         }
     };
-    tracing::debug!(pid = child.id(), "started in the instance's mount namespace");
+    tracing::debug!(
+        pid = child.id(),
+        "started in the instance's mount namespace"
+    );
     l.signals.wait_exit(child.id() as libc::pid_t);
     let status = child.wait().context("waiting for the program")?;
     Ok(Some(

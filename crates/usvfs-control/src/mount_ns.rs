@@ -22,7 +22,10 @@ use crate::instance::Instance;
 pub fn ns_inode(pid: i32, kind: &str) -> Option<u64> {
     let link = fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok()?;
     let s = link.to_str()?;
-    let inner = s.strip_prefix(kind)?.strip_prefix(":[")?.strip_suffix(']')?;
+    let inner = s
+        .strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?;
     inner.parse().ok()
 }
 
@@ -138,7 +141,10 @@ mod tests {
         assert_eq!(inst.engine(), Engine::Mount);
         assert!(inst.check_engine(Engine::Mount).is_ok());
         let e = inst.check_engine(Engine::Preload).unwrap_err().to_string();
-        assert!(e.contains("\"game\"") && e.contains("runs the mount engine"), "{e}");
+        assert!(
+            e.contains("\"game\"") && e.contains("runs the mount engine"),
+            "{e}"
+        );
         inst.set_engine(Engine::Preload).unwrap();
         assert_eq!(inst.engine(), Engine::Preload);
     }
