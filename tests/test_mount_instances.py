@@ -97,6 +97,26 @@ def test_join_with_explicit_engine_and_cwd(mount_works, usvfs: Path, layout: Lay
     assert first.communicate(timeout=60)[0] == b"x\n"
 
 
+def test_joined_program_outlives_the_first(mount_works, usvfs: Path, layout: Layout) -> None:
+    """The namespace lives while a joined program runs: the first program
+    may end first; its controller serves until the last process is gone."""
+    first = start(usvfs, layout, "echo ready; read x; echo first done")
+    assert first.stdout.readline() == b"ready\n"
+    joined = subprocess.Popen(
+        [str(usvfs), "run", "--instance", "game", "--", "sh", "-c", "echo in; read y; cat data/only_m2/readme.txt; kill -TERM $$"],
+        cwd=layout.base.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert joined.stdout.readline() == b"in\n"
+    first.stdin.write(b"\n")
+    first.stdin.close()
+    assert first.stdout.readline() == b"first done\n"
+    out, err = joined.communicate(b"\n", timeout=60)
+    # The joined program's status, killed by SIGTERM: 128 + 15.
+    assert (joined.returncode, out) == (143, b"only in m2\n"), err
+    first.wait(timeout=60)
+    assert first.returncode == 0
+
+
 def test_join_program_not_found_is_127(mount_works, usvfs: Path, layout: Layout) -> None:
     first = start(usvfs, layout, WAITER)
     first.stdout.readline(), first.stdout.readline()
