@@ -117,6 +117,31 @@ def test_joined_program_outlives_the_first(mount_works, usvfs: Path, layout: Lay
     assert first.returncode == 0
 
 
+def test_namespace_of_a_killed_controller_is_not_joined(mount_works, usvfs: Path, layout: Layout) -> None:
+    """A controller killed with SIGKILL leaves its namespace unserved (its
+    processes there get ENOTCONN): a later join starts a namespace of its
+    own instead of entering that one, while the instance lives on through
+    another controller."""
+    import signal
+
+    first = start(usvfs, layout, 'trap "" TERM; echo ready; while [ ! -e ../stop ]; do sleep 0.05; done')
+    assert first.stdout.readline() == b"ready\n"
+    keeper = subprocess.Popen(
+        [str(usvfs), "run", "--instance", "game", "--", "sh", "-c", "readlink /proc/self/ns/mnt; read y"],
+        cwd=layout.base.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    dead_ns = keeper.stdout.readline()
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    r = join(usvfs, layout, "readlink /proc/self/ns/mnt; cat data/only_m2/readme.txt")
+    assert r.returncode == 0, r.stderr
+    ns, text = r.stdout.split(b"\n", 1)
+    assert ns + b"\n" != dead_ns and text == b"only in m2\n"
+    (layout.root / "stop").write_bytes(b"")
+    keeper.communicate(b"\n", timeout=60)
+    assert keeper.returncode == 0
+
+
 def test_join_program_not_found_is_127(mount_works, usvfs: Path, layout: Layout) -> None:
     first = start(usvfs, layout, WAITER)
     first.stdout.readline(), first.stdout.readline()

@@ -206,7 +206,7 @@ pub fn run_mount(l: MountLaunch<'_>) -> Result<i32> {
     // Recorded while served: joining controllers and `usvfs ps` find it.
     let mnt_ns = usvfs_control::mount_ns::ns_inode(child.id() as i32, "mnt");
     if let Some(ino) = mnt_ns {
-        let _ = l.instance.record_namespace(ino);
+        let _ = l.instance.record_namespace(ino, std::process::id() as i32);
     }
     l.signals.wait_exit(child.id() as libc::pid_t);
     let status = child.wait().context("waiting for the program")?;

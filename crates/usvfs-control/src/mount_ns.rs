@@ -7,15 +7,17 @@
 //! * `engine`      — `mount` for a mount-engine instance (absent: preload);
 //!   an instance has one engine, fixed by the controller that starts it;
 //! * `mount_ns/N`  — one per private mount namespace a controller serves,
-//!   named by the namespace's inode number (as `/proc/PID/ns/mnt` shows it);
-//!   removed when the controller stops serving it.
+//!   named by the namespace's inode number (as `/proc/PID/ns/mnt` shows it),
+//!   holding the serving controller's pid and start time; removed when the
+//!   controller stops serving it. A record whose controller is gone (killed:
+//!   its processes left inside get `ENOTCONN`) is stale and ignored.
 
 use std::fs;
 use std::path::PathBuf;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::instance::Instance;
+use crate::instance::{Instance, start_time};
 
 /// The inode number of a process's namespace of `kind` (`mnt`, `user`), as
 /// `readlink /proc/PID/ns/KIND` shows it (`mnt:[4026532000]`).
@@ -77,12 +79,15 @@ impl Instance {
         })
     }
 
-    /// Records a private mount namespace this controller serves.
-    pub fn record_namespace(&self, mnt_inode: u64) -> Result<()> {
+    /// Records a private mount namespace that process `server` (this
+    /// controller) serves.
+    pub fn record_namespace(&self, mnt_inode: u64, server: i32) -> Result<()> {
         let dir = self.namespaces_dir();
         let _ = fs::create_dir(&dir);
         let entry = dir.join(mnt_inode.to_string());
-        fs::write(&entry, b"").map_err(|e| Error::io("recording the mount namespace", entry, e))
+        let start = start_time(server).unwrap_or(0);
+        fs::write(&entry, format!("{server} {start}\n"))
+            .map_err(|e| Error::io("recording the mount namespace", entry, e))
     }
 
     /// Forgets a namespace whose server stopped (its last process exited).
@@ -90,13 +95,29 @@ impl Instance {
         let _ = fs::remove_file(self.namespaces_dir().join(mnt_inode.to_string()));
     }
 
-    /// The recorded namespaces (inode numbers).
+    /// The recorded namespaces (inode numbers) whose server still runs;
+    /// stale records are removed.
     pub fn namespaces(&self) -> Vec<u64> {
         let Ok(rd) = fs::read_dir(self.namespaces_dir()) else {
             return Vec::new();
         };
+        let served = |text: &str| {
+            let mut f = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+            match (f.next().flatten(), f.next().flatten()) {
+                (Some(pid), Some(start)) => start_time(pid as i32) == Some(start),
+                _ => false,
+            }
+        };
         rd.flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter_map(|e| {
+                let ino = e.file_name().to_str()?.parse().ok()?;
+                if served(&fs::read_to_string(e.path()).unwrap_or_default()) {
+                    Some(ino)
+                } else {
+                    let _ = fs::remove_file(e.path());
+                    None
+                }
+            })
             .collect()
     }
 
@@ -156,11 +177,17 @@ mod tests {
         let me = std::process::id() as i32;
         let ino = ns_inode(me, "mnt").unwrap();
         assert!(inst.namespace_member().is_none());
-        inst.record_namespace(ino).unwrap();
+        inst.record_namespace(ino, me).unwrap();
         assert_eq!(inst.namespaces(), [ino]);
         assert!(inst.namespace_members().contains(&me));
         assert_eq!(inst.namespace_member().map(|(_, i)| i), Some(ino));
         inst.forget_namespace(ino);
         assert!(inst.namespace_members().is_empty());
+        // Served by a process that is gone (a pid with another start time).
+        inst.record_namespace(ino, me).unwrap();
+        let entry = t.path().join("mount_ns").join(ino.to_string());
+        fs::write(&entry, format!("{me} 1\n")).unwrap();
+        assert!(inst.namespace_member().is_none());
+        assert!(!entry.exists());
     }
 }
