@@ -299,7 +299,7 @@ class _Connection:
         self.params = params
         self.name = params.instanceName
         self.case_insensitive = bool(params.caseInsensitive)
-        self.engine = _check_engine(params.engine)
+        self.engine = _check_engine(getattr(params, "engine", "preload"))
         self.dir = ""
         self.rules: List[_Rule] = []
         self.skip_suffixes: List[str] = []
