@@ -36,6 +36,8 @@ command -v vim >/dev/null || need vim vim
 command -v bwrap >/dev/null || need bubblewrap bwrap
 # A static program for the mount engine's tests (tests/test_mount_engine.py).
 [ -x /bin/busybox ] || need busybox-static busybox
+# io_uring for the mount engine's io_uring test (tests/c/uring.c).
+[ -e /usr/include/liburing.h ] || need liburing-dev liburing.h
 if [ "$(uname -m)" = x86_64 ]; then
     # wine64 brings the loader (/usr/lib/wine/wine64) and wineserver; the
     # `wine` package the `wine`, `wineboot` and `wineserver` commands.

@@ -45,12 +45,19 @@ def usvfs() -> Path:
 
 @pytest.fixture(scope="session")
 def cbin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The small C test programs, compiled once."""
+    """The small C test programs, compiled once. A program whose first line
+    is `// link: FLAGS` needs a library (FLAGS are added); it is left out
+    when that library is missing (its tests skip, naming it)."""
     out = tmp_path_factory.mktemp("cbin")
     progs = {}
     for src in (REPO / "tests" / "c").glob("*.c"):
         exe = out / src.stem
-        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(exe), str(src)], check=True)
+        first = src.read_text().split("\n", 1)[0]
+        link = first[len("// link: "):].split() if first.startswith("// link: ") else []
+        argv = ["gcc", "-O2", "-Wall", "-pthread", "-o", str(exe), str(src), *link]
+        if link and subprocess.run(argv, capture_output=True).returncode != 0:
+            continue
+        subprocess.run(argv, check=True)
         progs[src.stem] = exe
     static = out / "static_hello"
     (out / "hello.c").write_text('#include <stdio.h>\nint main(void){puts("hi");return 0;}\n')

@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Union
 
 from . import _mo2  # Mod Organizer 2 profiles and conflict reports
 from . import _native, dll
@@ -168,6 +168,19 @@ class UserspaceVFS:
     any case below the destinations, as Windows programs under Wine or Proton
     expect: names that differ only in case merge across the layers and the
     real destination, and any spelling finds the winner.
+
+    `engine` (a Linux addition) chooses how programs see the view:
+    ``"preload"`` (the default: an ``LD_PRELOAD`` library in every process
+    of the view) or ``"mount"`` (FUSE mounts over the destinations in a
+    private user + mount namespace, so statically linked, Go and set-id
+    programs and raw system calls see it too). With ``"mount"``, :meth:`run`,
+    :meth:`popen` and :meth:`run_process` start the program through the
+    bundled ``usvfs run``, which enters the namespace of the instance's
+    running programs or makes one (served until its last process exits),
+    waits for the program and exits with its status: a :class:`subprocess.Popen`
+    and the pid returned are that command's. Another name raises
+    :class:`ValueError`; joining a running instance of the other engine
+    raises :class:`InstanceError`.
     """
 
     _instance_names: List[str] = []
@@ -181,7 +194,9 @@ class UserspaceVFS:
         crash_dumps_type: dll.CrashDumpsType = dll.CrashDumpsType.NONE,
         crash_dump_path: str = "",
         case_insensitive: bool = False,
+        engine: Literal["preload", "mount"] = "preload",
     ) -> None:
+        dll._check_engine(engine)
         self._conn: Optional[dll._Connection] = None
         self._owns_name = False
         self._parameters = dll.USVFSParameters()
@@ -196,7 +211,8 @@ class UserspaceVFS:
             self._instance_names.append(instance_name)
             self._owns_name = True
         dll.USVFSInitParameters(
-            self._parameters, instance_name, debug_mode, log_level, crash_dumps_type, crash_dump_path, case_insensitive
+            self._parameters, instance_name, debug_mode, log_level, crash_dumps_type, crash_dump_path, case_insensitive,
+            engine,
         )
 
     def _release_name(self) -> None:
@@ -343,6 +359,12 @@ class UserspaceVFS:
     def case_insensitive(self) -> bool:
         """True when the view matches names in any case (read-only)."""
         return self._parameters.caseInsensitive
+
+    @property
+    def engine(self) -> str:
+        """The engine programs see the view through: ``"preload"`` or
+        ``"mount"`` (read-only)."""
+        return self._parameters.engine
 
     @property
     def initialized(self) -> bool:

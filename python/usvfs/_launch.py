@@ -1,6 +1,7 @@
 """How a process is started inside an instance's view: the program is found in
 the view, the preload library goes into LD_PRELOAD, and a virtual working
-directory is handed down so `getcwd` reports it."""
+directory is handed down so `getcwd` reports it. With the mount engine the
+bundled `usvfs run` starts it in the instance's namespace instead."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _native
 from ._errors import ProgramNotFound, USVFSException, _ProgramError
-from ._paths import preload_library
+from ._paths import cli_binary, preload_library
 
 # The first descriptor number tried for an instance directory handed down.
 _INSTANCE_FD_MIN = 900
@@ -81,6 +82,26 @@ def prepare(
     """Returns (executable, argv, physical cwd, environment) for subprocess.
     `args`, `cwd` and `executable` as :class:`subprocess.Popen` takes them
     (str, bytes or os.PathLike)."""
+    argv, virtual_cwd, physical_cwd, program = _locate(instance, args, cwd, shell, executable, "preload")
+    try:
+        exe, new_argv_raw = _native.prepare_command(instance, [program, *argv[1:]])
+    except _ProgramError as e:
+        e.path = e.filename = program
+        raise
+    new_argv = [os.fsdecode(a) for a in new_argv_raw]
+    if new_argv and new_argv[0] == program and program != argv[0]:
+        new_argv[0] = argv[0]
+    vcwd = virtual_cwd if os.fspath(physical_cwd) != virtual_cwd else None
+    child = child_env(instance_dir, env, vcwd)
+    return os.fspath(exe), new_argv, os.fspath(physical_cwd), child
+
+
+def _locate(
+    instance: str, args: Any, cwd: Any, shell: bool, executable: Any, engine: str
+) -> Tuple[List[str], str, str, str]:
+    """(argv, virtual cwd, physical cwd, program path) of a command line as
+    :class:`subprocess.Popen` takes it; checks the program is in the view
+    and `engine` can show it the view (ProgramNotFound, ...)."""
     if shell:
         command = os.fsdecode(args) if isinstance(args, (str, bytes, os.PathLike)) else " ".join(os.fsdecode(a) for a in args)
         argv = ["/bin/sh", "-c", command]
@@ -104,14 +125,37 @@ def prepare(
         program = os.path.join(virtual_cwd, wanted)
     else:
         program = wanted
-    try:
-        exe, new_argv_raw = _native.prepare_command(instance, [program, *argv[1:]])
-    except _ProgramError as e:
-        e.path = e.filename = program
-        raise
-    new_argv = [os.fsdecode(a) for a in new_argv_raw]
-    if new_argv and new_argv[0] == program and program != argv[0]:
-        new_argv[0] = argv[0]
-    vcwd = virtual_cwd if os.fspath(physical_cwd) != virtual_cwd else None
-    child = child_env(instance_dir, env, vcwd)
-    return os.fspath(exe), new_argv, os.fspath(physical_cwd), child
+    if engine != "preload":
+        try:
+            _native.prepare_command(instance, [program, *argv[1:]], engine)
+        except _ProgramError as e:
+            e.path = e.filename = program
+            raise
+    return argv, virtual_cwd, os.fspath(physical_cwd), program
+
+
+def prepare_mount(
+    instance: str,
+    args: Any,
+    cwd: Any = None,
+    env: Optional[Mapping[Any, Any]] = None,
+    shell: bool = False,
+    executable: Any = None,
+) -> Tuple[List[str], Dict[str, str]]:
+    """The command line and environment that run a program through the mount
+    engine: the bundled ``usvfs run --instance NAME --cwd DIR -- PROGRAM``,
+    which enters the instance's running namespace or starts one over its
+    published mapping, forwards signals and exits with the program's
+    status. With `executable`, the program runs under that path as its
+    ``argv[0]``."""
+    argv, virtual_cwd, _, program = _locate(instance, args, cwd, shell, executable, "mount")
+    cmd = [os.fspath(cli_binary()), "run", "--instance", instance, "--cwd", virtual_cwd, "--", program, *argv[1:]]
+    base = os.environ if env is None else env
+    out = {os.fsdecode(k): os.fsdecode(v) for k, v in base.items()}
+    # The command finds the instance where this process made it.
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime is None:
+        out.pop("XDG_RUNTIME_DIR", None)
+    else:
+        out["XDG_RUNTIME_DIR"] = runtime
+    return cmd, out

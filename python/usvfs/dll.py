@@ -29,6 +29,7 @@ __all__ = [
     "LINKFLAG_CREATETARGET",
     "LINKFLAG_RECURSIVE",
     "LINKFLAG_FAILIFSKIPPED",
+    "ENGINES",
     "LogLevel",
     "CrashDumpsType",
     "USVFSParameters",
@@ -100,7 +101,7 @@ class CrashDumpsType(enum.IntEnum):
 class USVFSParameters:
     """Parameters of an instance (fill with :func:`USVFSInitParameters`, or
     set the fields). The fields of usvfs's ``USVFSParameters``, plus
-    `caseInsensitive` (a Linux addition)."""
+    `caseInsensitive` and `engine` (Linux additions)."""
 
     instanceName: str
     currentSHMName: str
@@ -110,6 +111,7 @@ class USVFSParameters:
     crashDumpsType: CrashDumpsType
     crashDumpsPath: str
     caseInsensitive: bool
+    engine: str
 
     def __init__(self) -> None:
         self.instanceName = ""
@@ -120,12 +122,14 @@ class USVFSParameters:
         self.crashDumpsType = CrashDumpsType.NONE
         self.crashDumpsPath = ""
         self.caseInsensitive = False
+        self.engine = "preload"
 
     def __repr__(self) -> str:
         return (
             f"USVFSParameters(instanceName={self.instanceName!r}, debugMode={self.debugMode}, "
             f"logLevel={self.logLevel!r}, crashDumpsType={self.crashDumpsType!r}, "
-            f"crashDumpsPath={self.crashDumpsPath!r}, caseInsensitive={self.caseInsensitive})"
+            f"crashDumpsPath={self.crashDumpsPath!r}, caseInsensitive={self.caseInsensitive}, "
+            f"engine={self.engine!r})"
         )
 
 
@@ -137,11 +141,17 @@ def USVFSInitParameters(
     crashDumpsType: CrashDumpsType,
     crashDumpsPath: str,
     caseInsensitive: bool = False,
+    engine: str = "preload",
 ) -> None:
-    """Fills `parameters`. `caseInsensitive` (a Linux addition) makes the
-    view match names in any case, as Windows programs expect."""
+    """Fills `parameters`. Linux additions: `caseInsensitive` makes the view
+    match names in any case, as Windows programs expect; `engine` chooses
+    how programs are shown the view (:data:`ENGINES`): ``"preload"`` (an
+    ``LD_PRELOAD`` library) or ``"mount"`` (FUSE mounts in a private
+    namespace, through the bundled ``usvfs run --engine mount``). ValueError
+    for another engine name."""
     if not isinstance(instanceName, str):
         raise TypeError(f"instanceName must be a str, not {type(instanceName).__name__}")
+    _check_engine(engine)
     parameters.instanceName = instanceName
     parameters.currentSHMName = instanceName
     parameters.currentInverseSHMName = instanceName + "_inverse"
@@ -150,6 +160,17 @@ def USVFSInitParameters(
     parameters.crashDumpsType = CrashDumpsType(crashDumpsType)
     parameters.crashDumpsPath = os.fsdecode(crashDumpsPath)
     parameters.caseInsensitive = bool(caseInsensitive)
+    parameters.engine = engine
+
+
+# The engines an instance can run, as `usvfs run --engine` names them.
+ENGINES: Tuple[str, ...] = ("preload", "mount")
+
+
+def _check_engine(engine: Any) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
+    return str(engine)
 
 
 # ---------------------------------------------------------------- arguments
@@ -278,6 +299,7 @@ class _Connection:
         self.params = params
         self.name = params.instanceName
         self.case_insensitive = bool(params.caseInsensitive)
+        self.engine = _check_engine(getattr(params, "engine", "preload"))
         self.dir = ""
         self.rules: List[_Rule] = []
         self.skip_suffixes: List[str] = []
@@ -300,7 +322,7 @@ class _Connection:
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
-        d, nodes, self.monitor = _native.publish(self.name, rules, [], self.case_insensitive)
+        d, nodes, self.monitor = _native.publish(self.name, rules, [], self.case_insensitive, self.engine)
         self.dir = os.fspath(d)
         _native.write_exec_rules(self.name, self.blacklist, self.force_loads)
         self.dirty = False
@@ -349,7 +371,7 @@ def _open(parameters: USVFSParameters) -> _Connection:
         if conn is not None:
             return conn
         conn = _Connection(parameters)
-        joined = _native.join(name, os.getpid())
+        joined = _native.join(name, os.getpid(), conn.engine)
         if joined is not None:
             conn.dir = os.fspath(joined)
             conn.dirty = False
@@ -605,6 +627,10 @@ def ClearLibraryForceLoads() -> None:
 def _popen(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell: bool = False,
            executable: Any = None, **kwargs: Any) -> "subprocess.Popen[Any]":
     conn.publish()
+    if conn.engine == "mount":
+        cmd, cli_env = _launch.prepare_mount(conn.name, args, cwd, env, shell, executable)
+        _log(logging.DEBUG, "starting %s in %s (mount engine)", cmd, cwd or os.getcwd())
+        return subprocess.Popen(cmd, env=cli_env, **kwargs)
     exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
     _log(logging.DEBUG, "starting %s in %s", argv, cwd or os.getcwd())
     return subprocess.Popen(argv, executable=exe, cwd=pcwd, env=child_env, **_pass_instance(conn, kwargs))
@@ -613,6 +639,9 @@ def _popen(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell
 def _run(conn: _Connection, args: Any, cwd: Any = None, env: Any = None, shell: bool = False,
          executable: Any = None, **kwargs: Any) -> "subprocess.CompletedProcess[Any]":
     conn.publish()
+    if conn.engine == "mount":
+        cmd, cli_env = _launch.prepare_mount(conn.name, args, cwd, env, shell, executable)
+        return subprocess.run(cmd, env=cli_env, **kwargs)
     exe, argv, pcwd, child_env = _launch.prepare(conn.name, conn.dir, args, cwd, env, shell, executable)
     return subprocess.run(argv, executable=exe, cwd=pcwd, env=child_env, **_pass_instance(conn, kwargs))
 

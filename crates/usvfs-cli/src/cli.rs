@@ -115,7 +115,9 @@ pub struct RunArgs {
     /// the program's processes) or `mount` (a private user + mount namespace in
     /// which FUSE mounts cover the destinations: static and Go programs,
     /// set-id programs and raw system calls see the view too).
-    /// Default: the profile's `engine`, else `preload`.
+    /// Default: the profile's `engine`, else, joining a running instance
+    /// (no rules), the one it was started with, else `preload`. An instance
+    /// has one engine: joining it with the other is refused.
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
     /// The program and its arguments.

@@ -203,12 +203,20 @@ pub fn run_mount(l: MountLaunch<'_>) -> Result<i32> {
         }
     };
     tracing::debug!(pid = child.id(), "started in the mount namespace");
+    // Recorded while served: joining controllers and `usvfs ps` find it.
+    let mnt_ns = usvfs_control::mount_ns::ns_inode(child.id() as i32, "mnt");
+    if let Some(ino) = mnt_ns {
+        let _ = l.instance.record_namespace(ino, std::process::id() as i32);
+    }
     l.signals.wait_exit(child.id() as libc::pid_t);
     let status = child.wait().context("waiting for the program")?;
     // Background processes the program left keep the namespace, and so the
     // mounts, alive: serve them until the last one is gone.
     if let Err(e) = server.wait(None) {
         tracing::warn!(error = %e, "mount engine");
+    }
+    if let Some(ino) = mnt_ns {
+        l.instance.forget_namespace(ino);
     }
     Ok(status
         .code()

@@ -3,6 +3,7 @@
 mod cli;
 mod launch;
 mod mapping_args;
+mod mount_join;
 mod signals;
 
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
+use usvfs_control::engine::Engine;
 use usvfs_control::index::dump::dump;
 use usvfs_control::index::{MappedSnapshot, OwnedSnapshot};
 use usvfs_control::monitor::Monitor;
@@ -98,12 +100,22 @@ fn publish(
     m: &clap::ArgMatches,
     wine: Option<&Prefix>,
     me: i32,
+    engine: Engine,
 ) -> Result<Joined> {
     let mut built = mapping_args::build(a, m)?;
     // Registered first, so nobody takes the instance for a leftover while
     // the index is built.
     let (inst, others) = Instance::join_new(&built.instance, me)?;
-    match publish_into(&inst, &mut built, wine) {
+    // An instance has one engine: the one it was started with.
+    let engine_set = if others.is_empty() {
+        inst.set_engine(engine)
+    } else {
+        inst.check_engine(engine)
+    };
+    match engine_set
+        .map_err(anyhow::Error::from)
+        .and_then(|()| publish_into(&inst, &mut built, wine))
+    {
         Ok((log_level, private, monitor)) => Ok(Joined {
             inst,
             others,
@@ -169,25 +181,21 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     // First, before any thread starts: every thread must block the signals
     // the forwarding thread takes.
     let signals = signals::Forwarder::start().context("setting up signal forwarding")?;
-    use usvfs_control::engine::Engine;
-    let engine = match (a.engine, &a.mapping.profile) {
-        (Some(cli::EngineArg::Mount), _) => Engine::Mount,
-        (Some(cli::EngineArg::Preload), _) => Engine::Preload,
-        (None, Some(p)) => usvfs_control::profile::load(p)?.engine.unwrap_or_default(),
-        (None, None) => Engine::Preload,
+    // The engine asked for; joining a running instance without one takes
+    // the instance's.
+    let chosen = match (a.engine, &a.mapping.profile) {
+        (Some(cli::EngineArg::Mount), _) => Some(Engine::Mount),
+        (Some(cli::EngineArg::Preload), _) => Some(Engine::Preload),
+        (None, Some(p)) => usvfs_control::profile::load(p)?.engine,
+        (None, None) => None,
     };
-    let mount = engine == Engine::Mount;
-    if mount && !mapping_args::has_rules(&a.mapping) {
-        return Err(anyhow!(
-            "--engine mount cannot join a running instance yet: give the mapping \
-             (--dir/--file/--create-target rules or --profile) to start a new one"
-        ));
+    let has_rules = mapping_args::has_rules(&a.mapping);
+    // Looked for early, so a new preload instance fails before its index is
+    // built; needed only when the engine is preload.
+    let lib = launch::find_preload_lib();
+    if has_rules && chosen.unwrap_or_default() == Engine::Preload {
+        lib.as_ref().map_err(|e| anyhow!("{e:#}"))?;
     }
-    let lib = if mount {
-        std::path::PathBuf::new()
-    } else {
-        launch::find_preload_lib()?
-    };
     let wine = Prefix::detect(&a.program, |k| std::env::var_os(k));
     if let Some(prefix) = &wine {
         prefix.check_no_outside_server()?;
@@ -201,10 +209,13 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         log_level: profile_level,
         private,
         _monitor,
-    } = if mapping_args::has_rules(&a.mapping) {
-        publish(&a.mapping, m, wine.as_ref(), me)?
+    } = if has_rules {
+        publish(&a.mapping, m, wine.as_ref(), me, chosen.unwrap_or_default())?
     } else {
         let inst = existing_instance(&a.mapping)?;
+        if let Some(c) = chosen {
+            inst.check_engine(c)?;
+        }
         let others = inst.live_pids();
         inst.register(me)?;
         Joined {
@@ -223,6 +234,16 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
         None if others.is_empty() => inst.set_log_level(None)?,
         None => {}
     }
+    let engine = inst.engine();
+    let mount = engine == Engine::Mount;
+    let lib = match (mount, lib) {
+        (true, _) => std::path::PathBuf::new(),
+        (false, Ok(lib)) => lib,
+        (false, Err(e)) => {
+            let _ = inst.leave(me);
+            return Err(e);
+        }
+    };
     if a.strict || others.is_empty() {
         inst.set_strict(a.strict)?;
     }
@@ -255,6 +276,19 @@ fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
                 Some((_, v)) => std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&v)),
                 None => std::env::current_dir().context("reading the working directory")?,
             };
+            // A running namespace of the instance is joined; without one
+            // (a controller such as Python's published the mapping, or
+            // the programs that had one ended) this run starts one.
+            if !has_rules
+                && let Some(code) = mount_join::run_joined(mount_join::JoinLaunch {
+                    instance: &inst,
+                    argv: &a.program,
+                    cwd: cwd.clone(),
+                    signals: &signals,
+                })?
+            {
+                return Ok(code);
+            }
             return launch::run_mount(launch::MountLaunch {
                 instance: &inst,
                 points: usvfs_mount::mount_points(&snap)?,

@@ -24,6 +24,23 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The name `--engine`, profiles and instances use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Preload => "preload",
+            Engine::Mount => "mount",
+        }
+    }
+
+    /// The engine of a name (`preload`, `mount`).
+    pub fn from_name(name: &str) -> Option<Engine> {
+        match name {
+            "preload" => Some(Engine::Preload),
+            "mount" => Some(Engine::Mount),
+            _ => None,
+        }
+    }
+
     /// Refuses a program this engine cannot show the view (exit code 125),
     /// following `#!` lines to the interpreter.
     pub fn check_program(self, phys: &Path, shown: &Path) -> Result<(), ProgramError> {

@@ -13,6 +13,7 @@
 //!   without their exit hook and pids reused since never count as live.
 //! * `log_level` — the level hooked processes log at (absent: off);
 //! * `log`      — the lines they log, appended one `write` each.
+//! * `engine`, `mount_ns/` — the engine and its namespaces (`mount_ns.rs`).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -355,10 +356,15 @@ impl Instance {
         out
     }
 
-    /// Live processes with their command lines.
+    /// Live processes with their command lines: the registered ones, and
+    /// those inside the instance's mount namespaces (mount engine).
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        self.live_pids()
-            .into_iter()
+        let registered = self.live_pids();
+        let mut pids = registered.clone();
+        pids.extend(self.namespace_members());
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
             .map(|pid| {
                 let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let mut command: Vec<u8> = raw
@@ -370,6 +376,9 @@ impl Instance {
                 }
                 ProcessInfo { pid, command }
             })
+            // A namespace member that exited meanwhile (or is a zombie) has
+            // no command line left.
+            .filter(|p| !p.command.is_empty() || registered.contains(&p.pid))
             .collect()
     }
 }

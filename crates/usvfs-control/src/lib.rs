@@ -12,6 +12,7 @@ pub mod instance;
 pub mod mapping;
 pub mod mo2;
 pub mod monitor;
+pub mod mount_ns;
 pub mod profile;
 pub mod program;
 pub mod wine;

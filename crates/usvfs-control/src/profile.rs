@@ -131,13 +131,11 @@ pub fn load(file: &Path) -> Result<Profile> {
     };
     let engine = match parsed.engine.as_deref() {
         None => None,
-        Some("preload") => Some(crate::engine::Engine::Preload),
-        Some("mount") => Some(crate::engine::Engine::Mount),
-        Some(e) => {
-            return Err(err(format!(
+        Some(e) => Some(crate::engine::Engine::from_name(e).ok_or_else(|| {
+            err(format!(
                 "engine {e:?} is not an engine: use \"preload\" or \"mount\""
-            )));
-        }
+            ))
+        })?),
     };
     let base = file.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {

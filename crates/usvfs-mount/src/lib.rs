@@ -9,6 +9,7 @@
 //! [`Server::start`] before spawning the program with
 //! [`ns::Namespace::enter`] in its `pre_exec`, then [`Server::wait`].
 
+pub mod join;
 pub mod ns;
 mod server;
 mod state;

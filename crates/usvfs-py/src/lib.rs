@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use usvfs_control::engine::Engine;
 use usvfs_control::index::MappedSnapshot;
 use usvfs_control::index::dump::dump as dump_tree;
 use usvfs_control::instance::{ExecRules, Instance};
@@ -57,6 +58,15 @@ fn program_err(py: Python<'_>, e: ProgramError) -> PyErr {
         ProgramError::Unhookable(_) => "ProgramNotHookable",
     };
     raise(py, name, e.to_string(), None)
+}
+
+/// An engine by name; ValueError naming the allowed ones otherwise.
+fn parse_engine(name: &str) -> PyResult<Engine> {
+    Engine::from_name(name).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "engine must be 'preload' or 'mount', not {name:?}"
+        ))
+    })
 }
 
 fn open_instance(py: Python<'_>, name: &str) -> PyResult<Instance> {
@@ -125,15 +135,19 @@ impl SourceMonitor {
 /// it). Returns (instance directory, node count, source monitor or None when
 /// no rule is monitored). Releases the GIL meanwhile.
 /// `case_insensitive`: names match in any case below the destinations.
+/// `engine`: the engine the instance runs (`preload` or `mount`); a running
+/// instance of another engine is refused (InstanceError).
 #[pyfunction]
-#[pyo3(signature = (instance, rules, blacklist, case_insensitive = false))]
+#[pyo3(signature = (instance, rules, blacklist, case_insensitive = false, engine = "preload"))]
 fn publish(
     py: Python<'_>,
     instance: &str,
     rules: Vec<RuleArg>,
     blacklist: Vec<OsString>,
     case_insensitive: bool,
+    engine: &str,
 ) -> PyResult<(PathBuf, usize, Option<SourceMonitor>)> {
+    let engine = parse_engine(engine)?;
     let name = instance.to_string();
     type Published = (PathBuf, usize, Option<SourceMonitor>);
     let r = py.allow_threads(move || -> usvfs_control::Result<Published> {
@@ -150,7 +164,18 @@ fn publish(
             .unwrap_or(0);
         // The caller (the controller) is registered first, so nobody takes
         // the instance for a leftover of dead processes meanwhile.
-        let (inst, _) = Instance::join_new(&name, std::process::id() as i32)?;
+        let me = std::process::id() as i32;
+        let (inst, others) = Instance::join_new(&name, me)?;
+        // An instance has one engine: the one it was started with.
+        let checked = if others.is_empty() {
+            inst.set_engine(engine)
+        } else {
+            inst.check_engine(engine)
+        };
+        if let Err(e) = checked {
+            let _ = inst.leave(me);
+            return Err(e);
+        }
         inst.publish(&bytes)?;
         let monitor = usvfs_control::monitor::Monitor::start(&inst, &m)?.map(|m| SourceMonitor {
             inner: std::sync::Mutex::new(Some(m)),
@@ -162,13 +187,17 @@ fn publish(
 
 /// Joins a running instance: registers `pid` with it and returns its
 /// directory, or None when no instance of that name runs (nothing is created).
+/// A running instance of another engine than `engine` is refused.
 #[pyfunction]
-fn join(py: Python<'_>, instance: &str, pid: i32) -> PyResult<Option<PathBuf>> {
+#[pyo3(signature = (instance, pid, engine = "preload"))]
+fn join(py: Python<'_>, instance: &str, pid: i32, engine: &str) -> PyResult<Option<PathBuf>> {
+    let engine = parse_engine(engine)?;
     let name = instance.to_string();
     let r = py.allow_threads(move || -> usvfs_control::Result<Option<PathBuf>> {
-        if Instance::open_existing(&name)?.is_none() {
+        let Some(running) = Instance::open_existing(&name)? else {
             return Ok(None);
-        }
+        };
+        running.check_engine(engine)?;
         // Under the instance lock: a leftover being removed meanwhile is
         // created again empty, which the caller then publishes into.
         let (inst, _) = Instance::join_new(&name, pid)?;
@@ -241,14 +270,17 @@ fn dump<'py>(py: Python<'py>, instance: &str) -> PyResult<Bound<'py, PyBytes>> {
     Ok(PyBytes::new(py, &text))
 }
 
-/// Finds a program in the view like execvp and checks it can be hooked.
-/// Returns (executable to start, argv, virtual path of the program).
+/// Finds a program in the view like execvp and checks `engine` can show it
+/// the view. Returns (executable to start, argv).
 #[pyfunction]
+#[pyo3(signature = (instance, argv, engine = "preload"))]
 fn prepare_command(
     py: Python<'_>,
     instance: &str,
     argv: Vec<OsString>,
+    engine: &str,
 ) -> PyResult<(PathBuf, Vec<OsString>)> {
+    let engine = parse_engine(engine)?;
     let inst = open_instance(py, instance)?;
     let m = MappedSnapshot::open(&inst.index_path()).map_err(|e| core_err(py, e.into()))?;
     let snap = m.snapshot();
@@ -256,7 +288,7 @@ fn prepare_command(
         .first()
         .ok_or_else(|| raise(py, "ProgramNotFound", "empty command line".into(), None))?;
     let (virt, phys) = program::locate(&snap, first).map_err(|e| program_err(py, e))?;
-    usvfs_control::engine::Engine::Preload
+    engine
         .check_program(&phys, &virt)
         .map_err(|e| program_err(py, e))?;
     Ok(program::command_line(&virt, &phys, &argv))
