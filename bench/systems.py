@@ -131,6 +131,21 @@ class UsvfsMount(System):
         self.holder.wait()
 
 
+class UsvfsMountFresh(UsvfsMount):
+    """The mount engine on a view mounted afresh for every run: nothing the
+    kernel cached for the view (entries, attributes, pages of the view's
+    files) helps; the physical files stay in the page cache, as for the
+    merged copy."""
+
+    name = "usvfs (mount, fresh view)"
+    workloads = {"walk", "read", "miss", "list"}
+    fresh = True
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 class Overlay(System):
     name = "kernel overlayfs"
 
@@ -245,4 +260,4 @@ class Fakechroot(System):
         return ["fakechroot", *argv]
 
 
-ALL = [Merged, Usvfs, UsvfsMount, Overlay, FuseOverlayfs, Mergerfs, Proot, Fakechroot]
+ALL = [Merged, Usvfs, UsvfsMount, UsvfsMountFresh, Overlay, FuseOverlayfs, Mergerfs, Proot, Fakechroot]
