@@ -151,6 +151,7 @@ def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] |
                 for i in range(n + 1):
                     if getattr(sysobj, "fresh", False):
                         sysobj.restart()  # a new view per run (the warm-up included)
+                        cmd = sysobj.wrap([str(workload), *argv])
                     r = subprocess.run(cmd, env=sysobj.env(), capture_output=True, text=True, timeout=3600)
                     if r.returncode != 0:
                         raise RuntimeError(f"{sysobj.name} {key}: {r.stderr.strip()[-500:]}")

@@ -9,11 +9,12 @@
 //! open, so its descriptor stays until the kernel forgets the inode, which
 //! it does only when no file is open on it.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use usvfs_view::fs::Errno;
+
+use crate::fast_hash::FastMap;
 
 /// How many descriptors the table keeps for inodes that can be reopened by
 /// path: well below the usual 1,024-descriptor limit of the controller.
@@ -31,7 +32,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Table {
-    map: HashMap<u64, Entry>,
+    map: FastMap<u64, Entry>,
     tick: u64,
 }
 
@@ -47,19 +48,24 @@ fn identity(fd: &OwnedFd) -> (u64, u64) {
 }
 
 impl Table {
-    /// Closes the least recently used unpinned descriptor when the table is
-    /// full (a linear scan: rare, and the table is small).
+    /// When the unpinned descriptors reach the bound, closes the least
+    /// recently used quarter of them at once (one scan per many inserts).
     fn make_room(&mut self) {
-        let unpinned = self.map.values().filter(|e| !e.pinned).count();
-        if unpinned < MAX_OPEN {
+        if self.map.len() < MAX_OPEN {
             return;
         }
-        if let Some((&ino, _)) = self
+        let mut unpinned: Vec<(u64, u64)> = self
             .map
             .iter()
             .filter(|(_, e)| !e.pinned)
-            .min_by_key(|(_, e)| e.used)
-        {
+            .map(|(&ino, e)| (e.used, ino))
+            .collect();
+        if unpinned.len() < MAX_OPEN {
+            return;
+        }
+        let n = MAX_OPEN / 4;
+        unpinned.select_nth_unstable(n - 1);
+        for &(_, ino) in &unpinned[..n] {
             self.map.remove(&ino);
         }
     }
@@ -215,9 +221,13 @@ mod tests {
         for ino in 2..(MAX_OPEN as u64 + 10) {
             d.get(ino, false, |_| devnull()).unwrap();
         }
-        assert_eq!(d.len(), MAX_OPEN + 1);
+        assert!(d.len() <= MAX_OPEN + 1);
         assert!(d.existing(1).is_some(), "the pinned entry was evicted");
         assert!(d.existing(2).is_none(), "the oldest entry was kept");
+        assert!(
+            d.existing(MAX_OPEN as u64 + 9).is_some(),
+            "the newest entry was evicted"
+        );
         d.drop_ino(1, false);
         assert!(d.existing(1).is_some());
         d.drop_ino(1, true);

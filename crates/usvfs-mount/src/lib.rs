@@ -10,6 +10,7 @@
 //! [`ns::Namespace::enter`] in its `pre_exec`, then [`Server::wait`].
 
 mod descriptors;
+mod fast_hash;
 pub mod ns;
 mod server;
 mod state;

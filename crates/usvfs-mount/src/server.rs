@@ -30,6 +30,7 @@ use usvfs_view::source_events::SourceChange;
 use usvfs_view::{View, semantics::Listing};
 
 use crate::descriptors::Descriptors;
+use crate::fast_hash::FastMap;
 use crate::state::Loaded;
 
 /// How long the kernel may keep entries, attributes and misses. The view
@@ -116,7 +117,7 @@ impl Fs for Caller {
 #[derive(Default)]
 struct Inodes {
     paths: Vec<Vec<u8>>,
-    by_path: HashMap<Vec<u8>, u64>,
+    by_path: FastMap<Vec<u8>, u64>,
 }
 
 impl Inodes {
@@ -188,7 +189,7 @@ pub struct MountFs {
     descs: Arc<Descriptors>,
     /// Stateless directory reads: the listing a read from offset 0 took, for
     /// the reads that continue it (dropped at its end).
-    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    dirs: Mutex<FastMap<u64, Arc<Listing>>>,
     /// Per-open handles (and files made by `create`, which always has one).
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -287,7 +288,7 @@ impl MountFs {
             opens,
             inodes: Arc::new(Mutex::new(inodes)),
             descs: Arc::new(Descriptors::default()),
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(FastMap::default()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
@@ -487,11 +488,19 @@ impl MountFs {
     /// a program may still have it open, and stateless opens serve it from
     /// the descriptor table, so one is opened now and kept until the kernel
     /// forgets the inode.
-    fn pin_before_removal(&self, req: &Request, virt: &[u8]) -> Option<(u64, Option<(OwnedFd, bool)>)> {
+    fn pin_before_removal(
+        &self,
+        req: &Request,
+        virt: &[u8],
+    ) -> Option<(u64, Option<(OwnedFd, bool)>)> {
         if self.opens != Opens::Stateless {
             return None;
         }
-        let ino = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).known(virt)?;
+        let ino = self
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .known(virt)?;
         let phys = self.phys(req, virt).ok()?;
         let st = lstat(&phys).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -877,7 +886,9 @@ impl Filesystem for MountFs {
                     // Stateless: the inode's descriptor, writable (opened
                     // here when it has none: a write usually follows).
                     _ if self.opens == Opens::Stateless => {
-                        let fd = self.descs.get(ino.0, true, |w| self.open_ino(req, ino.0, w))?;
+                        let fd = self
+                            .descs
+                            .get(ino.0, true, |w| self.open_ino(req, ino.0, w))?;
                         rustix::fs::ftruncate(&*fd, size).map_err(io_errno)?
                     }
                     _ => {
