@@ -27,7 +27,8 @@ use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
 use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::semantics::{Change, Probe};
 use usvfs_view::source_events::SourceChange;
-use usvfs_view::{View, semantics::Listing};
+use usvfs_view::semantics::{Listing, Resolved};
+use usvfs_view::View;
 
 use crate::descriptors::Descriptors;
 use crate::fast_hash::FastMap;
@@ -265,6 +266,46 @@ fn lstat(p: &[u8]) -> Result<Stat, Errno> {
     rustix::fs::statat(CWD, p, AtFlags::SYMLINK_NOFOLLOW).map_err(io_errno)
 }
 
+/// Physical directories opened once for the `lstat`s of one directory
+/// read: the kernel then walks one component per entry instead of the
+/// whole path (the walk dominated the server's time).
+#[derive(Default)]
+struct ParentDirs(Vec<(Vec<u8>, Option<OwnedFd>)>);
+
+impl ParentDirs {
+    /// At most this many (a merged directory draws from a few layers).
+    const MAX: usize = 32;
+
+    fn lstat(&mut self, phys: &[u8]) -> Result<Stat, Errno> {
+        let Some(i) = phys.iter().rposition(|&c| c == b'/') else {
+            return lstat(phys);
+        };
+        let (dir, name) = (&phys[..i.max(1)], &phys[i + 1..]);
+        if name.is_empty() || name == b"." || name == b".." {
+            return lstat(phys);
+        }
+        let j = match self.0.iter().position(|(d, _)| d == dir) {
+            Some(j) => j,
+            None if self.0.len() < Self::MAX => {
+                let fd = rustix::fs::openat(
+                    CWD,
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok();
+                self.0.push((dir.to_vec(), fd));
+                self.0.len() - 1
+            }
+            None => return lstat(phys),
+        };
+        match &self.0[j].1 {
+            Some(fd) => rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_errno),
+            None => lstat(phys),
+        }
+    }
+}
+
 fn open_flags(flags: i32) -> OFlags {
     // The kernel handled O_CREAT/O_EXCL (lookup + create); the rest is the
     // program's, applied to the physical file.
@@ -328,16 +369,42 @@ impl MountFs {
 
     /// The physical path of virtual `virt` (the last component not followed).
     fn phys(&self, req: &Request, virt: &[u8]) -> Result<Vec<u8>, Errno> {
-        self.with_view(req, |v| {
-            v.resolve_boxed(virt, false)
-                .map(|r| r.phys.as_bytes().to_vec())
+        self.with_phys(req, virt, |p| Ok(p.to_vec()))
+    }
+
+    /// Calls `f` with the physical path of virtual `virt` (the last
+    /// component not followed), resolved in this thread's buffers (no
+    /// allocation per request). `f` must not resolve again.
+    fn with_phys<T>(
+        &self,
+        req: &Request,
+        virt: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        thread_local! {
+            static RESOLVED: std::cell::RefCell<Box<Resolved>> =
+                std::cell::RefCell::new(Resolved::boxed());
+        }
+        RESOLVED.with_borrow_mut(|r| {
+            self.with_view(req, |v| v.resolve(virt, false, r))?;
+            f(r.phys.as_bytes())
         })
     }
 
     /// Attributes of `virt`, with our inode number.
     fn getattr_virt(&self, req: &Request, virt: &[u8]) -> Result<FileAttr, Errno> {
-        let phys = self.phys(req, virt)?;
-        let st = lstat(&phys)?;
+        self.getattr_in(req, virt, &mut ParentDirs::default())
+    }
+
+    /// [`MountFs::getattr_virt`], `lstat` relative to the physical parent
+    /// directories `parents` holds (a listing's entries share a few).
+    fn getattr_in(
+        &self,
+        req: &Request,
+        virt: &[u8],
+        parents: &mut ParentDirs,
+    ) -> Result<FileAttr, Errno> {
+        let st = self.with_phys(req, virt, |p| parents.lstat(p))?;
         let ino = self.ino(virt);
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             self.descs.check(ino, (st.st_dev, st.st_ino));
@@ -614,6 +681,7 @@ impl MountFs {
         offset: u64,
         reply: &mut ReplyDirectoryPlus,
     ) {
+        let mut parents = ParentDirs::default();
         let mut p = dir.to_vec();
         p.push(b'/');
         for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
@@ -624,7 +692,7 @@ impl MountFs {
                 _ => {
                     p.truncate(dir.len() + 1);
                     p.extend_from_slice(name);
-                    self.getattr_virt(req, &p)
+                    self.getattr_in(req, &p, &mut parents)
                 }
             };
             // An entry gone since the listing: no attributes (node id 0),
