@@ -321,7 +321,13 @@ fn open_flags(flags: i32) -> OFlags {
 
 impl MountFs {
     pub fn new(root: Vec<u8>, state: &'static crate::state::Shared, opens: Opens) -> MountFs {
-        let mut inodes = Inodes::default();
+        // Sized for the index's paths (up to 65,536, a few MiB): a first
+        // walk of a view that size never rehashes.
+        let n = state.snapshot().node_count().min(1 << 16);
+        let mut inodes = Inodes {
+            paths: Vec::with_capacity(n),
+            by_path: FastMap::with_capacity_and_hasher(n, Default::default()),
+        };
         inodes.ino(&root);
         MountFs {
             root,
