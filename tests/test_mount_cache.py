@@ -92,6 +92,21 @@ with open(p, "r+b") as f:
     m.close()
 show("mmap after", read(p))
 
+# More files than the server keeps descriptors for (256): the first ones'
+# descriptors are closed on the way and reopened when used again; a deleted
+# file held open keeps its own through it all.
+os.mkdir("many")
+for i in range(600):
+    with open(f"many/{i}.txt", "w") as f:
+        f.write(f"{i}\n")
+held = open("many/0.txt", "rb")
+os.unlink("many/0.txt")
+total = sum(len(read(f"many/{i}.txt")) for i in range(1, 600))
+with open("many/1.txt", "a") as f:
+    f.write("again\n")
+show("many", (total, read("many/1.txt"), held.read(), sorted(os.listdir("many"))[:3]))
+held.close()
+
 # A file written, read back through a second open, then overwritten in
 # place by a third (same size): every open sees the latest data.
 with open("w.txt", "w") as f:
