@@ -399,18 +399,22 @@ impl MountFs {
 
     /// Attributes of `virt`, with our inode number.
     fn getattr_virt(&self, req: &Request, virt: &[u8]) -> Result<FileAttr, Errno> {
-        self.getattr_in(req, virt, &mut ParentDirs::default())
+        self.getattr_in(req, virt, None)
     }
 
     /// [`MountFs::getattr_virt`], `lstat` relative to the physical parent
-    /// directories `parents` holds (a listing's entries share a few).
+    /// directories `parents` holds when given (a listing's entries share a
+    /// few; for one name, opening its parent would cost more).
     fn getattr_in(
         &self,
         req: &Request,
         virt: &[u8],
-        parents: &mut ParentDirs,
+        parents: Option<&mut ParentDirs>,
     ) -> Result<FileAttr, Errno> {
-        let st = self.with_phys(req, virt, |p| parents.lstat(p))?;
+        let st = self.with_phys(req, virt, |p| match parents {
+            Some(d) => d.lstat(p),
+            None => lstat(p),
+        })?;
         let ino = self.ino(virt);
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             self.descs.check(ino, (st.st_dev, st.st_ino));
@@ -698,7 +702,7 @@ impl MountFs {
                 _ => {
                     p.truncate(dir.len() + 1);
                     p.extend_from_slice(name);
-                    self.getattr_in(req, &p, &mut parents)
+                    self.getattr_in(req, &p, Some(&mut parents))
                 }
             };
             // An entry gone since the listing: no attributes (node id 0),
