@@ -23,12 +23,12 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
+use usvfs_view::View;
 use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
 use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::semantics::{Change, Probe};
-use usvfs_view::source_events::SourceChange;
 use usvfs_view::semantics::{Listing, Resolved};
-use usvfs_view::View;
+use usvfs_view::source_events::SourceChange;
 
 use crate::descriptors::Descriptors;
 use crate::fast_hash::FastMap;
