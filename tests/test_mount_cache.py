@@ -92,6 +92,20 @@ with open(p, "r+b") as f:
     m.close()
 show("mmap after", read(p))
 
+# A mod's file renamed into another directory (the view may move it by
+# copying), then written under its new name; and a file held open while
+# another is renamed over its name.
+show("rename src", read("meshes/a/m2.nif"))
+os.rename("meshes/a/m2.nif", "textures/moved.nif")
+with open("textures/moved.nif", "a") as f:
+    f.write("appended\n")
+show("renamed", (read("textures/moved.nif"), os.path.exists("meshes/a/m2.nif")))
+held = open("only_m2/readme.txt", "rb")
+show("held first", held.read(4))
+os.rename("name with spaces.txt", "only_m2/readme.txt")
+show("renamed over", (held.read(), read("only_m2/readme.txt")))
+held.close()
+
 # More files than the server keeps descriptors for (256): the first ones'
 # descriptors are closed on the way and reopened when used again; a deleted
 # file held open keeps its own through it all.
