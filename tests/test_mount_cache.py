@@ -79,6 +79,10 @@ os.write(a, b"3\n")
 os.close(a)
 os.close(b)
 show("append", read("base_only.txt"))
+s = os.open("base_only.txt", os.O_WRONLY | os.O_APPEND | os.O_SYNC)
+os.write(s, b"synced\n")
+os.close(s)
+show("O_SYNC", read("base_only.txt"))
 
 # mmap: read a file mapped, then change it through a shared writable map and
 # see the change through a new open.

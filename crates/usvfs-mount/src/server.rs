@@ -1287,10 +1287,11 @@ impl Filesystem for MountFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
+        let table = fh.0 == 0;
         let r = self.data_fd(req, ino, fh, true).and_then(|h| {
             let fd = h.fd()?;
             let mut put = 0;
@@ -1303,6 +1304,13 @@ impl Filesystem for MountFs {
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => return Err(io_errno(e)),
                 }
+            }
+            // The shared descriptor has none of the program's own flags:
+            // an O_SYNC/O_DSYNC file's write is synced here.
+            if table && flags.0 & libc::O_SYNC == libc::O_SYNC {
+                rustix::fs::fsync(fd.as_fd()).map_err(io_errno)?;
+            } else if table && flags.0 & libc::O_DSYNC != 0 {
+                rustix::fs::fdatasync(fd.as_fd()).map_err(io_errno)?;
             }
             Ok(put as u32)
         });
