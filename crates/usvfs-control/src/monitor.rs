@@ -26,6 +26,7 @@ use crate::mapping::{LinkFlags, LinkKind, Mapping, Rule};
 use usvfs_view::fs::SysFs;
 use usvfs_view::path;
 use usvfs_view::semantics::View;
+use usvfs_view::source_events::{self, SourceChange};
 
 /// A running monitor; stops when dropped.
 pub struct Monitor {
@@ -58,6 +59,10 @@ const MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::DELETE)
     .union(WatchFlags::MOVED_FROM)
     .union(WatchFlags::MOVED_TO)
+    // Contents and attributes changed in place: nothing for the journal,
+    // but caches of the view (the mount engine's kernel) must drop them.
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::ATTRIB)
     .union(WatchFlags::ONLYDIR);
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -260,12 +265,13 @@ impl Watcher {
             journal: Some(&self.journal),
             fs: &SysFs,
         };
-        if let Err(e) = view.source_changed(virt, &cands, appeared) {
-            tracing::warn!(
+        match view.source_changed(virt, &cands, appeared) {
+            Ok(_) => source_events::changed(virt, SourceChange::Entry),
+            Err(e) => tracing::warn!(
                 path = %String::from_utf8_lossy(virt),
                 errno = e,
                 "source monitor: cannot record a change"
-            );
+            ),
         }
     }
 
@@ -368,6 +374,9 @@ impl Watcher {
             return;
         }
         let appeared = mask.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+        let contents = !mask.intersects(
+            ReadFlags::CREATE | ReadFlags::MOVED_TO | ReadFlags::DELETE | ReadFlags::MOVED_FROM,
+        );
         let is_dir = mask.contains(ReadFlags::ISDIR);
         for w in self.watches.get(&wd).cloned().unwrap_or_default() {
             match w {
@@ -375,7 +384,11 @@ impl Watcher {
                     let r = &self.rules[rule];
                     if r.source.file_name().map(|n| n.as_bytes()) == Some(name) {
                         let dest = bytes(&r.destination).to_vec();
-                        self.apply(&dest, appeared);
+                        if contents {
+                            source_events::changed(&dest, SourceChange::Contents);
+                        } else {
+                            self.apply(&dest, appeared);
+                        }
                     }
                 }
                 Watch::Dir { rule, rel } => {
@@ -388,7 +401,9 @@ impl Watcher {
                     let virt = join(bytes(&r.destination), &child_rel);
                     let phys =
                         PathBuf::from(OsStr::from_bytes(&join(bytes(&r.source), &child_rel)));
-                    if appeared && is_dir && r.flags.has(LinkFlags::RECURSIVE) {
+                    if contents {
+                        source_events::changed(&virt, SourceChange::Contents);
+                    } else if appeared && is_dir && r.flags.has(LinkFlags::RECURSIVE) {
                         self.add_tree(rule, &phys, child_rel);
                         self.apply_tree(&phys, &virt);
                     } else {

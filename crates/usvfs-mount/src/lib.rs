@@ -9,6 +9,8 @@
 //! [`Server::start`] before spawning the program with
 //! [`ns::Namespace::enter`] in its `pre_exec`, then [`Server::wait`].
 
+mod descriptors;
+mod fast_hash;
 pub mod join;
 pub mod ns;
 mod server;
@@ -124,9 +126,12 @@ fn serve(
         }
     };
     drop(receiver);
+    let opens = server::Opens::from_env();
+    tracing::debug!(?opens, "mount engine: serving opens");
     let mut threads = Vec::new();
     for (point, fd) in points.into_iter().zip(fds) {
-        let fs = server::MountFs::new(point.clone(), shared);
+        let fs = server::MountFs::new(point.clone(), shared, opens);
+        let invalidator = fs.invalidator();
         let mut config = fuser::Config::default();
         config.acl = fuser::SessionACL::All;
         // Two workers per mount: requests of one program do not wait behind
@@ -136,9 +141,16 @@ fn serve(
         let t = std::thread::Builder::new()
             .name("usvfs-fuse".into())
             .spawn(move || {
-                match fuser::Session::from_fd(fs, fd, fuser::SessionACL::All, config)
-                    .and_then(|s| s.run())
-                {
+                let session = fuser::Session::from_fd(fs, fd, fuser::SessionACL::All, config);
+                // Source changes the monitor applies (same process) drop
+                // the kernel's cached entries, attributes and pages.
+                let _listening = session.as_ref().ok().map(|s| {
+                    let notifier = s.notifier();
+                    usvfs_view::source_events::subscribe(move |virt, what| {
+                        invalidator.changed(&notifier, virt, what)
+                    })
+                });
+                match session.and_then(|s| s.run()) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
                     Err(e) => tracing::debug!(

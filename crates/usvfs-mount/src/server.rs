@@ -23,17 +23,53 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat};
+use usvfs_view::View;
 use usvfs_view::fs::{Errno, FileKind, Fs, Meta, SysFs};
 use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::semantics::{Change, Probe};
-use usvfs_view::{View, semantics::Listing};
+use usvfs_view::semantics::{Listing, Resolved};
+use usvfs_view::source_events::SourceChange;
 
+use crate::descriptors::Descriptors;
+use crate::fast_hash::FastMap;
 use crate::state::Loaded;
 
-/// How long the kernel may keep entries and attributes. The view changes
-/// through this server (the kernel updates its caches itself) or from
-/// outside (a source edited): a second bounds how stale that can look.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep entries, attributes and misses. The view
+/// changes through this server (the kernel updates its caches itself), by
+/// the source monitor (which invalidates what it reports, see
+/// [`Invalidator`]) or from outside unseen (contents edited in a source
+/// nobody monitors, a preload-engine process of the same instance): a
+/// minute bounds how stale that can look, and is long enough that a
+/// program walking or reading the same files again within it asks nothing.
+const TTL: Duration = Duration::from_secs(60);
+
+/// How opens are served (`USVFS_MOUNT_OPENS`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Opens {
+    /// No `OPEN`/`RELEASE` (answered `ENOSYS` once): one descriptor per
+    /// inode serves every open of it, and pages stay cached across opens.
+    Stateless,
+    /// A descriptor per open; data through the server.
+    PerOpen,
+    /// A descriptor per open; reads, writes and `mmap` go straight to the
+    /// physical file when the kernel allows FUSE passthrough (root).
+    Passthrough,
+}
+
+impl Opens {
+    /// `USVFS_MOUNT_OPENS=stateless|per-open|passthrough`, default stateless.
+    pub fn from_env() -> Opens {
+        match std::env::var_os("USVFS_MOUNT_OPENS").as_deref() {
+            Some(v) if v == "per-open" => Opens::PerOpen,
+            Some(v) if v == "passthrough" => Opens::Passthrough,
+            Some(v) if v != "stateless" => {
+                tracing::warn!(value = ?v, "USVFS_MOUNT_OPENS: expected stateless, per-open or passthrough; using stateless");
+                Opens::Stateless
+            }
+            _ => Opens::Stateless,
+        }
+    }
+}
 
 /// The physical file system on behalf of the process that made a request:
 /// the semantics put a path a process deleted and creates again back in its
@@ -82,10 +118,14 @@ impl Fs for Caller {
 #[derive(Default)]
 struct Inodes {
     paths: Vec<Vec<u8>>,
-    by_path: HashMap<Vec<u8>, u64>,
+    by_path: FastMap<Vec<u8>, u64>,
 }
 
 impl Inodes {
+    fn known(&self, virt: &[u8]) -> Option<u64> {
+        self.by_path.get(virt).copied()
+    }
+
     fn ino(&mut self, virt: &[u8]) -> u64 {
         if let Some(&i) = self.by_path.get(virt) {
             return i;
@@ -105,21 +145,25 @@ impl Inodes {
         }
     }
 
-    /// `old` (and everything below it) is now `new`.
-    fn moved(&mut self, old: &[u8], new: &[u8]) {
+    /// `old` (and everything below it) is now `new`; returns the inodes
+    /// moved.
+    fn moved(&mut self, old: &[u8], new: &[u8]) -> Vec<u64> {
         let below: Vec<(Vec<u8>, u64)> = self
             .by_path
             .iter()
             .filter(|(p, _)| path::strip_prefix(p, old).is_some())
             .map(|(p, &i)| (p.clone(), i))
             .collect();
+        let mut moved = Vec::with_capacity(below.len());
         for (p, i) in below {
             self.by_path.remove(&p);
             let mut q = new.to_vec();
             q.extend_from_slice(&p[old.len()..]);
             self.paths[i as usize - 1] = q.clone();
             self.by_path.insert(q, i);
+            moved.push(i);
         }
+        moved
     }
 }
 
@@ -140,7 +184,14 @@ enum Handle {
 pub struct MountFs {
     root: Vec<u8>,
     state: &'static crate::state::Shared,
-    inodes: Mutex<Inodes>,
+    opens: Opens,
+    inodes: Arc<Mutex<Inodes>>,
+    /// Stateless opens' descriptors, by inode.
+    descs: Arc<Descriptors>,
+    /// Stateless directory reads: the listing a read from offset 0 took, for
+    /// the reads that continue it (dropped at its end).
+    dirs: Mutex<FastMap<u64, Arc<Listing>>>,
+    /// Per-open handles (and files made by `create`, which always has one).
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Reads and writes go straight to the physical file (FUSE passthrough,
@@ -215,6 +266,46 @@ fn lstat(p: &[u8]) -> Result<Stat, Errno> {
     rustix::fs::statat(CWD, p, AtFlags::SYMLINK_NOFOLLOW).map_err(io_errno)
 }
 
+/// Physical directories opened once for the `lstat`s of one directory
+/// read: the kernel then walks one component per entry instead of the
+/// whole path (the walk dominated the server's time).
+#[derive(Default)]
+struct ParentDirs(Vec<(Vec<u8>, Option<OwnedFd>)>);
+
+impl ParentDirs {
+    /// At most this many (a merged directory draws from a few layers).
+    const MAX: usize = 32;
+
+    fn lstat(&mut self, phys: &[u8]) -> Result<Stat, Errno> {
+        let Some(i) = phys.iter().rposition(|&c| c == b'/') else {
+            return lstat(phys);
+        };
+        let (dir, name) = (&phys[..i.max(1)], &phys[i + 1..]);
+        if name.is_empty() || name == b"." || name == b".." {
+            return lstat(phys);
+        }
+        let j = match self.0.iter().position(|(d, _)| d == dir) {
+            Some(j) => j,
+            None if self.0.len() < Self::MAX => {
+                let fd = rustix::fs::openat(
+                    CWD,
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok();
+                self.0.push((dir.to_vec(), fd));
+                self.0.len() - 1
+            }
+            None => return lstat(phys),
+        };
+        match &self.0[j].1 {
+            Some(fd) => rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_errno),
+            None => lstat(phys),
+        }
+    }
+}
+
 fn open_flags(flags: i32) -> OFlags {
     // The kernel handled O_CREAT/O_EXCL (lookup + create); the rest is the
     // program's, applied to the physical file.
@@ -229,13 +320,22 @@ fn open_flags(flags: i32) -> OFlags {
 }
 
 impl MountFs {
-    pub fn new(root: Vec<u8>, state: &'static crate::state::Shared) -> MountFs {
-        let mut inodes = Inodes::default();
+    pub fn new(root: Vec<u8>, state: &'static crate::state::Shared, opens: Opens) -> MountFs {
+        // Sized for the index's paths (up to 65,536, a few MiB): a first
+        // walk of a view that size never rehashes.
+        let n = state.snapshot().node_count().min(1 << 16);
+        let mut inodes = Inodes {
+            paths: Vec::with_capacity(n),
+            by_path: FastMap::with_capacity_and_hasher(n, Default::default()),
+        };
         inodes.ino(&root);
         MountFs {
             root,
             state,
-            inodes: Mutex::new(inodes),
+            opens,
+            inodes: Arc::new(Mutex::new(inodes)),
+            descs: Arc::new(Descriptors::default()),
+            dirs: Mutex::new(FastMap::default()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
@@ -275,17 +375,51 @@ impl MountFs {
 
     /// The physical path of virtual `virt` (the last component not followed).
     fn phys(&self, req: &Request, virt: &[u8]) -> Result<Vec<u8>, Errno> {
-        self.with_view(req, |v| {
-            v.resolve_boxed(virt, false)
-                .map(|r| r.phys.as_bytes().to_vec())
+        self.with_phys(req, virt, |p| Ok(p.to_vec()))
+    }
+
+    /// Calls `f` with the physical path of virtual `virt` (the last
+    /// component not followed), resolved in this thread's buffers (no
+    /// allocation per request). `f` must not resolve again.
+    fn with_phys<T>(
+        &self,
+        req: &Request,
+        virt: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        thread_local! {
+            static RESOLVED: std::cell::RefCell<Box<Resolved>> =
+                std::cell::RefCell::new(Resolved::boxed());
+        }
+        RESOLVED.with_borrow_mut(|r| {
+            self.with_view(req, |v| v.resolve(virt, false, r))?;
+            f(r.phys.as_bytes())
         })
     }
 
     /// Attributes of `virt`, with our inode number.
     fn getattr_virt(&self, req: &Request, virt: &[u8]) -> Result<FileAttr, Errno> {
-        let phys = self.phys(req, virt)?;
-        let st = lstat(&phys)?;
-        Ok(attr(self.ino(virt), &st))
+        self.getattr_in(req, virt, None)
+    }
+
+    /// [`MountFs::getattr_virt`], `lstat` relative to the physical parent
+    /// directories `parents` holds when given (a listing's entries share a
+    /// few; for one name, opening its parent would cost more).
+    fn getattr_in(
+        &self,
+        req: &Request,
+        virt: &[u8],
+        parents: Option<&mut ParentDirs>,
+    ) -> Result<FileAttr, Errno> {
+        let st = self.with_phys(req, virt, |p| match parents {
+            Some(d) => d.lstat(p),
+            None => lstat(p),
+        })?;
+        let ino = self.ino(virt);
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            self.descs.check(ino, (st.st_dev, st.st_ino));
+        }
+        Ok(attr(ino, &st))
     }
 
     fn entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
@@ -398,11 +532,285 @@ impl MountFs {
         }
     }
 
+    /// Opens inode `ino`'s physical file for the descriptor table:
+    /// read-only, or read-write when `write` (write-only when reading is
+    /// refused). A path that left the view cannot be reopened.
+    fn open_ino(&self, req: &Request, ino: u64, write: bool) -> Result<OwnedFd, Errno> {
+        let virt = self.path(INodeNo(ino))?;
+        if virt.starts_with(b"\0") {
+            return Err(libc::EBADF);
+        }
+        let phys = self.phys(req, &virt)?;
+        open_phys(&phys, write)
+    }
+
+    /// The descriptor for a read or write on `ino` with handle `fh`: the
+    /// handle's own (per-open, `create`), else the inode's (stateless).
+    fn data_fd(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        write: bool,
+    ) -> Result<Fd, Errno> {
+        if fh.0 != 0 {
+            return Ok(Fd::Handle(self.file(fh)?));
+        }
+        self.descs
+            .get(ino.0, write, |w| self.open_ino(req, ino.0, w))
+            .map(Fd::Table)
+    }
+
+    /// `virt` (a regular file the kernel knows) is about to leave the view:
+    /// a program may still have it open, and stateless opens serve it from
+    /// the descriptor table, so one is opened now and kept until the kernel
+    /// forgets the inode.
+    fn pin_before_removal(
+        &self,
+        req: &Request,
+        virt: &[u8],
+    ) -> Option<(u64, Option<(OwnedFd, bool)>)> {
+        if self.opens != Opens::Stateless {
+            return None;
+        }
+        let ino = self
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .known(virt)?;
+        let phys = self.phys(req, virt).ok()?;
+        let st = lstat(&phys).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Some((ino, None));
+        }
+        let fd = open_phys(&phys, true)
+            .map(|f| (f, true))
+            .or_else(|_| open_phys(&phys, false).map(|f| (f, false)))
+            .ok();
+        Some((ino, fd))
+    }
+
+    fn pin(&self, pinned: Option<(u64, Option<(OwnedFd, bool)>)>) {
+        if let Some((ino, fd)) = pinned {
+            self.descs.pin(ino, fd);
+        }
+    }
+
+    /// The listing of directory `ino`, as getdents64 on one descriptor sees
+    /// one directory state.
+    fn take_listing(&self, req: &Request, ino: INodeNo) -> Result<Listing, Errno> {
+        let virt = self.path(ino)?;
+        self.with_view(req, |v| {
+            let r = v.resolve_boxed(&virt, true)?;
+            let m = SysFs.stat(r.phys.as_bytes());
+            if !v.is_merged_dir(r.res.node) {
+                match m {
+                    Ok(m) if !m.is_dir() => return Err(libc::ENOTDIR),
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+            }
+            Ok(v.listing(r.res.node, r.virt.as_bytes(), r.phys.as_bytes(), ino.0))
+        })
+    }
+
+    /// Calls `f` with the listing a directory read continues: the open
+    /// handle's (per-open), else (stateless) a new one for a read from
+    /// offset 0, kept for the reads that follow until one reaches the end.
+    fn with_listing<T>(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        f: impl FnOnce(&Listing) -> T,
+    ) -> Result<T, Errno> {
+        if fh.0 != 0 {
+            let h = self.handle(fh)?;
+            let Handle::Dir(l) = &*h else {
+                return Err(libc::ENOTDIR);
+            };
+            return Ok(f(l));
+        }
+        let dirs = || self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = if offset == 0 {
+            None
+        } else {
+            dirs().get(&ino.0).cloned()
+        };
+        let l = match kept {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(self.take_listing(req, ino)?);
+                dirs().insert(ino.0, l.clone());
+                l
+            }
+        };
+        if offset as usize >= l.entries.len() {
+            dirs().remove(&ino.0);
+        }
+        Ok(f(&l))
+    }
+
+    fn fill_dir(
+        &self,
+        l: &Listing,
+        ino: INodeNo,
+        dir: &[u8],
+        offset: u64,
+        reply: &mut ReplyDirectory,
+    ) {
+        let mut p = dir.to_vec();
+        p.push(b'/');
+        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+            let name = l.name(e);
+            let child_ino = match name {
+                b"." | b".." => ino.0,
+                _ => {
+                    p.truncate(dir.len() + 1);
+                    p.extend_from_slice(name);
+                    self.ino(&p)
+                }
+            };
+            if reply.add(
+                INodeNo(child_ino),
+                i as u64 + 1,
+                dtype_kind(e.d_type),
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+    }
+
+    fn fill_dir_plus(
+        &self,
+        req: &Request,
+        l: &Listing,
+        dir: &[u8],
+        offset: u64,
+        reply: &mut ReplyDirectoryPlus,
+    ) {
+        let mut parents = ParentDirs::default();
+        let mut p = dir.to_vec();
+        p.push(b'/');
+        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
+            let name = l.name(e);
+            let a = match name {
+                // The kernel skips these; any attributes do.
+                b"." | b".." => self.getattr_virt(req, dir),
+                _ => {
+                    p.truncate(dir.len() + 1);
+                    p.extend_from_slice(name);
+                    self.getattr_in(req, &p, Some(&mut parents))
+                }
+            };
+            // An entry gone since the listing: no attributes (node id 0),
+            // the kernel looks it up when it is used.
+            let a = a.unwrap_or_else(|_| {
+                // SAFETY: Stat is plain data; all zeros is a valid value.
+                let st: Stat = unsafe { std::mem::zeroed() };
+                attr(0, &st)
+            });
+            if reply.add(
+                a.ino,
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                &a,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+    }
+
+    /// What the kernel must drop when a monitored source changes.
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator {
+            inodes: self.inodes.clone(),
+            descs: self.descs.clone(),
+        }
+    }
+
     fn done(change: Change<()>, outside: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
         match change {
             Change::Outside => outside(),
             Change::Done(()) => Ok(()),
             Change::Fail(e) => Err(e),
+        }
+    }
+}
+
+/// A descriptor to read or write through.
+enum Fd {
+    Handle(Arc<Handle>),
+    Table(Arc<OwnedFd>),
+}
+
+impl Fd {
+    fn fd(&self) -> Result<&OwnedFd, Errno> {
+        match self {
+            Fd::Table(fd) => Ok(fd),
+            Fd::Handle(h) => match &**h {
+                Handle::File(fd, ..) => Ok(fd),
+                Handle::Dir(_) => Err(libc::EISDIR),
+            },
+        }
+    }
+}
+
+/// Opens a physical file for the descriptor table (see
+/// [`MountFs::open_ino`]).
+fn open_phys(phys: &[u8], write: bool) -> Result<OwnedFd, Errno> {
+    let base = OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let open = |f: OFlags| rustix::fs::openat(CWD, phys, base | f, Mode::empty()).map_err(io_errno);
+    if !write {
+        return open(OFlags::RDONLY);
+    }
+    match open(OFlags::RDWR) {
+        Err(libc::EACCES | libc::EPERM) => open(OFlags::WRONLY),
+        r => r,
+    }
+}
+
+/// Drops the kernel's cached entries, attributes and pages for source
+/// changes the monitor reports (`usvfs_view::source_events`), so a file
+/// added to or removed from a monitored source shows at once.
+pub struct Invalidator {
+    inodes: Arc<Mutex<Inodes>>,
+    descs: Arc<Descriptors>,
+}
+
+impl Invalidator {
+    pub fn changed(&self, notifier: &fuser::Notifier, virt: &[u8], what: SourceChange) {
+        let (parent_path, name) = match virt.iter().rposition(|&c| c == b'/') {
+            Some(i) => (if i == 0 { &virt[..1] } else { &virt[..i] }, &virt[i + 1..]),
+            None => return,
+        };
+        let (parent, ino) = {
+            let mut i = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            let parent = i.known(parent_path);
+            let ino = i.known(virt);
+            if what == SourceChange::Entry && ino.is_some() {
+                // The name names something else now: a new inode for it;
+                // a program holding the old one open keeps its descriptor.
+                i.removed(virt);
+            }
+            (parent, ino)
+        };
+        if let Some(ino) = ino {
+            if what == SourceChange::Entry {
+                self.descs.pin(ino, None);
+            }
+            let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+        }
+        if let Some(p) = parent {
+            if what == SourceChange::Entry {
+                let _ = notifier.inval_entry(INodeNo(p), OsStr::from_bytes(name));
+            }
+            // The directory's attributes and cached listing.
+            let _ = notifier.inval_inode(INodeNo(p), 0, 0);
         }
     }
 }
@@ -423,9 +831,14 @@ impl Filesystem for MountFs {
         // lookup per entry); the kernel picks plain or plus per directory.
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Symlink targets cached like pages; lookups in one directory may
+        // run in parallel.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS);
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        if root
+        if self.opens == Opens::Passthrough
+            && root
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
@@ -439,6 +852,17 @@ impl Filesystem for MountFs {
             Ok(virt) => self.lookup_entry(req, &virt, reply),
             Err(e) => reply.error(err(e)),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // The kernel holds no file open on the inode any more (it keeps the
+        // inode while one is): its descriptor and listing can go. The inode
+        // number stays the path's (a later lookup gets the same one).
+        self.descs.drop_ino(ino.0, true);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino.0);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -457,6 +881,12 @@ impl Filesystem for MountFs {
         if path.as_ref().is_ok_and(|p| p.starts_with(b"\0")) {
             // Removed from the view but still open somewhere (`fstat` of an
             // unlinked file): any descriptor of the inode answers.
+            if let Some(fd) = self.descs.existing(ino.0) {
+                return match rustix::fs::fstat(&*fd) {
+                    Ok(st) => reply.attr(&TTL, &attr(ino.0, &st)),
+                    Err(e) => reply.error(err(io_errno(e))),
+                };
+            }
             let fds: Vec<Arc<Handle>> = self
                 .handles
                 .lock()
@@ -499,6 +929,17 @@ impl Filesystem for MountFs {
     ) {
         let r = (|| -> Result<FileAttr, Errno> {
             let virt = self.path(ino)?;
+            if virt.starts_with(b"\0") {
+                // Left the view, still open: only through its descriptor.
+                let fd = self.descs.existing(ino.0).ok_or(libc::ENOENT)?;
+                if let Some(size) = size {
+                    rustix::fs::ftruncate(&*fd, size).map_err(io_errno)?;
+                }
+                if let Some(m) = mode {
+                    rustix::fs::fchmod(&*fd, Mode::from_raw_mode(m)).map_err(io_errno)?;
+                }
+                return Ok(attr(ino.0, &rustix::fs::fstat(&*fd).map_err(io_errno)?));
+            }
             let phys = self.phys(req, &virt)?;
             if let Some(m) = mode {
                 rustix::fs::chmodat(CWD, &phys[..], Mode::from_raw_mode(m), AtFlags::empty())
@@ -519,6 +960,14 @@ impl Filesystem for MountFs {
                 match h.as_deref() {
                     Some(Handle::File(fd, ..)) => {
                         rustix::fs::ftruncate(fd, size).map_err(io_errno)?
+                    }
+                    // Stateless: the inode's descriptor, writable (opened
+                    // here when it has none: a write usually follows).
+                    _ if self.opens == Opens::Stateless => {
+                        let fd = self
+                            .descs
+                            .get(ino.0, true, |w| self.open_ino(req, ino.0, w))?;
+                        rustix::fs::ftruncate(&*fd, size).map_err(io_errno)?
                     }
                     _ => {
                         let fd = rustix::fs::openat(
@@ -640,8 +1089,10 @@ impl Filesystem for MountFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.child(parent, name).and_then(|virt| {
+            let pinned = self.pin_before_removal(req, &virt);
             let c = self.with_view(req, |v| v.delete(&virt, Some(false)));
             Self::done(c, || SysFs.unlink(&virt))?;
+            self.pin(pinned);
             self.forget_path(&virt);
             Ok(())
         });
@@ -691,18 +1142,33 @@ impl Filesystem for MountFs {
         let r = (|| {
             let old = self.child(parent, name)?;
             let new = self.child(newparent, newname)?;
+            let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+            let pinned = if exchange {
+                None
+            } else {
+                self.pin_before_removal(req, &new)
+            };
             let c = self.with_view(req, |v| v.rename(&old, &new, flags.bits()));
             Self::done(c, || SysFs.rename(&old, &new, flags.bits()))?;
-            let mut i = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-                let tmp = b"\0usvfs-exchange".to_vec();
-                i.moved(&new, &tmp);
-                i.moved(&old, &new);
-                i.moved(&tmp, &old);
-            } else {
-                // The replaced entry's inode is gone from the view.
-                i.removed(&new);
-                i.moved(&old, &new);
+            self.pin(pinned);
+            let moved = {
+                let mut i = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+                if exchange {
+                    let tmp = b"\0usvfs-exchange".to_vec();
+                    let mut m = i.moved(&new, &tmp);
+                    m.extend(i.moved(&old, &new));
+                    i.moved(&tmp, &old);
+                    m
+                } else {
+                    // The replaced entry's inode is gone from the view.
+                    i.removed(&new);
+                    i.moved(&old, &new)
+                }
+            };
+            // The semantics may have moved a file by copying it: a
+            // descriptor opened by the old path is reopened by the new one.
+            for ino in moved {
+                self.descs.drop_ino(ino, false);
             }
             Ok(())
         })();
@@ -732,6 +1198,12 @@ impl Filesystem for MountFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.opens == Opens::Stateless {
+            // The kernel stops sending OPEN and RELEASE for this mount and
+            // keeps pages cached across opens; reads and writes come with
+            // handle 0 (served from the descriptor table).
+            return reply.error(err(libc::ENOSYS));
+        }
         let r = self
             .path(ino)
             .and_then(|v| self.phys(req, &v))
@@ -759,8 +1231,8 @@ impl Filesystem for MountFs {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -768,53 +1240,77 @@ impl Filesystem for MountFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, ..) = &*h else {
-                return Err(libc::EISDIR);
-            };
-            let mut buf = vec![0u8; size as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match rustix::io::pread(fd, &mut buf[got..], offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => return Err(io_errno(e)),
-                }
-            }
-            buf.truncate(got);
-            Ok(buf)
-        });
-        match r {
-            Ok(b) => reply.data(&b),
-            Err(e) => reply.error(err(e)),
+        let fd = match self.data_fd(req, ino, fh, false) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(err(e)),
+        };
+        // One buffer per server thread, grown to the largest read: no
+        // allocation nor zeroing per request.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            let r = fd.fd().and_then(|fd| {
+                let mut got = 0;
+                while got < buf.len() {
+                    match rustix::io::pread(fd, &mut buf[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        // A regular file's read comes up short only at its
+                        // end: no second call to learn that.
+                        Ok(n) if n < buf.len() - got => {
+                            got += n;
+                            break;
+                        }
+                        Ok(n) => got += n,
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(io_errno(e)),
+                    }
+                }
+                Ok(got)
+            });
+            match r {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(err(e)),
+            }
+        });
     }
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, ..) = &*h else {
-                return Err(libc::EISDIR);
-            };
+        let table = fh.0 == 0;
+        let r = self.data_fd(req, ino, fh, true).and_then(|h| {
+            let fd = h.fd()?;
             let mut put = 0;
             while put < data.len() {
-                // An O_APPEND descriptor appends whatever the offset says.
+                // An O_APPEND descriptor (per-open) appends whatever the
+                // offset says; stateless, the kernel chose the offset (the
+                // end it knows) for an O_APPEND file.
                 match rustix::io::pwrite(fd, &data[put..], offset + put as u64) {
                     Ok(n) => put += n,
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => return Err(io_errno(e)),
                 }
+            }
+            // The shared descriptor has none of the program's own flags:
+            // an O_SYNC/O_DSYNC file's write is synced here.
+            if table && flags.0 & libc::O_SYNC == libc::O_SYNC {
+                rustix::fs::fsync(fd.as_fd()).map_err(io_errno)?;
+            } else if table && flags.0 & libc::O_DSYNC != 0 {
+                rustix::fs::fdatasync(fd.as_fd()).map_err(io_errno)?;
             }
             Ok(put as u32)
         });
@@ -832,7 +1328,10 @@ impl Filesystem for MountFs {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do on close (data is written through, locks are the
+        // kernel's): ENOSYS makes the kernel stop sending FLUSH at all,
+        // which stateless opens (no FOPEN_NOFLUSH to give) need.
+        reply.error(err(libc::ENOSYS));
     }
 
     fn release(
@@ -854,16 +1353,14 @@ impl Filesystem for MountFs {
 
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.file(fh).and_then(|h| {
-            let Handle::File(fd, ..) = &*h else {
-                return Err(libc::EISDIR);
-            };
+        let r = self.data_fd(req, ino, fh, false).and_then(|h| {
+            let fd = h.fd()?;
             if datasync {
                 rustix::fs::fdatasync(fd.as_fd()).map_err(io_errno)
             } else {
@@ -874,22 +1371,13 @@ impl Filesystem for MountFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // The listing is taken once per open, as getdents64 on one
-        // descriptor sees one directory state.
-        let r = self.path(ino).and_then(|virt| {
-            self.with_view(req, |v| {
-                let r = v.resolve_boxed(&virt, true)?;
-                let m = SysFs.stat(r.phys.as_bytes());
-                if !v.is_merged_dir(r.res.node) {
-                    match m {
-                        Ok(m) if !m.is_dir() => return Err(libc::ENOTDIR),
-                        Err(e) => return Err(e),
-                        Ok(_) => {}
-                    }
-                }
-                Ok(v.listing(r.res.node, r.virt.as_bytes(), r.phys.as_bytes(), ino.0))
-            })
-        });
+        if self.opens == Opens::Stateless {
+            // No OPENDIR/RELEASEDIR any more; the kernel caches listings
+            // (until the directory changes) and reads from offset 0 take a
+            // new one ([`MountFs::dir_listing`]).
+            return reply.error(err(libc::ENOSYS));
+        }
+        let r = self.take_listing(req, ino);
         match r {
             Ok(l) => reply.opened(
                 FileHandle(self.add_handle(Handle::Dir(l))),
@@ -901,45 +1389,23 @@ impl Filesystem for MountFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = match self.handle(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(err(e)),
-        };
-        let Handle::Dir(l) = &*h else {
-            return reply.error(err(libc::ENOTDIR));
-        };
         let dir = match self.path(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
-            let name = l.name(e);
-            let child_ino = match name {
-                b"." => ino.0,
-                b".." => ino.0,
-                _ => {
-                    let mut p = dir.clone();
-                    p.push(b'/');
-                    p.extend_from_slice(name);
-                    self.ino(&p)
-                }
-            };
-            if reply.add(
-                INodeNo(child_ino),
-                i as u64 + 1,
-                dtype_kind(e.d_type),
-                OsStr::from_bytes(name),
-            ) {
-                break;
-            }
+        let r = self.with_listing(req, ino, fh, offset, |l| {
+            self.fill_dir(l, ino, &dir, offset, &mut reply)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -950,48 +1416,17 @@ impl Filesystem for MountFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let h = match self.handle(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(err(e)),
-        };
-        let Handle::Dir(l) = &*h else {
-            return reply.error(err(libc::ENOTDIR));
-        };
         let dir = match self.path(ino) {
             Ok(d) => d,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in l.entries.iter().enumerate().skip(offset as usize) {
-            let name = l.name(e);
-            let a = match name {
-                // The kernel skips these; any attributes do.
-                b"." | b".." => self.getattr_virt(req, &dir),
-                _ => {
-                    let mut p = dir.clone();
-                    p.push(b'/');
-                    p.extend_from_slice(name);
-                    self.getattr_virt(req, &p)
-                }
-            };
-            // An entry gone since the listing: no attributes (node id 0),
-            // the kernel looks it up when it is used.
-            let a = a.unwrap_or_else(|_| {
-                // SAFETY: Stat is plain data; all zeros is a valid value.
-                let st: Stat = unsafe { std::mem::zeroed() };
-                attr(0, &st)
-            });
-            if reply.add(
-                a.ino,
-                i as u64 + 1,
-                OsStr::from_bytes(name),
-                &TTL,
-                &a,
-                Generation(0),
-            ) {
-                break;
-            }
+        let r = self.with_listing(req, ino, fh, offset, |l| {
+            self.fill_dir_plus(req, l, &dir, offset, &mut reply)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        reply.ok();
     }
 
     fn releasedir(

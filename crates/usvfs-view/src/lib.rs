@@ -6,7 +6,8 @@
 //! * [`journal`]: the shared record of changes made after the snapshot;
 //! * [`semantics`]: listings, where writes land, errno of every case, exec;
 //! * [`fs`]: the physical file system behind a trait (real and [`fake`]);
-//! * [`program`]: programs a preload engine cannot follow (static, set-id, Go).
+//! * [`program`]: programs a preload engine cannot follow (static, set-id, Go);
+//! * [`source_events`]: source changes the monitor applied, for view caches.
 //!
 //! No serde, toml or walkdir here: engines link this crate; controllers use
 //! `usvfs-control` on top of it.
@@ -26,6 +27,7 @@ pub mod path;
 pub mod program;
 pub mod resolve;
 pub mod semantics;
+pub mod source_events;
 
 pub use error::{Error, Result};
 pub use flags::LinkFlags;
