@@ -337,28 +337,6 @@ def test_profile_chooses_the_engine(mount_works, usvfs: Path, layout: Layout, tm
     assert r.returncode == 125 and b"not an engine" in r.stderr
 
 
-# The reference scenarios (tests/test_scenarios.py) under the mount engine:
-# the same checks of the view and of the physical trees afterwards.
-import inspect  # noqa: E402
-
-import test_scenarios  # noqa: E402
-
-
-class MountScene(test_scenarios.Scene):
-    def args(self) -> list[str]:
-        return ["--engine", "mount", *super().args()]
-
-
-@pytest.fixture
-def scene(mount_works, tmp_path: Path, usvfs: Path) -> test_scenarios.Scene:
-    return MountScene(tmp_path, usvfs)
-
-
-for _name, _test in list(vars(test_scenarios).items()):
-    if _name.startswith("test_") and "scene" in inspect.signature(_test).parameters:
-        globals()["test_scenario_" + _name[len("test_"):]] = _test
-
-
 GO_VIEW = """package main
 
 import (
