@@ -416,3 +416,71 @@ def test_open_file_survives_its_path_being_reused(mount_works, usvfs: Path, layo
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"a\nb\nc\nd\ndirectory\n"
     assert r.stderr == b""
+
+
+XATTRS = r"""
+import errno, os, sys
+def e(f):
+    try:
+        r = f()
+        return "ok" if r is None else repr(r)
+    except OSError as x:
+        return errno.errorcode[x.errno]
+for p in ("data/shared.txt", "data/meshes/a/b/m1.nif"):
+    print(p, e(lambda: os.setxattr(p, "user.dosattrib", b"0x2")), e(lambda: os.getxattr(p, "user.dosattrib")),
+          e(lambda: sorted(os.listxattr(p))))
+print(e(lambda: os.removexattr("data/shared.txt", "user.dosattrib")), e(lambda: os.getxattr("data/shared.txt", "user.dosattrib")))
+print(e(lambda: os.setxattr("data/nothere", "user.x", b"1")))
+"""
+
+
+def physical_xattrs(layout: Layout) -> dict:
+    out = {}
+    for layer in [layout.base, *layout.mods, layout.overwrite]:
+        for dirpath, _, files in os.walk(layer):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                names = os.listxattr(p, follow_symlinks=False)
+                if names:
+                    out[os.path.relpath(p, layout.root)] = {n: os.getxattr(p, n, follow_symlinks=False) for n in names}
+    return out
+
+
+def test_extended_attributes_change_in_place_as_with_the_preload_engine(mount_works, usvfs: Path, tmp_path: Path) -> None:
+    """setxattr/removexattr through the mount act on the file's physical copy
+    (where it lives, as an edit does), as under the preload engine."""
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    try:
+        os.setxattr(probe, "user.t", b"1")
+    except OSError:
+        pytest.skip("this file system keeps no user extended attributes")
+    out, disk = {}, {}
+    for engine in ("preload", "mount"):
+        layout = build_layout(tmp_path / engine)
+        r = run_mount(usvfs, layout, [sys.executable, "-c", XATTRS], cwd=layout.base.parent, engine=engine)
+        assert r.returncode == 0, r.stderr
+        out[engine] = r.stdout
+        disk[engine] = physical_xattrs(layout)
+    assert out["mount"] == out["preload"], (out["mount"], out["preload"])
+    assert b"'user.dosattrib'" in out["mount"] and b"ENOENT" in out["mount"]
+    assert disk["mount"] == disk["preload"]
+    # Only the winning copy of the mod file carries it; the removed one is gone.
+    assert list(disk["mount"].values()) == [{"user.dosattrib": b"0x2"}]
+
+
+def test_case_insensitive_view_one_file_per_name(mount_works, usvfs: Path, layout: Layout) -> None:
+    """With --case-insensitive, a name spelled two ways is one file through
+    the mount (same inode number; a rename through one spelling moves it)."""
+    script = (
+        'cd data && stat -c %i textures/m1_tex.dds > /tmp/.a$$ && stat -c %i TEXTURES/M1_Tex.DDS > /tmp/.b$$ && '
+        'cmp -s /tmp/.a$$ /tmp/.b$$ && echo same-inode; rm -f /tmp/.a$$ /tmp/.b$$; '
+        'echo new > Textures/NEW.txt && cat textures/new.TXT && mv TEXTURES/new.txt textures/renamed.txt && ls textures'
+    )
+    r = subprocess.run([str(usvfs), "run", "--engine", "mount", "--case-insensitive", *layout.mapping_args(), "--",
+                        "sh", "-c", script], cwd=layout.base.parent, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[:2] == ["same-inode", "new"], r.stdout
+    assert "renamed.txt" in lines[2:] and "NEW.txt" not in lines[2:] and "new.txt" not in lines[2:]
+    assert (layout.overwrite / "textures" / "renamed.txt").read_text() == "new\n"

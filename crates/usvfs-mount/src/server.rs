@@ -115,24 +115,46 @@ impl Fs for Caller {
     }
 }
 
+/// Node ids: one per virtual path for the server's life. In a
+/// case-insensitive view a path spelled two ways is one file, so it is keyed
+/// by its folded form and both spellings get the same node id (the kernel
+/// then keeps one dentry per directory, renamed to the latest spelling).
 #[derive(Default)]
 struct Inodes {
     paths: Vec<Vec<u8>>,
     by_path: FastMap<Vec<u8>, u64>,
+    fold: bool,
 }
 
 impl Inodes {
+    /// The map key of `virt`: itself, or folded name by name.
+    fn key<'a>(&self, virt: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if !self.fold {
+            return std::borrow::Cow::Borrowed(virt);
+        }
+        let mut k = Vec::with_capacity(virt.len() + 8);
+        for (n, name) in virt.split(|&b| b == b'/').enumerate() {
+            if n > 0 {
+                k.push(b'/');
+            }
+            k.extend(usvfs_view::fold::folded(name));
+        }
+        std::borrow::Cow::Owned(k)
+    }
+
     fn known(&self, virt: &[u8]) -> Option<u64> {
-        self.by_path.get(virt).copied()
+        self.by_path.get(&*self.key(virt)).copied()
     }
 
     fn ino(&mut self, virt: &[u8]) -> u64 {
-        if let Some(&i) = self.by_path.get(virt) {
+        let key = self.key(virt);
+        if let Some(&i) = self.by_path.get(&*key) {
             return i;
         }
+        let key = key.into_owned();
         self.paths.push(virt.to_vec());
         let i = self.paths.len() as u64;
-        self.by_path.insert(virt.to_vec(), i);
+        self.by_path.insert(key, i);
         i
     }
 
@@ -140,7 +162,8 @@ impl Inodes {
     /// (the kernel may still hold the old one, open or cached, and one node
     /// id must never name a file and then a directory).
     fn removed(&mut self, virt: &[u8]) {
-        if let Some(gone) = self.by_path.remove(virt) {
+        let key = self.key(virt).into_owned();
+        if let Some(gone) = self.by_path.remove(&key) {
             self.paths[gone as usize - 1] = b"\0usvfs-removed".to_vec();
         }
     }
@@ -148,19 +171,32 @@ impl Inodes {
     /// `old` (and everything below it) is now `new`; returns the inodes
     /// moved.
     fn moved(&mut self, old: &[u8], new: &[u8]) -> Vec<u64> {
+        let old_key = self.key(old).into_owned();
         let below: Vec<(Vec<u8>, u64)> = self
             .by_path
             .iter()
-            .filter(|(p, _)| path::strip_prefix(p, old).is_some())
+            .filter(|(p, _)| path::strip_prefix(p, &old_key).is_some())
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         let mut moved = Vec::with_capacity(below.len());
         for (p, i) in below {
             self.by_path.remove(&p);
+            // The stored spelling's part below `old` (folding keeps the
+            // number of names, so it is the part after as many names).
+            let stored = &self.paths[i as usize - 1];
+            let depth = old.split(|&b| b == b'/').count();
+            let rest_at = stored
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b'/')
+                .map(|(n, _)| n)
+                .nth(depth - 1)
+                .unwrap_or(stored.len());
             let mut q = new.to_vec();
-            q.extend_from_slice(&p[old.len()..]);
-            self.paths[i as usize - 1] = q.clone();
-            self.by_path.insert(q, i);
+            q.extend_from_slice(&stored[rest_at..]);
+            let key = self.key(&q).into_owned();
+            self.paths[i as usize - 1] = q;
+            self.by_path.insert(key, i);
             moved.push(i);
         }
         moved
@@ -327,6 +363,7 @@ impl MountFs {
         let mut inodes = Inodes {
             paths: Vec::with_capacity(n),
             by_path: FastMap::with_capacity_and_hasher(n, Default::default()),
+            fold: state.snapshot().case_insensitive(),
         };
         inodes.ino(&root);
         MountFs {
@@ -1579,21 +1616,40 @@ impl Filesystem for MountFs {
         }
     }
 
+    /// Extended attributes change in place, on the file's physical copy
+    /// (as the preload engine's `setxattr`: like an edit of its contents).
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(err(libc::ENOTSUP));
+        let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
+        let r = self.path(ino).and_then(|v| {
+            self.with_phys(req, &v, |p| {
+                rustix::fs::lsetxattr(p, name, value, flags).map_err(io_errno)
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(err(libc::ENOTSUP));
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.path(ino).and_then(|v| {
+            self.with_phys(req, &v, |p| {
+                rustix::fs::lremovexattr(p, name).map_err(io_errno)
+            })
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
     }
 }
 
@@ -1618,6 +1674,27 @@ mod tests {
         assert_eq!(i.paths[a as usize - 1], b"/d/z");
         // The old name is a new inode now.
         assert!(i.ino(b"/d/a") > sib);
+    }
+
+    /// In a case-insensitive view both spellings of a path are one inode,
+    /// also after a rename spelled in another case; the stored spelling
+    /// below a moved directory keeps its own case.
+    #[test]
+    fn folded_spellings_share_an_inode() {
+        let mut i = Inodes {
+            fold: true,
+            ..Inodes::default()
+        };
+        let tex = i.ino(b"/g/Textures");
+        let rock = i.ino(b"/g/Textures/Rock.DDS");
+        assert_eq!(i.ino(b"/g/textures"), tex);
+        assert_eq!(i.known(b"/G/TEXTURES/rock.dds"), Some(rock));
+        i.moved(b"/g/TEXTURES", b"/g/Tex2");
+        assert_eq!(i.known(b"/g/tex2/ROCK.dds"), Some(rock));
+        assert_eq!(i.paths[rock as usize - 1], b"/g/Tex2/Rock.DDS");
+        assert_eq!(i.known(b"/g/textures"), None);
+        i.removed(b"/G/TEX2/rock.dds");
+        assert_eq!(i.known(b"/g/Tex2/Rock.DDS"), None);
     }
 
     /// Options the kernel must not see again (create/exclusive) are dropped;
