@@ -195,3 +195,25 @@ def run_view(usvfs: Path, layout: Layout, cmd: list, cwd: Path | None = None, **
         timeout=120,
         **kw,
     )
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def nobody_with_fuse(scratch: Path) -> list[str] | None:
+    """An argv prefix that runs a command as nobody with a /dev/fuse it may
+    open, or None when that cannot be arranged here. Distributions make
+    /dev/fuse 0666; where it is 0600 (as on some VMs) the command gets a node
+    of its own, open to all, bound over /dev/fuse in a mount namespace of its
+    own (made as root, before dropping to nobody)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None
+    if os.stat("/dev/fuse").st_mode & 0o006:
+        return list(NOBODY)
+    if not shutil.which("unshare"):
+        return None
+    node = scratch / "fuse"
+    dev = os.stat("/dev/fuse").st_rdev
+    return ["unshare", "-m", "sh", "-c",
+            f'mknod -m 666 {node} c {os.major(dev)} {os.minor(dev)} && mount --bind {node} /dev/fuse && exec "$@"',
+            "sh", *NOBODY]

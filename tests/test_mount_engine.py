@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Layout, build_layout, snapshot_tree
+from conftest import Layout, build_layout, nobody_with_fuse, snapshot_tree
 from test_differential import PROGRAMS
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse: the mount engine needs FUSE")
@@ -274,13 +274,12 @@ def test_refused_user_namespaces_exit_125(mount_works, usvfs: Path, nobody_layou
 def test_unprivileged_user_sees_the_view(mount_works, usvfs: Path, nobody_layout) -> None:
     """A normal user (setpriv to nobody) runs the mount engine in a user
     namespace of its own."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root (to become another user) and setpriv")
-    if not os.stat("/dev/fuse").st_mode & 0o006:
-        pytest.skip("/dev/fuse is not open to other users here (distributions make it 0666)")
     layout, rt = nobody_layout
+    prefix = nobody_with_fuse(layout.root)
+    if prefix is None:
+        pytest.skip("needs root (to become another user), setpriv, and unshare where /dev/fuse is 0600")
     argv = [
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        *prefix,
         "env", f"XDG_RUNTIME_DIR={rt}",
         str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--",
         "sh", "-c", "id -u; cat data/only_m2/readme.txt; echo u > data/by_user.txt",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Layout, build_layout
+from conftest import NOBODY, Layout, build_layout, nobody_with_fuse
 from test_mount_engine import mount_works, nobody_layout, run_mount  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse: the mount engine needs FUSE")
@@ -227,23 +227,12 @@ def test_dump_equals_the_preload_engines(mount_works, usvfs: Path, tmp_path: Pat
 def test_unprivileged_user_joins(mount_works, usvfs: Path, nobody_layout) -> None:
     """A normal user joins its own mount instance: it owns the user
     namespace, so it may enter it and then the mount namespace."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root (to become another user) and setpriv")
     layout, rt = nobody_layout
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    first_prefix = nobody_with_fuse(layout.root)
+    if first_prefix is None:
+        pytest.skip("needs root (to become another user), setpriv, and unshare where /dev/fuse is 0600")
+    nobody = NOBODY
     env = dict(os.environ, XDG_RUNTIME_DIR=str(rt))
-    first_prefix = nobody
-    if not os.stat("/dev/fuse").st_mode & 0o006:
-        # /dev/fuse is 0600 here (distributions make it 0666): the first
-        # controller gets a node of its own, open to all, in a mount
-        # namespace of its own. The joiner needs none.
-        if not shutil.which("unshare"):
-            pytest.skip("/dev/fuse is not open to other users here and unshare is missing")
-        node = layout.root / "fuse"
-        dev = os.stat("/dev/fuse").st_rdev
-        first_prefix = ["unshare", "-m", "sh", "-c",
-                        f'mknod -m 666 {node} c {os.major(dev)} {os.minor(dev)} && mount --bind {node} /dev/fuse && exec "$@"',
-                        "sh", *nobody]
     first = start(usvfs, layout, WAITER, prefix=first_prefix, env=env)
     ns = first.stdout.readline()
     if first.poll() is not None or not ns:
