@@ -217,3 +217,22 @@ def nobody_with_fuse(scratch: Path) -> list[str] | None:
     return ["unshare", "-m", "sh", "-c",
             f'mknod -m 666 {node} c {os.major(dev)} {os.minor(dev)} && mount --bind {node} /dev/fuse && exec "$@"',
             "sh", *NOBODY]
+
+
+def mount_engine_skip(usvfs: Path, root: Path) -> str | None:
+    """Why the mount engine cannot run here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    (root / "src").mkdir(parents=True)
+    (root / "dest").mkdir()
+    r = subprocess.run([str(usvfs), "run", "--engine", "mount", "--dir", str(root / "src"), str(root / "dest"), "--", "true"],
+                       capture_output=True, timeout=60)
+    if r.returncode == 125:
+        return r.stderr.decode(errors="replace")
+    assert r.returncode == 0, r.stderr
+    return None
+
+
+@pytest.fixture(scope="session")
+def mount_skip(usvfs: Path, tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    return mount_engine_skip(usvfs, tmp_path_factory.mktemp("scene-probe") / "p")

@@ -1,7 +1,9 @@
 """inotify on the view: a watch on a merged directory reports creates,
 deletes and renames made in the view, wherever they land physically (a
 mod's directory, the real one, the create target, even one that does not
-exist yet), under the one watch descriptor the program got."""
+exist yet), under the one watch descriptor the program got — with either
+engine (the mount engine's events come from the kernel's own file system
+layer, for changes made through the mount)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ EVENTS = "create,delete,moved_from,moved_to,delete_self"
 class Watcher:
     """`inotifywait -m` in the view, its output lines one at a time."""
 
-    def __init__(self, usvfs: Path, layout: Layout, watched: str, *options: str) -> None:
+    def __init__(self, usvfs: Path, layout: Layout, engine: str, watched: str, *options: str) -> None:
         self.usvfs, self.layout = usvfs, layout
         self.p = subprocess.Popen(
-            [str(usvfs), "run", "--instance", "iw", *layout.mapping_args(), "--",
+            [str(usvfs), "run", "--engine", engine, "--instance", "iw", *layout.mapping_args(), "--",
              "inotifywait", "-m", "-e", EVENTS, "--format", "%e %f", *options, watched],
             cwd=layout.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
@@ -65,14 +67,18 @@ class Watcher:
         self.p.wait(timeout=60)
 
 
-@pytest.fixture
-def watcher(usvfs: Path, layout: Layout):
+@pytest.fixture(params=["preload", "mount"])
+def watcher(request: pytest.FixtureRequest, usvfs: Path, layout: Layout):
+    """A watcher in the view of either engine; the changes it sees are made
+    by other processes joining the same instance."""
     if not shutil.which("inotifywait"):
         pytest.skip("inotifywait missing: scripts/setup.sh installs inotify-tools")
+    if request.param == "mount" and request.getfixturevalue("mount_skip"):
+        pytest.skip(f"the mount engine cannot run here: {request.getfixturevalue('mount_skip')}")
     made: list[Watcher] = []
 
     def start(watched: str, *options: str) -> Watcher:
-        made.append(Watcher(usvfs, layout, watched, *options))
+        made.append(Watcher(usvfs, layout, request.param, watched, *options))
         return made[-1]
 
     yield start

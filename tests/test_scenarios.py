@@ -65,25 +65,6 @@ def tree_text(p: Path) -> dict[str, str]:
     return {k.decode(): (t + ":" + v.decode()) for k, (t, v) in snapshot_tree(p).items()}
 
 
-def mount_engine_skip(usvfs: Path, root: Path) -> str | None:
-    """Why the mount engine cannot run here, or None."""
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
-    (root / "src").mkdir(parents=True)
-    (root / "dest").mkdir()
-    r = subprocess.run([str(usvfs), "run", "--engine", "mount", "--dir", str(root / "src"), str(root / "dest"), "--", "true"],
-                       capture_output=True, timeout=60)
-    if r.returncode == 125:
-        return r.stderr.decode(errors="replace")
-    assert r.returncode == 0, r.stderr
-    return None
-
-
-@pytest.fixture(scope="session")
-def mount_skip(usvfs: Path, tmp_path_factory: pytest.TempPathFactory) -> str | None:
-    return mount_engine_skip(usvfs, tmp_path_factory.mktemp("scene-probe") / "p")
-
-
 @pytest.fixture(params=["preload", "mount"])
 def scene(request: pytest.FixtureRequest, tmp_path: Path, usvfs: Path) -> Scene:
     if request.param == "mount":
