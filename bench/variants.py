@@ -6,12 +6,13 @@ a `perf` summary of where the time goes when a target is missed."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+
+from wine import perf_top
 
 PROJECT = "buildproj"
 SOURCES = 300
@@ -112,17 +113,6 @@ def perf_works() -> bool:
         ["perf", "stat", "-e", "cpu-clock", "true"], capture_output=True).returncode == 0
 
 
-def perf_top(data: Path, sort: str, limit: int) -> List[tuple]:
-    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", sort, "--percent-limit", "1"],
-                       capture_output=True, text=True)
-    rows = []
-    for line in r.stdout.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(.*\S)", line)
-        if m:
-            rows.append((float(m.group(1)), re.sub(r"\s{2,}", "  ", m.group(2))))
-    return rows[:limit]
-
-
 def profile(sysobj, argv: List[str], data: Path, env: Optional[dict] = None) -> Dict[str, list]:
     """`perf record -a -e cpu-clock` around one run of the workload (system
     wide, so a FUSE server's and the kernel's share are counted), summarized
@@ -135,7 +125,7 @@ def profile(sysobj, argv: List[str], data: Path, env: Optional[dict] = None) -> 
     finally:
         rec.send_signal(2)
         rec.wait(timeout=120)
-    out = {"by_dso": perf_top(data, "comm,dso", 8), "by_symbol": perf_top(data, "sym", 12)}
+    out = {"by_dso": perf_top(data, None, "comm,dso", 8), "by_symbol": perf_top(data, None, "sym", 12)}
     try:
         os.unlink(data)
     except OSError:

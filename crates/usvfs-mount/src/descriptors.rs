@@ -48,6 +48,18 @@ fn identity(fd: &OwnedFd) -> (u64, u64) {
 }
 
 impl Table {
+    /// `ino`'s descriptor if it has one fit for the access (marked used).
+    fn fit(&mut self, ino: u64, write: bool) -> Option<Arc<OwnedFd>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.map.get_mut(&ino)?;
+        if e.writable || !write {
+            e.used = tick;
+            return Some(e.fd.clone());
+        }
+        None
+    }
+
     /// When the unpinned descriptors reach the bound, closes the least
     /// recently used quarter of them at once (one scan per many inserts).
     fn make_room(&mut self) {
@@ -89,29 +101,22 @@ impl Descriptors {
     ) -> Result<Arc<OwnedFd>, Errno> {
         {
             let mut t = self.lock();
-            t.tick += 1;
-            let tick = t.tick;
-            if let Some(e) = t.map.get_mut(&ino) {
-                if e.writable || !write {
-                    e.used = tick;
-                    return Ok(e.fd.clone());
-                }
-                if e.pinned {
-                    return Err(libc::EBADF);
-                }
+            if let Some(fd) = t.fit(ino, write) {
+                return Ok(fd);
+            }
+            if t.map.get(&ino).is_some_and(|e| e.pinned) {
+                return Err(libc::EBADF);
             }
         }
         let fd = Arc::new(open(write)?);
         let id = identity(&fd);
         let mut t = self.lock();
-        t.tick += 1;
+        // Another thread may have opened one meanwhile: keep the more capable.
+        if let Some(fd) = t.fit(ino, write) {
+            return Ok(fd);
+        }
         let tick = t.tick;
         if let Some(e) = t.map.get_mut(&ino) {
-            // Another thread opened one meanwhile: keep the more capable.
-            if e.writable || !write {
-                e.used = tick;
-                return Ok(e.fd.clone());
-            }
             e.fd = fd.clone();
             e.id = id;
             e.writable = true;
