@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Layout, build_layout, snapshot_tree
+from conftest import Layout, build_layout, nobody_with_fuse, snapshot_tree
 from test_mount_engine import mount_works, nobody_layout  # noqa: F401 (fixtures)
 import test_monitor
 
@@ -136,8 +136,8 @@ show("w 2", read("w.txt"))
 """
 
 
-def run_edges(cmd_prefix: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*cmd_prefix, sys.executable, "-c", EDGES], cwd=cwd, capture_output=True, timeout=120, env=env)
+def run_edges(cmd_prefix: list, cwd: Path, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run([*cmd_prefix, python, "-c", EDGES], cwd=cwd, capture_output=True, timeout=120, env=env)
 
 
 @pytest.mark.parametrize("opens", ["stateless", "per-open", "passthrough"])
@@ -159,20 +159,24 @@ def test_stateless_open_edges_match_merged_copy(mount_works, usvfs: Path, layout
 def test_stateless_open_edges_as_a_normal_user(mount_works, usvfs: Path, nobody_layout, tmp_path: Path) -> None:  # noqa: F811
     """Unprivileged, the data goes through the server (no passthrough), and
     a read-only file cannot be written: as on the merged copy."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root (to become another user) and setpriv")
-    if not os.stat("/dev/fuse").st_mode & 0o006:
-        pytest.skip("/dev/fuse is not open to other users here")
     layout, rt = nobody_layout
+    prefix = nobody_with_fuse(layout.root)
+    if prefix is None:
+        pytest.skip("needs root (to become another user), setpriv, and unshare where /dev/fuse is 0600")
+    # The test's own Python may live where nobody cannot read (root's home).
+    python = "/usr/bin/python3"
+    if not os.path.exists(python) or not os.stat(python).st_mode & 0o001:
+        pytest.skip("no Python that other users may run (/usr/bin/python3)")
     merged = layout.merged_copy(layout.root / "merged" / "data")
     for d, dirs, files in os.walk(layout.root / "merged"):
         os.chown(d, 65534, 65534)
         for f in dirs + files:
             os.chown(os.path.join(d, f), 65534, 65534, follow_symlinks=False)
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"XDG_RUNTIME_DIR={rt}"]
-    real = run_edges(nobody, merged)
+    real = run_edges(nobody, merged, python=python)
     assert real.returncode == 0, real.stderr
-    view = run_edges([*nobody, str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--"], layout.base)
+    view = run_edges([*prefix, "env", f"XDG_RUNTIME_DIR={rt}", str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--"], layout.base,
+                     python=python)
     if view.returncode == 125 and b"user namespace" in view.stderr:
         pytest.skip(f"unprivileged user namespaces are not allowed here: {view.stderr!r}")
     assert view.returncode == 0, view.stderr
