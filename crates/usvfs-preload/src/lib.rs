@@ -163,8 +163,10 @@ extern "C" fn init() {
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
     // Never let a failure here take the host program down: without a view it
-    // simply runs on the real disk.
-    let _ = std::panic::catch_unwind(start);
+    // simply runs on the real disk. Signals are held once for the whole
+    // start instead of around each of its allocations (no handler of the
+    // program can be installed yet anyway).
+    let _ = alloc::held(|| std::panic::catch_unwind(start));
     guard::set_errno(saved);
 }
 
@@ -174,12 +176,14 @@ extern "C" fn fini() {
     }
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
-    let _ = std::panic::catch_unwind(|| {
-        if let Some(st) = state::get() {
-            let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
-            // SAFETY: getpid cannot fail.
-            inst.leave_quick(unsafe { libc::getpid() });
-        }
+    let _ = alloc::held(|| {
+        std::panic::catch_unwind(|| {
+            if let Some(st) = state::get() {
+                let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
+                // SAFETY: getpid cannot fail.
+                inst.leave_quick(unsafe { libc::getpid() });
+            }
+        })
     });
     guard::set_errno(saved);
 }

@@ -212,9 +212,13 @@ pub unsafe extern "C" fn usvfs_execve(
         let Some(_g) = guard::enter() else {
             return pass();
         };
-        // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
-        let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
-        std::panic::catch_unwind(|| prepare(st, p, a, e))
+        // Signals held once for all of the preparation's allocations; the
+        // mask is back before the exec (the program inherits it).
+        crate::alloc::held(|| {
+            // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
+            let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
+            std::panic::catch_unwind(|| prepare(st, p, a, e))
+        })
     };
     match prepared {
         Ok(Ok(x)) => x.exec(),
@@ -323,21 +327,23 @@ pub unsafe extern "C" fn fexecve(
         let Some(_g) = guard::enter() else {
             return pass();
         };
-        // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
-        let e = unsafe { read_array(envp) };
-        let prepared = std::panic::catch_unwind(|| {
-            if fd >= 0 {
-                let link = format!("/proc/self/fd/{fd}");
-                let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
-                    p.into_os_string().into_encoded_bytes()
-                });
-                // SAFETY: a valid number (a closed one fails the reads); only
-                // read through (fstat, pread) during this call.
-                let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let why = usvfs_view::program::unfollowable_fd(file, &shown);
-                check_followable(&shown, why, env::exec_rules(st).strict)?;
-            }
-            Ok(CArray::new(env::for_child(st, e, true, &[])))
+        let prepared = crate::alloc::held(|| {
+            // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
+            let e = unsafe { read_array(envp) };
+            std::panic::catch_unwind(|| {
+                if fd >= 0 {
+                    let link = format!("/proc/self/fd/{fd}");
+                    let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
+                        p.into_os_string().into_encoded_bytes()
+                    });
+                    // SAFETY: a valid number (a closed one fails the reads); only
+                    // read through (fstat, pread) during this call.
+                    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let why = usvfs_view::program::unfollowable_fd(file, &shown);
+                    check_followable(&shown, why, env::exec_rules(st).strict)?;
+                }
+                Ok(CArray::new(env::for_child(st, e, true, &[])))
+            })
         });
         match prepared {
             Ok(Ok(env)) => env,
@@ -364,10 +370,15 @@ fn spawn_in_view(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
-    let (a, e) = unsafe { (read_array(argv.cast()), read_array(envp.cast())) };
-    // The same exec semantics as execve: scripts, blacklist, forced libraries.
-    match prepare(st, path, a, e) {
+    // The same exec semantics as execve: scripts, blacklist, forced
+    // libraries; signals held once for its allocations, not across the
+    // spawn (the child would inherit the mask).
+    let prepared = crate::alloc::held(|| {
+        // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
+        let (a, e) = unsafe { (read_array(argv.cast()), read_array(envp.cast())) };
+        prepare(st, path, a, e)
+    });
+    match prepared {
         // SAFETY: the prepared program, arguments and environment are
         // NUL-terminated and live until the call returns.
         Ok(mut p) => unsafe {
