@@ -181,8 +181,13 @@ fn park(e: &mut FdEntry) -> bool {
     let p: *mut FdEntry = e;
     FREE.try_with(|f| {
         f.0.iter().any(|s| {
-            s.compare_exchange(std::ptr::null_mut(), p, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
+            s.compare_exchange(
+                std::ptr::null_mut(),
+                p,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
         })
     })
     .unwrap_or(false)

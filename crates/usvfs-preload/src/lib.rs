@@ -14,6 +14,7 @@ pub mod hooks;
 mod log;
 
 mod lookup;
+mod next;
 mod real;
 mod stack;
 mod state;

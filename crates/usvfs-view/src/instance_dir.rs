@@ -156,18 +156,22 @@ impl InstanceDir {
             .into_os_string()
             .into_vec();
         // Failing to register only hides the process from `usvfs ps`.
-        match mknodat(CWD, p.as_slice(), FileType::RegularFile, Mode::from_raw_mode(0o600), 0) {
-            // A stale entry of an earlier process with this pid may hold its
-            // start time, which would not match ours: empty it.
-            Err(rustix::io::Errno::EXIST) => {
-                let _ = openat(
-                    CWD,
-                    p.as_slice(),
-                    OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
-                    Mode::empty(),
-                );
-            }
-            _ => {}
+        let made = mknodat(
+            CWD,
+            p.as_slice(),
+            FileType::RegularFile,
+            Mode::from_raw_mode(0o600),
+            0,
+        );
+        // A stale entry of an earlier process with this pid may hold its
+        // start time, which would not match ours: empty it.
+        if made == Err(rustix::io::Errno::EXIST) {
+            let _ = openat(
+                CWD,
+                p.as_slice(),
+                OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
         }
     }
 
