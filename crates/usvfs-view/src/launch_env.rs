@@ -79,7 +79,10 @@ pub fn child_env(
     extra: &[&[u8]],
 ) -> Vec<Vec<u8>> {
     let mut preload: Option<Vec<u8>> = None;
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let envp = envp.into_iter();
+    // Our variables on top: one allocation (an exec's child copies every
+    // heap page it writes).
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(envp.size_hint().0 + 4);
     for e in envp {
         match key(&e) {
             b"LD_PRELOAD" => preload = Some(e[b"LD_PRELOAD=".len()..].to_vec()),

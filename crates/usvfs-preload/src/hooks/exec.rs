@@ -28,7 +28,8 @@ impl CArray {
                 v
             })
             .collect();
-        let mut ptrs: Vec<*const c_char> = store.iter_mut().map(|v| v.as_ptr().cast()).collect();
+        let mut ptrs: Vec<*const c_char> = Vec::with_capacity(store.len() + 1);
+        ptrs.extend(store.iter_mut().map(|v| v.as_ptr().cast::<c_char>()));
         ptrs.push(std::ptr::null());
         CArray {
             _store: store,
@@ -55,7 +56,11 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
             break;
         }
         // SAFETY: s is a non-NULL element of a NULL-terminated string array.
-        out.push(unsafe { CStr::from_ptr(s) }.to_bytes().to_vec());
+        let b = unsafe { CStr::from_ptr(s) }.to_bytes();
+        // Room for the NUL `CArray` adds, so it does not move every string.
+        let mut v = Vec::with_capacity(b.len() + 1);
+        v.extend_from_slice(b);
+        out.push(v);
         i += 1;
     }
     out
@@ -63,6 +68,11 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
 
 /// Where `path` leads in the view.
 fn locate(st: &State, path: &[u8]) -> Result<Located, i32> {
+    // Outside the view (most programs): no lookup buffers touched, which
+    // in a forked child means no pages copied.
+    if crate::lookup::certainly_outside(st, AT_FDCWD, path) {
+        return Ok(Located::AsGiven);
+    }
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, path, true, &mut lk) {
         Outcome::Pass => Ok(Located::AsGiven),
