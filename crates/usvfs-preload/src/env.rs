@@ -64,8 +64,14 @@ fn vcwd() -> Option<&'static [u8]> {
 }
 
 /// The child's environment: `envp` with our variables set (`join`) or
-/// removed, and `extra` libraries preloaded.
-pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) -> Vec<Vec<u8>> {
+/// removed, and `extra` libraries preloaded. The caller's entries are
+/// handed on as they are (see `launch_env::child_env_borrowed`).
+pub fn for_child<'a>(
+    st: &State,
+    envp: Vec<&'a [u8]>,
+    join: bool,
+    extra: &[&[u8]],
+) -> Vec<std::borrow::Cow<'a, [u8]>> {
     let fd = getenv(launch_env::ENV_INSTANCE_FD.as_bytes());
     // The path the launcher gave (this process may have reached the
     // instance through the descriptor instead): children try it first too.
@@ -77,7 +83,7 @@ pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) ->
         instance_fd: fd.as_deref(),
         vcwd: vcwd(),
     };
-    launch_env::child_env(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
+    launch_env::child_env_borrowed(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
 }
 
 /// `v` as one single-quoted shell word.

@@ -13,7 +13,9 @@ use crate::state::{self, State};
 use crate::{env, real};
 use usvfs_view::semantics::exec::{self, Located};
 
-/// A NULL-terminated `char*` array and the bytes it points into.
+/// A NULL-terminated `char*` array and the bytes it owns of what it points
+/// into (entries made by [`CArray::from_entries`] may point into the
+/// caller's own strings).
 pub struct CArray {
     _store: Vec<Vec<u8>>,
     ptrs: Vec<*const c_char>,
@@ -37,9 +39,54 @@ impl CArray {
         }
     }
 
+    /// Borrowed entries are used in place, owned ones get their NUL.
+    ///
+    /// # Safety
+    /// Every borrowed entry is all of a C string's bytes (its NUL right
+    /// after it), alive while the array is used.
+    pub unsafe fn from_entries(items: Vec<std::borrow::Cow<'_, [u8]>>) -> Self {
+        let mut store = Vec::new();
+        let mut ptrs: Vec<*const c_char> = Vec::with_capacity(items.len() + 1);
+        for it in items {
+            match it {
+                std::borrow::Cow::Borrowed(b) => ptrs.push(b.as_ptr().cast()),
+                std::borrow::Cow::Owned(mut v) => {
+                    v.push(0);
+                    // The bytes stay where they are when the vector moves.
+                    ptrs.push(v.as_ptr().cast());
+                    store.push(v);
+                }
+            }
+        }
+        ptrs.push(std::ptr::null());
+        CArray {
+            _store: store,
+            ptrs,
+        }
+    }
+
     pub fn as_ptr(&self) -> *const *const c_char {
         self.ptrs.as_ptr()
     }
+}
+
+/// The strings of a NULL-terminated `char*` array, borrowed: each slice is
+/// all of its C string (for [`CArray::from_entries`]).
+///
+/// # Safety
+/// `p` is NULL or a NULL-terminated array of C strings that live for `'a`.
+pub unsafe fn borrow_array<'a>(p: *const *const c_char) -> Vec<&'a [u8]> {
+    let mut n = 0;
+    // SAFETY: counted up to the array's NULL terminator.
+    while !p.is_null() && !unsafe { *p.add(n) }.is_null() {
+        n += 1;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: i is below the terminator; each element is a C string.
+        out.push(unsafe { CStr::from_ptr(*p.add(i)) }.to_bytes());
+    }
+    out
 }
 
 /// Reads a NULL-terminated `char*` array.
@@ -168,12 +215,10 @@ fn check_followable(
 
 /// Works out how to exec `path` with the view attached (the shared exec
 /// semantics decide; this only gathers what they need).
-fn prepare(
-    st: &State,
-    path: &[u8],
-    argv: Vec<Vec<u8>>,
-    envp: Vec<Vec<u8>>,
-) -> Result<Prepared, i32> {
+///
+/// `envp` comes from [`borrow_array`]: the prepared environment points into
+/// the caller's strings, so it is used within the hooked call.
+fn prepare(st: &State, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<&[u8]>) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
     let target = match &located {
         Located::AsGiven => path.to_vec(),
@@ -199,7 +244,9 @@ fn prepare(
         check_followable(shown, why, rules.strict)?;
     }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
-    let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
+    // SAFETY: envp's entries are whole C strings of the caller's, alive
+    // for the hooked call that uses the result.
+    let env = unsafe { CArray::from_entries(env::for_child(st, envp, plan.join, &extra)) };
     Prepared::new(&plan.program, plan.argv, env)
 }
 
@@ -226,7 +273,7 @@ pub unsafe extern "C" fn usvfs_execve(
         // mask is back before the exec (the program inherits it).
         crate::alloc::held(|| {
             // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
-            let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
+            let (a, e) = unsafe { (read_array(argv), borrow_array(envp)) };
             std::panic::catch_unwind(|| prepare(st, p, a, e))
         })
     };
@@ -339,7 +386,7 @@ pub unsafe extern "C" fn fexecve(
         };
         let prepared = crate::alloc::held(|| {
             // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
-            let e = unsafe { read_array(envp) };
+            let e = unsafe { borrow_array(envp) };
             std::panic::catch_unwind(|| {
                 if fd >= 0 {
                     let link = format!("/proc/self/fd/{fd}");
@@ -352,7 +399,9 @@ pub unsafe extern "C" fn fexecve(
                     let why = usvfs_view::program::unfollowable_fd(file, &shown);
                     check_followable(&shown, why, env::exec_rules(st).strict)?;
                 }
-                Ok(CArray::new(env::for_child(st, e, true, &[])))
+                // SAFETY: e's entries are whole C strings of the caller's,
+                // alive until the fexecve below returns.
+                Ok(unsafe { CArray::from_entries(env::for_child(st, e, true, &[])) })
             })
         });
         match prepared {
@@ -385,7 +434,7 @@ fn spawn_in_view(
     // spawn (the child would inherit the mask).
     let prepared = crate::alloc::held(|| {
         // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
-        let (a, e) = unsafe { (read_array(argv.cast()), read_array(envp.cast())) };
+        let (a, e) = unsafe { (read_array(argv.cast()), borrow_array(envp.cast())) };
         prepare(st, path, a, e)
     });
     match prepared {
