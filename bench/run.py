@@ -290,12 +290,12 @@ def analysis(res: dict) -> list[str]:
         lib = us["spawn_library_only"]["median"] / ref["spawn"]["median"]
         notes.append(
             f"* **Process start** ({ratio('spawn'):.2f}×): loading the library alone, without an instance, gives "
-            f"{lib:.2f}× — the dynamic loader maps the Rust library and `libgcc_s` (needed to unwind a panic so a bug in "
-            "a hook falls back instead of crashing the host) and relocates it. The rest is per-process instance work: "
-            "the parent's exec hook rebuilds the environment and reads the exec rules, the child maps the index, "
-            "registers itself, and unregisters at exit. Closing the gap: a `no_std` preload without unwinding "
-            "(catching faults by other means), a registry that does not touch the file system, and caching the exec "
-            "rules by mtime.")
+            f"{lib:.2f}× — the dynamic loader maps and relocates the Rust library (its unwinder linked in, so a bug in "
+            "a hook falls back instead of crashing the host) and the constructor finds the originals. The rest is "
+            "per-process instance work: the parent's exec hook checks the program and builds the environment in the "
+            "forked child, the child maps the index and journal and registers itself (one `mknodat`), and unregisters "
+            "at exit. Closing the gap: a `no_std` preload without unwinding (catching faults by other means), and the "
+            "instance loaded at the first hooked call instead of at start.")
     if "walk" in w and ratio("walk") > 1.3:
         notes.append(
             f"* **Walk** ({ratio('walk'):.2f}×): almost all of it is the kernel's: `perf record` shows ~40% of both "
