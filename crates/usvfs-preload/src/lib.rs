@@ -79,8 +79,10 @@ fn say_unreachable(dir: &[u8]) {
     );
 }
 
-/// The working directory a parent handed down, if it still names where we are.
-fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
+/// The working directory a parent handed down, if it still names where we
+/// are: made the logical working directory at once from this lookup (no
+/// second one in `adopt_cwd`).
+fn inherited_cwd(st: &State) -> Option<()> {
     let v = env::getenv(ENV_VCWD.as_bytes())?;
     let mut lk = lookup::Lookup::new();
     if !matches!(
@@ -101,8 +103,13 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
             return None;
         }
         let (a, b) = (a.assume_init(), b.assume_init());
-        (a.st_dev == b.st_dev && a.st_ino == b.st_ino).then(|| lk.virt.as_bytes().to_vec())
+        if a.st_dev != b.st_dev || a.st_ino != b.st_ino {
+            return None;
+        }
     }
+    let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
+    state::set_cwd(lk.virt.as_bytes(), lk.res.node.is_some(), is_virtual);
+    Some(())
 }
 
 fn start() -> Option<()> {
@@ -122,11 +129,13 @@ fn start() -> Option<()> {
     let st = state::get()?;
     let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
     log::init(&inst);
-    let logical = inherited_cwd(st).or_else(|| {
+    if inherited_cwd(st).is_none() {
         let mut b = PathBuffer::new();
-        state::real_cwd(&mut b).then(|| b.as_bytes().to_vec())
-    })?;
-    hooks::cwd::adopt_cwd(st, &logical);
+        if !state::real_cwd(&mut b) {
+            return None;
+        }
+        hooks::cwd::adopt_cwd(st, b.as_bytes());
+    }
     // Forked children that do not exec are not registered: they keep the
     // view, but `usvfs ps` lists processes from their last exec only (this
     // keeps fork + exec cheap).
