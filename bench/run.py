@@ -358,10 +358,30 @@ def analysis(res: dict) -> list[str]:
     if rows:
         out += ["Against the best peer on each workload:", ""] + rows + [""]
     notes = []
-    if "spawn_library_only" in us and "spawn" in ref:
+    uw = us.get("workloads", {})
+
+    def uratio(k: str) -> float:
+        return uw[k]["median"] / ref[k]["median"]
+
+    if "spawn_library_only" in us and "spawn" in ref and "spawn" in uw:
         lib = us["spawn_library_only"]["median"] / ref["spawn"]["median"]
-        notes.append(f"* Process start: loading the preload library alone, without an instance, gives {lib:.2f}× the "
-                     "merged copy's 1,000 starts; the rest is the per-process instance work.")
+        notes.append(
+            f"* **Process start** ({uratio('spawn'):.2f}×): loading the library alone, without an instance, gives "
+            f"{lib:.2f}× — the dynamic loader maps and relocates the Rust library (its unwinder linked in, so a bug in "
+            "a hook falls back instead of crashing the host) and the constructor finds the originals. The rest is "
+            "per-process instance work: the parent's exec hook checks the program and builds the environment in the "
+            "forked child, the child maps the index and journal and registers itself (one `mknodat`), and unregisters "
+            "at exit. Closing the gap: a `no_std` preload without unwinding (catching faults by other means), and the "
+            "instance loaded at the first hooked call instead of at start.")
+    if "walk" in uw and uratio("walk") > TARGETS["usvfs (preload)"]["walk"]:
+        notes.append(
+            f"* **Walk** ({uratio('walk'):.2f}×): almost all of it is the kernel's: `perf record` shows ~40% of both "
+            "the view's and the merged copy's walk in `__d_lookup_rcu` (a dentry cache holding every layer's tree); the "
+            "view's `lstat`s resolve longer physical paths spread over the layers' directories, and our own lookup (a "
+            "binary search per path component) is ~10–15%. Closing the gap: resolve relative to a cached descriptor "
+            "per layer (`fstatat(layer_fd, rest)`) so the kernel walks only the part below the layer — not done yet, "
+            "because a descriptor closed behind our back by a raw `close` system call could then point a write at the "
+            "wrong directory.")
     for name in TARGETS:
         for key, prof in res["systems"].get(name, {}).get("profiles", {}).items():
             by_dso = "; ".join(f"{n} {pct:.1f}%" for pct, n in prof["by_dso"][:6])

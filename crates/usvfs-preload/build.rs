@@ -14,6 +14,13 @@ fn main() {
     // when the program defines one of that name: gnulib's renameat2 in GNU
     // patch calls syscall(), which would call it back without end.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
+    // The unwinder linked in (GCC's static libgcc_eh) instead of loading
+    // libgcc_s.so.1 into every hooked process: one object fewer for the
+    // dynamic loader to find, map and relocate, and no libgcc_s constructor
+    // (its CPU probe is slow under virtualization). Panics still unwind to
+    // the hooks' catch_unwind. With --as-needed (rustc's default) the
+    // DT_NEEDED entry for libgcc_s goes away.
+    println!("cargo:rustc-link-lib=static:+whole-archive,-bundle=gcc_eh");
     cc::Build::new()
         .file("src/variadic.c")
         .flag("-fvisibility=default")

@@ -301,12 +301,26 @@ impl Instance {
             .map_err(|e| Error::io("registering process", &entry, e))
     }
 
+    /// `pid` maps this instance's index (how hooked processes, which
+    /// register with an empty entry, count as live): by its path, or by
+    /// device and inode, since a process that reached the instance through
+    /// an inherited descriptor (a container with a private `/tmp`) shows
+    /// another path for the same file.
     fn maps_index(&self, pid: i32) -> bool {
+        use std::os::unix::fs::MetadataExt;
         let index = self.index_path();
         let needle = index.as_os_str().as_bytes();
-        fs::read(format!("/proc/{pid}/maps"))
-            .map(|m| m.windows(needle.len()).any(|w| w == needle))
-            .unwrap_or(false)
+        let ident = fs::metadata(&index).ok().map(|m| {
+            let dev = m.dev();
+            (rustix::fs::major(dev), rustix::fs::minor(dev), m.ino())
+        });
+        let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
+            return false;
+        };
+        maps.split(|&c| c == b'\n').any(|line| {
+            line.windows(needle.len()).any(|w| w == needle)
+                || ident.is_some_and(|id| maps_line_file(line) == Some(id))
+        })
     }
 
     /// Forgets `pid`; when no live process remains, removes the instance.
@@ -381,6 +395,17 @@ impl Instance {
             .filter(|p| !p.command.is_empty() || registered.contains(&p.pid))
             .collect()
     }
+}
+
+/// The file a line of `/proc/PID/maps` maps: device (major, minor) and
+/// inode (`ADDR PERMS OFFSET MAJ:MIN INODE [PATH]`).
+fn maps_line_file(line: &[u8]) -> Option<(u32, u32, u64)> {
+    let mut f = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
+    let dev = f.nth(3)?;
+    let ino = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
+    let colon = dev.iter().position(|&c| c == b':')?;
+    let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    Some((hex(&dev[..colon])?, hex(&dev[colon + 1..])?, ino))
 }
 
 pub use usvfs_view::semantics::exec::ExecRules;
@@ -605,6 +630,29 @@ mod tests {
         fs::write(t.path().join("index"), "").unwrap();
         assert!(inst.remove_if_unused().unwrap());
         assert!(!t.path().exists());
+    }
+
+    #[test]
+    fn empty_entry_counts_while_the_index_is_mapped_under_any_path() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = Instance::from_dir(t.path());
+        fs::create_dir(t.path().join("procs")).unwrap();
+        fs::write(t.path().join("index"), vec![0u8; 4096]).unwrap();
+        let me = std::process::id() as i32;
+        let entry = t.path().join("procs").join(me.to_string());
+        fs::write(&entry, "").unwrap();
+        assert!(inst.live_pids().is_empty());
+        assert!(!entry.exists());
+        // The same file under another name, as a container shows it.
+        let other = t.path().join("other-name");
+        fs::hard_link(t.path().join("index"), &other).unwrap();
+        let f = fs::File::open(&other).unwrap();
+        // SAFETY: a private test file nobody truncates while mapped.
+        let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        fs::write(&entry, "").unwrap();
+        assert_eq!(inst.live_pids(), [me]);
+        drop(map);
+        assert!(inst.live_pids().is_empty());
     }
 
     #[test]

@@ -18,19 +18,54 @@ thread_local! {
 }
 
 /// Runs `f` with signals held once for all the allocations it makes (two
-/// system calls instead of two per allocation, on hot paths that allocate
-/// more than once).
+/// system calls instead of two per allocation, on paths that allocate more
+/// than once: the constructor, an exec's preparation, the descriptor table).
+/// The mask and the flag come back even when `f` unwinds.
 #[inline]
 pub fn held<T>(f: impl FnOnce() -> T) -> T {
     if HELD.try_with(|h| h.get()).unwrap_or(true) {
         return f();
     }
-    hold(|| {
-        let _ = HELD.try_with(|h| h.set(true));
-        let r = f();
-        let _ = HELD.try_with(|h| h.set(false));
-        r
-    })
+    let Some(_mask) = Blocked::all() else {
+        return f();
+    };
+    let _ = HELD.try_with(|h| h.set(true));
+    struct Unmark;
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            let _ = HELD.try_with(|h| h.set(false));
+        }
+    }
+    let _unmark = Unmark;
+    f()
+}
+
+/// Every signal blocked on this thread until dropped (the old mask restored).
+struct Blocked(libc::sigset_t);
+
+impl Blocked {
+    #[inline(always)]
+    fn all() -> Option<Blocked> {
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: both sets are writable; sigfillset initializes `all`; a
+        // successful pthread_sigmask fills `old`.
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            if libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) != 0 {
+                return None;
+            }
+            Some(Blocked(old.assume_init()))
+        }
+    }
+}
+
+impl Drop for Blocked {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `all`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 #[inline(always)]
@@ -38,19 +73,8 @@ fn hold<T>(f: impl FnOnce() -> T) -> T {
     if HELD.try_with(|h| h.get()).unwrap_or(false) {
         return f();
     }
-    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: both sets are writable; sigfillset initializes `all`; a
-    // successful pthread_sigmask fills `old`, which is then restored.
-    unsafe {
-        libc::sigfillset(all.as_mut_ptr());
-        if libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) != 0 {
-            return f();
-        }
-        let r = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
-        r
-    }
+    let _mask = Blocked::all();
+    f()
 }
 
 // SAFETY: every method forwards to `System` unchanged; only the signal mask

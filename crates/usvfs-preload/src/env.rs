@@ -32,9 +32,30 @@ pub fn getenv(name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The instance's exec rules (blacklist and forced libraries), read at each
-/// exec so a controller can change them while the instance runs.
+/// exec so a controller can change them while the instance runs. Usually
+/// there are none: then this is one system call on a path built on the
+/// stack (an exec runs in a freshly forked child, where every heap page
+/// written is a copy).
 pub fn exec_rules(st: &State) -> ExecRules {
-    InstanceDir::from_bytes(st.instance_dir.to_bytes()).read_exec_rules()
+    let mut p = usvfs_view::path::PathBuffer::new();
+    if p.set(st.instance_dir.to_bytes()).is_err() || p.push_bytes(b"/exec_rules").is_err() {
+        return InstanceDir::from_bytes(st.instance_dir.to_bytes()).read_exec_rules();
+    }
+    // SAFETY: as_c_ptr gives the buffer's NUL-terminated contents.
+    let path = unsafe { CStr::from_ptr(p.as_c_ptr()) };
+    let Ok(fd) = rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return ExecRules::default();
+    };
+    let mut bytes = Vec::new();
+    match std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes) {
+        Ok(_) => ExecRules::decode(&bytes),
+        Err(_) => ExecRules::default(),
+    }
 }
 
 /// The virtual working directory to hand down, when it is virtual.
@@ -43,8 +64,14 @@ fn vcwd() -> Option<&'static [u8]> {
 }
 
 /// The child's environment: `envp` with our variables set (`join`) or
-/// removed, and `extra` libraries preloaded.
-pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) -> Vec<Vec<u8>> {
+/// removed, and `extra` libraries preloaded. The caller's entries are
+/// handed on as they are (see `launch_env::child_env_borrowed`).
+pub fn for_child<'a>(
+    st: &State,
+    envp: Vec<&'a [u8]>,
+    join: bool,
+    extra: &[&[u8]],
+) -> Vec<std::borrow::Cow<'a, [u8]>> {
     let fd = getenv(launch_env::ENV_INSTANCE_FD.as_bytes());
     // The path the launcher gave (this process may have reached the
     // instance through the descriptor instead): children try it first too.
@@ -56,7 +83,7 @@ pub fn for_child(st: &State, envp: Vec<Vec<u8>>, join: bool, extra: &[&[u8]]) ->
         instance_fd: fd.as_deref(),
         vcwd: vcwd(),
     };
-    launch_env::child_env(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
+    launch_env::child_env_borrowed(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
 }
 
 /// `v` as one single-quoted shell word.

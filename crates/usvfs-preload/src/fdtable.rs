@@ -15,6 +15,11 @@
 //! Entries are freed only while no thread reads any (a [`Pin`] counts the
 //! readers): a thread closing a descriptor that another thread is using in
 //! an `*at` call retires its entry, and the last reader out frees it.
+//!
+//! Freed entries are parked per thread (a few) and reused by the next
+//! virtual open, path buffer included: `open` + `close` of a virtual file
+//! then calls the allocator not at all, and so does not pay the two
+//! signal-mask system calls each allocation holds signals with.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +29,8 @@ use crate::hooks::calls::in_vfork_child;
 const SLOTS: usize = 1 << 16;
 
 pub struct FdEntry {
-    pub vpath: Box<[u8]>,
+    /// Kept with its capacity when the entry is parked for reuse.
+    pub vpath: Vec<u8>,
     /// The file the descriptor refers to (`st_dev`, `st_ino`); inode 0: not
     /// taken yet (see [`Ident`]).
     pub dev: AtomicU64,
@@ -108,14 +114,94 @@ fn reclaim() {
         push_retired(p, last);
         return;
     }
+    // Parked for reuse where this thread has room; the rest freed, with
+    // signals held once for all of them.
+    let mut rest: *mut FdEntry = std::ptr::null_mut();
+    while !p.is_null() {
+        // SAFETY: retired entries came from Box::into_raw, are out of the
+        // table, and no reader pinned before their removal is left: this
+        // thread owns them.
+        let e = unsafe { &mut *p };
+        let next = e.next.load(Ordering::Relaxed);
+        if !park(e) {
+            e.next.store(rest, Ordering::Relaxed);
+            rest = p;
+        }
+        p = next;
+    }
+    if rest.is_null() {
+        return;
+    }
     crate::alloc::held(|| {
-        while !p.is_null() {
-            // SAFETY: retired entries came from Box::into_raw, are out of
-            // the table, and no reader pinned before their removal is left.
-            let b = unsafe { Box::from_raw(p) };
-            p = b.next.load(Ordering::Relaxed);
+        while !rest.is_null() {
+            // SAFETY: as above; not parked, owned by this thread.
+            let b = unsafe { Box::from_raw(rest) };
+            rest = b.next.load(Ordering::Relaxed);
         }
     });
+}
+
+/// Freed entries kept for reuse, per thread.
+const PARKED: usize = 8;
+
+thread_local! {
+    static FREE: Free = const { Free([const { AtomicPtr::new(std::ptr::null_mut()) }; PARKED]) };
+}
+
+/// Atomic slots although per thread: a signal handler may run between any
+/// two instructions of the code taking or parking an entry (as the lookup
+/// buffers' spares).
+struct Free([AtomicPtr<FdEntry>; PARKED]);
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        crate::alloc::held(|| {
+            for s in &self.0 {
+                let p = s.swap(std::ptr::null_mut(), Ordering::Acquire);
+                if !p.is_null() {
+                    // SAFETY: parked entries came from Box::into_raw and
+                    // belong to this slot alone.
+                    drop(unsafe { Box::from_raw(p) });
+                }
+            }
+        });
+    }
+}
+
+/// Parks an entry this thread owns for reuse; false when there is no room,
+/// or it holds a directory listing (freeing that is the allocator's work).
+fn park(e: &mut FdEntry) -> bool {
+    if e.vpath.capacity() > usvfs_view::path::PATH_MAX {
+        return false;
+    }
+    e.dents.clear_poison();
+    if e.dents.get_mut().map_or(true, |c| c.is_some()) {
+        return false;
+    }
+    let p: *mut FdEntry = e;
+    FREE.try_with(|f| {
+        f.0.iter().any(|s| {
+            s.compare_exchange(
+                std::ptr::null_mut(),
+                p,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// A parked entry of this thread, taken out of its slot.
+fn unpark() -> *mut FdEntry {
+    FREE.try_with(|f| {
+        f.0.iter()
+            .map(|s| s.swap(std::ptr::null_mut(), Ordering::Acquire))
+            .find(|p| !p.is_null())
+            .unwrap_or(std::ptr::null_mut())
+    })
+    .unwrap_or(std::ptr::null_mut())
 }
 
 /// What the table says about one descriptor number.
@@ -184,16 +270,43 @@ pub fn insert(fd: i32, vpath: &[u8], ident: Ident) {
         Ident::Later => (0, 0),
         Ident::Known(d, i) => (d, i),
     };
-    let e = crate::alloc::held(|| {
-        Box::into_raw(Box::new(FdEntry {
-            vpath: vpath.into(),
-            dev: AtomicU64::new(dev),
-            ino: AtomicU64::new(ino),
-            dents: Mutex::new(None),
-            next: AtomicPtr::new(std::ptr::null_mut()),
-        }))
+    let e = reuse(vpath, dev, ino).unwrap_or_else(|| {
+        crate::alloc::held(|| {
+            // Room for most paths at once, so a reused entry rarely needs more.
+            let mut v = Vec::with_capacity(vpath.len().max(256));
+            v.extend_from_slice(vpath);
+            Box::into_raw(Box::new(FdEntry {
+                vpath: v,
+                dev: AtomicU64::new(dev),
+                ino: AtomicU64::new(ino),
+                dents: Mutex::new(None),
+                next: AtomicPtr::new(std::ptr::null_mut()),
+            }))
+        })
     });
     release(s.swap(e, Ordering::SeqCst));
+}
+
+/// A parked entry of this thread set up for `vpath`, if there is one with
+/// room for it.
+fn reuse(vpath: &[u8], dev: u64, ino: u64) -> Option<*mut FdEntry> {
+    let p = unpark();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a parked entry is this thread's alone once taken out.
+    let e = unsafe { &mut *p };
+    if e.vpath.capacity() < vpath.len() {
+        // SAFETY: as above; too small for this path, so freed here.
+        crate::alloc::held(|| drop(unsafe { Box::from_raw(p) }));
+        return None;
+    }
+    e.vpath.clear();
+    e.vpath.extend_from_slice(vpath);
+    e.dev.store(dev, Ordering::Relaxed);
+    e.ino.store(ino, Ordering::Relaxed);
+    e.next.store(std::ptr::null_mut(), Ordering::Relaxed);
+    Some(p)
 }
 
 /// Insert with the identity `O_DIRECTORY`/`O_PATH` opens call for.

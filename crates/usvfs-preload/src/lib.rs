@@ -14,6 +14,7 @@ pub mod hooks;
 mod log;
 
 mod lookup;
+mod next;
 mod real;
 mod stack;
 mod state;
@@ -83,8 +84,10 @@ fn say_unreachable(dir: &[u8]) {
     log::notice(dir, module_path!(), &sentence);
 }
 
-/// The working directory a parent handed down, if it still names where we are.
-fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
+/// The working directory a parent handed down, if it still names where we
+/// are: made the logical working directory at once from this lookup (no
+/// second one in `adopt_cwd`).
+fn inherited_cwd(st: &State) -> Option<()> {
     let v = env::getenv(ENV_VCWD.as_bytes())?;
     let mut lk = lookup::Lookup::new();
     if !matches!(
@@ -105,8 +108,13 @@ fn inherited_cwd(st: &State) -> Option<Vec<u8>> {
             return None;
         }
         let (a, b) = (a.assume_init(), b.assume_init());
-        (a.st_dev == b.st_dev && a.st_ino == b.st_ino).then(|| lk.virt.as_bytes().to_vec())
+        if a.st_dev != b.st_dev || a.st_ino != b.st_ino {
+            return None;
+        }
     }
+    let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
+    state::set_cwd(lk.virt.as_bytes(), lk.res.node.is_some(), is_virtual);
+    Some(())
 }
 
 fn start() -> Option<()> {
@@ -126,11 +134,13 @@ fn start() -> Option<()> {
     let st = state::get()?;
     let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
     log::init(&inst);
-    let logical = inherited_cwd(st).or_else(|| {
+    if inherited_cwd(st).is_none() {
         let mut b = PathBuffer::new();
-        state::real_cwd(&mut b).then(|| b.as_bytes().to_vec())
-    })?;
-    hooks::cwd::adopt_cwd(st, &logical);
+        if !state::real_cwd(&mut b) {
+            return None;
+        }
+        hooks::cwd::adopt_cwd(st, b.as_bytes());
+    }
     // Forked children that do not exec are not registered: they keep the
     // view, but `usvfs ps` lists processes from their last exec only (this
     // keeps fork + exec cheap).
@@ -168,8 +178,10 @@ extern "C" fn init() {
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
     // Never let a failure here take the host program down: without a view it
-    // simply runs on the real disk.
-    let _ = std::panic::catch_unwind(start);
+    // simply runs on the real disk. Signals are held once for the whole
+    // start instead of around each of its allocations (no handler of the
+    // program can be installed yet anyway).
+    let _ = alloc::held(|| std::panic::catch_unwind(start));
     guard::set_errno(saved);
 }
 
@@ -179,12 +191,14 @@ extern "C" fn fini() {
     }
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
-    let _ = std::panic::catch_unwind(|| {
-        if let Some(st) = state::get() {
-            let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
-            // SAFETY: getpid cannot fail.
-            inst.leave_quick(unsafe { libc::getpid() });
-        }
+    let _ = alloc::held(|| {
+        std::panic::catch_unwind(|| {
+            if let Some(st) = state::get() {
+                let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
+                // SAFETY: getpid cannot fail.
+                inst.leave_quick(unsafe { libc::getpid() });
+            }
+        })
     });
     guard::set_errno(saved);
 }

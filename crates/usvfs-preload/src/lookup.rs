@@ -76,14 +76,17 @@ impl Spare {
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        loop {
-            let p = self.take();
-            if p.is_null() {
-                break;
+        // Signals held once for all of them (this runs at every exit).
+        crate::alloc::held(|| {
+            loop {
+                let p = self.take();
+                if p.is_null() {
+                    break;
+                }
+                // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
+                unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
             }
-            // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
-            unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
-        }
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! The original C library functions, found once with `dlsym(RTLD_NEXT)` in the
-//! constructor (lazily if a hook runs before it). A missing symbol makes the
+//! The original C library functions, found once in the constructor where
+//! `dlsym(RTLD_NEXT)` would find them (`next.rs` searches the symbol tables
+//! for all at once; `dlsym` lazily if a hook runs before it). A missing symbol makes the
 //! call fail with `ENOSYS` instead of crashing the host.
 
 #![allow(non_upper_case_globals, clippy::missing_safety_doc)]
@@ -52,6 +53,20 @@ fn address(slot: &AtomicUsize, name: &'static [u8]) -> usize {
     a
 }
 
+/// Fills `slot` from the table search of [`crate::next`], or by `dlsym`
+/// where that search is unsure.
+fn resolve(next: &crate::next::Next, slot: &AtomicUsize, name: &'static [u8]) {
+    if slot.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    match std::ffi::CStr::from_bytes_with_nul(name).map(|n| next.lookup(n)) {
+        Ok(crate::next::Found::Address(a)) => slot.store(a, Ordering::Relaxed),
+        _ => {
+            address(slot, name);
+        }
+    }
+}
+
 macro_rules! originals {
     ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
         $(
@@ -76,7 +91,14 @@ macro_rules! originals {
         /// Resolves every original now, in the constructor, so no hook ever
         /// calls into the dynamic linker later (not fork- or signal-safe).
         pub fn resolve_all() {
-            $( address(&$name::ADDR, concat!(stringify!($name), "\0").as_bytes()); )*
+            let next = crate::next::Next::after(resolve_all as *const () as usize);
+            $( resolve(&next, &$name::ADDR, concat!(stringify!($name), "\0").as_bytes()); )*
+        }
+
+        /// Each original by name, and its address (for tests).
+        #[cfg(test)]
+        pub fn addresses() -> Vec<(&'static str, usize)> {
+            vec![$( (stringify!($name), $name::ADDR.load(Ordering::Relaxed)) ),*]
         }
 
         /// Each original by name, and whether it resolved (for tests).
@@ -201,5 +223,17 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert!(missing.is_empty(), "originals not found: {missing:?}");
+    }
+
+    /// The constructor's table search finds what `dlsym(RTLD_NEXT)` finds.
+    #[test]
+    fn every_original_is_dlsyms_answer() {
+        super::resolve_all();
+        for (name, addr) in super::addresses() {
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: a NUL-terminated name.
+            let want = unsafe { libc::dlsym(libc::RTLD_NEXT, c.as_ptr()) } as usize;
+            assert_eq!(addr, want, "{name}");
+        }
     }
 }

@@ -140,44 +140,38 @@ impl InstanceDir {
             .unwrap_or_default()
     }
 
-    /// Cheap registration for hooked processes (a few system calls at start):
-    /// an entry holding the process's start time (field 22 of
-    /// `/proc/self/stat`), so the controller tells this process from one that
-    /// left without its exit hook (`_exit`, a crash, a signal) and from a
-    /// later process that got the same pid. Raw system calls only.
+    /// Cheap registration for hooked processes (one system call at start):
+    /// an empty entry. The controller counts it while a process with that pid
+    /// maps this instance's index, which tells this process from one that
+    /// left without its exit hook (`_exit`, a crash, a signal), from a later
+    /// process that got the same pid, and from this one once it exec'd a
+    /// program outside the view. No start time: reading `/proc/self/stat`
+    /// and writing it cost more than the rest of the start together on a
+    /// disk file system. Raw system calls only.
     pub fn register_quick(&self, pid: i32) {
-        use rustix::fs::{CWD, Mode, OFlags, openat};
+        use rustix::fs::{CWD, FileType, Mode, OFlags, mknodat, openat};
         let p = self
             .procs_dir()
             .join(pid.to_string())
             .into_os_string()
             .into_vec();
-        let mut buf = [0u8; 1024];
-        let start = openat(
-            CWD,
-            c"/proc/self/stat",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
-        .and_then(|fd| {
-            let len = read_up_to(&fd, &mut buf)?;
-            parse_stat(&buf[..len]).map(|(_, t)| t)
-        });
-        // The descriptor closes when dropped; failing to register only hides
-        // the process from `usvfs ps` (an empty entry: the controller then
-        // checks whether the process maps the index).
-        let Ok(fd) = openat(
+        // Failing to register only hides the process from `usvfs ps`.
+        let made = mknodat(
             CWD,
             p.as_slice(),
-            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+            FileType::RegularFile,
             Mode::from_raw_mode(0o600),
-        ) else {
-            return;
-        };
-        if let Some(t) = start {
-            let mut digits = [0u8; 20];
-            let _ = rustix::io::write(&fd, crate::path::decimal(t, &mut digits));
+            0,
+        );
+        // A stale entry of an earlier process with this pid may hold its
+        // start time, which would not match ours: empty it.
+        if made == Err(rustix::io::Errno::EXIST) {
+            let _ = openat(
+                CWD,
+                p.as_slice(),
+                OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
         }
     }
 
@@ -276,15 +270,19 @@ mod tests {
     }
 
     #[test]
-    fn quick_registration_records_the_start_time() {
+    fn quick_registration_leaves_an_empty_entry() {
         let t = tempfile::tempdir().unwrap();
         let d = InstanceDir::new(t.path());
         std::fs::create_dir(d.procs_dir()).unwrap();
         let me = std::process::id() as i32;
+        let entry = d.procs_dir().join(me.to_string());
+        // A stale entry of an earlier process with this pid is emptied.
+        std::fs::write(&entry, "12345").unwrap();
         d.register_quick(me);
-        let entry = std::fs::read_to_string(d.procs_dir().join(me.to_string())).unwrap();
-        let stat = std::fs::read("/proc/self/stat").unwrap();
-        assert_eq!(entry, parse_stat(&stat).unwrap().1.to_string());
+        assert_eq!(std::fs::read_to_string(&entry).unwrap(), "");
+        std::fs::remove_file(&entry).unwrap();
+        d.register_quick(me);
+        assert_eq!(std::fs::read_to_string(&entry).unwrap(), "");
         d.leave_quick(me);
         assert!(!t.path().exists());
     }

@@ -328,13 +328,29 @@ impl Journal {
         if len < HEADER_SIZE {
             return Err(bad("is truncated"));
         }
-        let head = map(&file, HEADER_SIZE).map_err(|e| Error::io("mapping journal", path, e))?;
-        // SAFETY: the header lies in the mapping; read, then unmapped.
-        let (magic, slots, cap) = unsafe {
-            let h = &*(head as *const Header);
-            let v = (h.magic, h.slots as usize, h.cap);
-            libc::munmap(head.cast(), HEADER_SIZE);
-            v
+        // The sizes come first with one read (a mapping of the header alone
+        // would cost a map and an unmap in every hooked process).
+        let (magic, slots, cap) = {
+            use std::mem::offset_of;
+            use std::os::unix::fs::FileExt;
+            let mut head = [0u8; offset_of!(Header, cap) + 8];
+            file.read_exact_at(&mut head, 0)
+                .map_err(|e| Error::io("reading journal", path, e))?;
+            let u32_at = |o: usize| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&head[o..o + 4]);
+                u32::from_ne_bytes(b)
+            };
+            let u64_at = |o: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&head[o..o + 8]);
+                u64::from_ne_bytes(b)
+            };
+            (
+                u64_at(offset_of!(Header, magic)),
+                u32_at(offset_of!(Header, slots)) as usize,
+                u64_at(offset_of!(Header, cap)),
+            )
         };
         if magic != MAGIC {
             return Err(bad("has an older format"));

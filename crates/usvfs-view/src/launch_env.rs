@@ -3,6 +3,8 @@
 //! and the virtual working directory. One builder for every launcher: the
 //! CLI, the Python package and the preload engine's exec hooks.
 
+use std::borrow::Cow;
+
 /// Environment variable naming the instance directory of a hooked process.
 pub const ENV_INSTANCE_DIR: &str = "USVFS_INSTANCE_DIR";
 /// The virtual working directory a parent hands down (when it differs from
@@ -78,35 +80,53 @@ pub fn child_env(
     join: Option<&Join<'_>>,
     extra: &[&[u8]],
 ) -> Vec<Vec<u8>> {
-    let mut preload: Option<Vec<u8>> = None;
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let envp: Vec<Vec<u8>> = envp.into_iter().collect();
+    child_env_borrowed(envp.iter().map(Vec::as_slice), lib, join, extra)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect()
+}
+
+/// [`child_env`] without copying the caller's entries: every entry kept is
+/// the very slice given (`Cow::Borrowed`, so a preload engine can hand the
+/// program's own C strings on), only entries of ours are new.
+pub fn child_env_borrowed<'a>(
+    envp: impl IntoIterator<Item = &'a [u8]>,
+    lib: &[u8],
+    join: Option<&Join<'_>>,
+    extra: &[&[u8]],
+) -> Vec<Cow<'a, [u8]>> {
+    let mut preload: Option<&[u8]> = None;
+    let envp = envp.into_iter();
+    // Our variables on top: one allocation (an exec's child copies every
+    // heap page it writes).
+    let mut out: Vec<Cow<'a, [u8]>> = Vec::with_capacity(envp.size_hint().0 + 4);
     for e in envp {
-        match key(&e) {
-            b"LD_PRELOAD" => preload = Some(e[b"LD_PRELOAD=".len()..].to_vec()),
+        match key(e) {
+            b"LD_PRELOAD" => preload = Some(&e[b"LD_PRELOAD=".len()..]),
             k if k == ENV_INSTANCE_DIR.as_bytes()
                 || k == ENV_VCWD.as_bytes()
                 || k == ENV_INSTANCE_FD.as_bytes() => {}
-            _ => out.push(e),
+            _ => out.push(Cow::Borrowed(e)),
         }
     }
-    if let Some(v) = preload_value(lib, preload.as_deref(), join.is_some(), extra) {
-        let mut e = b"LD_PRELOAD=".to_vec();
-        e.extend(v);
-        out.push(e);
+    let var = |name: &str, value: &[u8]| {
+        let mut e = Vec::with_capacity(name.len() + 2 + value.len());
+        e.extend_from_slice(name.as_bytes());
+        e.push(b'=');
+        e.extend_from_slice(value);
+        Cow::Owned(e)
+    };
+    if let Some(v) = preload_value(lib, preload, join.is_some(), extra) {
+        out.push(var("LD_PRELOAD", &v));
     }
     if let Some(j) = join {
-        let mut e = format!("{ENV_INSTANCE_DIR}=").into_bytes();
-        e.extend_from_slice(j.instance_dir);
-        out.push(e);
+        out.push(var(ENV_INSTANCE_DIR, j.instance_dir));
         if let Some(v) = j.instance_fd {
-            let mut e = format!("{ENV_INSTANCE_FD}=").into_bytes();
-            e.extend_from_slice(v);
-            out.push(e);
+            out.push(var(ENV_INSTANCE_FD, v));
         }
         if let Some(v) = j.vcwd {
-            let mut e = format!("{ENV_VCWD}=").into_bytes();
-            e.extend_from_slice(v);
-            out.push(e);
+            out.push(var(ENV_VCWD, v));
         }
     }
     out

@@ -234,19 +234,24 @@ pub fn unfollowable_fd(fd: BorrowedFd<'_>, name: &[u8]) -> Option<Unfollowable> 
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return None;
     }
-    // A nosuid mount ignores set-id bits and file capabilities.
-    let nosuid = rustix::fs::fstatvfs(fd)
-        .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID));
-    if !nosuid {
-        let (euid, egid) = (rustix::process::geteuid(), rustix::process::getegid());
-        if (st.st_mode & libc::S_ISUID != 0 && st.st_uid != euid.as_raw())
-            || (st.st_mode & libc::S_ISGID != 0 && st.st_gid != egid.as_raw())
-        {
-            return Some(Unfollowable::SetId);
-        }
-        // Root keeps its identity and gains nothing: no secure mode then.
-        if !rustix::process::getuid().is_root() && has_capabilities(fd) {
-            return Some(Unfollowable::Capabilities);
+    // Only what applies is asked (each is a system call in every exec of a
+    // hooked process): the ids when a set-id bit is there, the mount's
+    // flags when something would make the program unfollowable.
+    let set_id = (st.st_mode & libc::S_ISUID != 0
+        && st.st_uid != rustix::process::geteuid().as_raw())
+        || (st.st_mode & libc::S_ISGID != 0 && st.st_gid != rustix::process::getegid().as_raw());
+    // Root keeps its identity and gains nothing: no secure mode then.
+    let caps = || !rustix::process::getuid().is_root() && has_capabilities(fd);
+    if set_id || caps() {
+        // A nosuid mount ignores set-id bits and file capabilities.
+        let nosuid = rustix::fs::fstatvfs(fd)
+            .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID));
+        if !nosuid {
+            return Some(if set_id {
+                Unfollowable::SetId
+            } else {
+                Unfollowable::Capabilities
+            });
         }
     }
     let info = elf_info(fd)?;

@@ -15,6 +15,10 @@ use usvfs_view::path::PathBuffer;
 
 /// Makes `logical` (absolute, normalized) the logical working directory.
 pub fn adopt_cwd(st: &State, logical: &[u8]) {
+    // Outside the view (most programs start there): no lookup buffers.
+    if crate::lookup::certainly_outside(st, AT_FDCWD, logical) {
+        return state::set_cwd(logical, false, false);
+    }
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, logical, true, &mut lk) {
         crate::lookup::Outcome::Redirect => {

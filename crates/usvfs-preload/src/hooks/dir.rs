@@ -54,6 +54,11 @@ fn self_ino(fd: c_int) -> u64 {
 }
 
 fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
+    // Signals held once for the listing's many allocations.
+    crate::alloc::held(|| new_vdir_held(st, lk, fd))
+}
+
+fn new_vdir_held(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
     let listing = st.view().listing(
         lk.res.node,
         lk.virt.as_bytes(),
@@ -325,7 +330,8 @@ pub unsafe extern "C" fn closedir(d: *mut DIR) -> c_int {
             let fd = v.fd;
             fdtable::remove(fd);
             // SAFETY: allocated by new_vdir; the caller gives up the stream.
-            drop(unsafe { Box::from_raw(v as *mut VDir) });
+            // Signals held once for the listing's many frees.
+            crate::alloc::held(|| drop(unsafe { Box::from_raw(v as *mut VDir) }));
             // SAFETY: fd was the stream's backing descriptor, owned by it and
             // closed only here.
             unsafe { real::close(fd) }
@@ -525,12 +531,15 @@ pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, count: size_t) 
             };
             if cur.is_none() {
                 let lk = or_bypass!(merged_dir(st, e));
-                let listing = st.view().listing(
-                    lk.res.node,
-                    lk.virt.as_bytes(),
-                    lk.phys.as_bytes(),
-                    self_ino(fd),
-                );
+                // Signals held once for the listing's many allocations.
+                let listing = crate::alloc::held(|| {
+                    st.view().listing(
+                        lk.res.node,
+                        lk.virt.as_bytes(),
+                        lk.phys.as_bytes(),
+                        self_ino(fd),
+                    )
+                });
                 *cur = Some(Cursor { listing, pos: 0 });
             }
             let c = cur.as_mut().expect("set above");

@@ -13,7 +13,9 @@ use crate::state::{self, State};
 use crate::{env, real};
 use usvfs_view::semantics::exec::{self, Located};
 
-/// A NULL-terminated `char*` array and the bytes it points into.
+/// A NULL-terminated `char*` array and the bytes it owns of what it points
+/// into (entries made by [`CArray::from_entries`] may point into the
+/// caller's own strings).
 pub struct CArray {
     _store: Vec<Vec<u8>>,
     ptrs: Vec<*const c_char>,
@@ -28,7 +30,34 @@ impl CArray {
                 v
             })
             .collect();
-        let mut ptrs: Vec<*const c_char> = store.iter_mut().map(|v| v.as_ptr().cast()).collect();
+        let mut ptrs: Vec<*const c_char> = Vec::with_capacity(store.len() + 1);
+        ptrs.extend(store.iter_mut().map(|v| v.as_ptr().cast::<c_char>()));
+        ptrs.push(std::ptr::null());
+        CArray {
+            _store: store,
+            ptrs,
+        }
+    }
+
+    /// Borrowed entries are used in place, owned ones get their NUL.
+    ///
+    /// # Safety
+    /// Every borrowed entry is all of a C string's bytes (its NUL right
+    /// after it), alive while the array is used.
+    pub unsafe fn from_entries(items: Vec<std::borrow::Cow<'_, [u8]>>) -> Self {
+        let mut store = Vec::new();
+        let mut ptrs: Vec<*const c_char> = Vec::with_capacity(items.len() + 1);
+        for it in items {
+            match it {
+                std::borrow::Cow::Borrowed(b) => ptrs.push(b.as_ptr().cast()),
+                std::borrow::Cow::Owned(mut v) => {
+                    v.push(0);
+                    // The bytes stay where they are when the vector moves.
+                    ptrs.push(v.as_ptr().cast());
+                    store.push(v);
+                }
+            }
+        }
         ptrs.push(std::ptr::null());
         CArray {
             _store: store,
@@ -39,6 +68,25 @@ impl CArray {
     pub fn as_ptr(&self) -> *const *const c_char {
         self.ptrs.as_ptr()
     }
+}
+
+/// The strings of a NULL-terminated `char*` array, borrowed: each slice is
+/// all of its C string (for [`CArray::from_entries`]).
+///
+/// # Safety
+/// `p` is NULL or a NULL-terminated array of C strings that live for `'a`.
+pub unsafe fn borrow_array<'a>(p: *const *const c_char) -> Vec<&'a [u8]> {
+    let mut n = 0;
+    // SAFETY: counted up to the array's NULL terminator.
+    while !p.is_null() && !unsafe { *p.add(n) }.is_null() {
+        n += 1;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: i is below the terminator; each element is a C string.
+        out.push(unsafe { CStr::from_ptr(*p.add(i)) }.to_bytes());
+    }
+    out
 }
 
 /// Reads a NULL-terminated `char*` array.
@@ -55,7 +103,11 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
             break;
         }
         // SAFETY: s is a non-NULL element of a NULL-terminated string array.
-        out.push(unsafe { CStr::from_ptr(s) }.to_bytes().to_vec());
+        let b = unsafe { CStr::from_ptr(s) }.to_bytes();
+        // Room for the NUL `CArray` adds, so it does not move every string.
+        let mut v = Vec::with_capacity(b.len() + 1);
+        v.extend_from_slice(b);
+        out.push(v);
         i += 1;
     }
     out
@@ -63,6 +115,11 @@ pub unsafe fn read_array(p: *const *const c_char) -> Vec<Vec<u8>> {
 
 /// Where `path` leads in the view.
 fn locate(st: &State, path: &[u8]) -> Result<Located, i32> {
+    // Outside the view (most programs): no lookup buffers touched, which
+    // in a forked child means no pages copied.
+    if crate::lookup::certainly_outside(st, AT_FDCWD, path) {
+        return Ok(Located::AsGiven);
+    }
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, path, true, &mut lk) {
         Outcome::Pass => Ok(Located::AsGiven),
@@ -156,12 +213,10 @@ fn check_followable(
 
 /// Works out how to exec `path` with the view attached (the shared exec
 /// semantics decide; this only gathers what they need).
-fn prepare(
-    st: &State,
-    path: &[u8],
-    argv: Vec<Vec<u8>>,
-    envp: Vec<Vec<u8>>,
-) -> Result<Prepared, i32> {
+///
+/// `envp` comes from [`borrow_array`]: the prepared environment points into
+/// the caller's strings, so it is used within the hooked call.
+fn prepare(st: &State, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<&[u8]>) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
     let target = match &located {
         Located::AsGiven => path.to_vec(),
@@ -187,7 +242,9 @@ fn prepare(
         check_followable(st, shown, why, rules.strict)?;
     }
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
-    let env = CArray::new(env::for_child(st, envp, plan.join, &extra));
+    // SAFETY: envp's entries are whole C strings of the caller's, alive
+    // for the hooked call that uses the result.
+    let env = unsafe { CArray::from_entries(env::for_child(st, envp, plan.join, &extra)) };
     Prepared::new(&plan.program, plan.argv, env)
 }
 
@@ -210,9 +267,13 @@ pub unsafe extern "C" fn usvfs_execve(
         let Some(_g) = guard::enter() else {
             return pass();
         };
-        // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
-        let (a, e) = unsafe { (read_array(argv), read_array(envp)) };
-        std::panic::catch_unwind(|| prepare(st, p, a, e))
+        // Signals held once for all of the preparation's allocations; the
+        // mask is back before the exec (the program inherits it).
+        crate::alloc::held(|| {
+            // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
+            let (a, e) = unsafe { (read_array(argv), borrow_array(envp)) };
+            std::panic::catch_unwind(|| prepare(st, p, a, e))
+        })
     };
     match prepared {
         Ok(Ok(x)) => x.exec(),
@@ -321,21 +382,25 @@ pub unsafe extern "C" fn fexecve(
         let Some(_g) = guard::enter() else {
             return pass();
         };
-        // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
-        let e = unsafe { read_array(envp) };
-        let prepared = std::panic::catch_unwind(|| {
-            if fd >= 0 {
-                let link = format!("/proc/self/fd/{fd}");
-                let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
-                    p.into_os_string().into_encoded_bytes()
-                });
-                // SAFETY: a valid number (a closed one fails the reads); only
-                // read through (fstat, pread) during this call.
-                let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let why = usvfs_view::program::unfollowable_fd(file, &shown);
-                check_followable(st, &shown, why, env::exec_rules(st).strict)?;
-            }
-            Ok(CArray::new(env::for_child(st, e, true, &[])))
+        let prepared = crate::alloc::held(|| {
+            // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
+            let e = unsafe { borrow_array(envp) };
+            std::panic::catch_unwind(|| {
+                if fd >= 0 {
+                    let link = format!("/proc/self/fd/{fd}");
+                    let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
+                        p.into_os_string().into_encoded_bytes()
+                    });
+                    // SAFETY: a valid number (a closed one fails the reads); only
+                    // read through (fstat, pread) during this call.
+                    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let why = usvfs_view::program::unfollowable_fd(file, &shown);
+                    check_followable(st, &shown, why, env::exec_rules(st).strict)?;
+                }
+                // SAFETY: e's entries are whole C strings of the caller's,
+                // alive until the fexecve below returns.
+                Ok(unsafe { CArray::from_entries(env::for_child(st, e, true, &[])) })
+            })
         });
         match prepared {
             Ok(Ok(env)) => env,
@@ -362,10 +427,15 @@ fn spawn_in_view(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
-    let (a, e) = unsafe { (read_array(argv.cast()), read_array(envp.cast())) };
-    // The same exec semantics as execve: scripts, blacklist, forced libraries.
-    match prepare(st, path, a, e) {
+    // The same exec semantics as execve: scripts, blacklist, forced
+    // libraries; signals held once for its allocations, not across the
+    // spawn (the child would inherit the mask).
+    let prepared = crate::alloc::held(|| {
+        // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
+        let (a, e) = unsafe { (read_array(argv.cast()), borrow_array(envp.cast())) };
+        prepare(st, path, a, e)
+    });
+    match prepared {
         // SAFETY: the prepared program, arguments and environment are
         // NUL-terminated and live until the call returns.
         Ok(mut p) => unsafe {

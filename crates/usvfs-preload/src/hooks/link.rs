@@ -32,7 +32,7 @@ fn proc_link(p: &[u8]) -> Option<Box<[u8]>> {
         .ok()?;
     let st = state::get()?;
     let _pin = crate::fdtable::pin();
-    crate::lookup::fd_entry(st, fd).map(|e| e.vpath.clone())
+    crate::lookup::fd_entry(st, fd).map(|e| e.vpath.as_slice().into())
 }
 
 /// Copies a link target out like readlink does (truncated, no NUL).
