@@ -113,6 +113,19 @@ def perf_works() -> bool:
         ["perf", "stat", "-e", "cpu-clock", "true"], capture_output=True).returncode == 0
 
 
+def busy(rows: List[tuple], limit: int, drop_comm: bool = False) -> List[tuple]:
+    """perf rows without the idle task (`swapper`: a system-wide profile of
+    a 2-core machine is mostly idle), as shares of the busy time."""
+    kept = [(pct, name) for pct, name in rows if not name.startswith("swapper")]
+    total = sum(pct for pct, _ in kept) or 1.0
+    out = []
+    for pct, name in kept:
+        if drop_comm:
+            name = name.split("  ", 1)[-1]
+        out.append((100.0 * pct / total, name))
+    return out[:limit]
+
+
 def profile(sysobj, argv: List[str], data: Path, env: Optional[dict] = None) -> Dict[str, list]:
     """`perf record -a -e cpu-clock` around one run of the workload (system
     wide, so a FUSE server's and the kernel's share are counted), summarized
@@ -125,7 +138,8 @@ def profile(sysobj, argv: List[str], data: Path, env: Optional[dict] = None) -> 
     finally:
         rec.send_signal(2)
         rec.wait(timeout=120)
-    out = {"by_dso": perf_top(data, None, "comm,dso", 8), "by_symbol": perf_top(data, None, "sym", 12)}
+    out = {"by_dso": busy(perf_top(data, None, "comm,dso", 40), 8),
+           "by_symbol": busy(perf_top(data, None, "comm,sym", 60), 12, drop_comm=True)}
     try:
         os.unlink(data)
     except OSError:

@@ -483,3 +483,21 @@ def test_case_insensitive_view_one_file_per_name(mount_works, usvfs: Path, layou
     assert lines[:2] == ["same-inode", "new"], r.stdout
     assert "renamed.txt" in lines[2:] and "NEW.txt" not in lines[2:] and "new.txt" not in lines[2:]
     assert (layout.overwrite / "textures" / "renamed.txt").read_text() == "new\n"
+
+
+def test_extended_attributes_can_be_turned_off(mount_works, usvfs: Path, layout: Layout) -> None:
+    """USVFS_MOUNT_XATTRS=off: every xattr call fails with EOPNOTSUPP (the
+    kernel stops asking the server), the rest of the view is unchanged."""
+    code = (
+        "import errno, os\n"
+        "for f in (lambda: os.getxattr('data/shared.txt', 'user.dosattrib'), lambda: os.listxattr('data/shared.txt'),\n"
+        "          lambda: os.setxattr('data/shared.txt', 'user.x', b'1')):\n"
+        "    try:\n        f(); print('ok')\n    except OSError as e:\n        print(errno.errorcode[e.errno])\n"
+        "print(open('data/shared.txt').read(), end='')\n"
+    )
+    before = layers(layout)
+    r = run_mount(usvfs, layout, [sys.executable, "-c", code], cwd=layout.base.parent,
+                  env=dict(os.environ, USVFS_MOUNT_XATTRS="off"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ENOTSUP\nENOTSUP\nENOTSUP\nfrom m3\n"  # EOPNOTSUPP on Linux
+    assert layers(layout) == before

@@ -71,6 +71,19 @@ impl Opens {
     }
 }
 
+/// `USVFS_MOUNT_XATTRS=off` turns extended attributes off (anything else,
+/// or unset: on).
+fn xattrs_from_env() -> bool {
+    match std::env::var_os("USVFS_MOUNT_XATTRS").as_deref() {
+        Some(v) if v == "off" => false,
+        Some(v) if v != "on" => {
+            tracing::warn!(value = ?v, "USVFS_MOUNT_XATTRS: expected on or off; using on");
+            true
+        }
+        _ => true,
+    }
+}
+
 /// The physical file system on behalf of the process that made a request:
 /// the semantics put a path a process deleted and creates again back in its
 /// place, by pid.
@@ -233,6 +246,11 @@ pub struct MountFs {
     /// Reads and writes go straight to the physical file (FUSE passthrough,
     /// Linux 6.9+, needs CAP_SYS_ADMIN in the initial user namespace).
     passthrough: AtomicBool,
+    /// Extended attributes are served (`USVFS_MOUNT_XATTRS=off`: every
+    /// xattr call is answered `ENOSYS` once, so the kernel stops asking and
+    /// callers get `EOPNOTSUPP`; the kernel caches no xattrs for FUSE, and
+    /// Wine asks for `user.DOSATTRIB` twice per file it lists).
+    xattrs: bool,
     /// One backing reference per inode: the kernel refuses a second one for
     /// an inode while files are open on the first.
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
@@ -376,6 +394,7 @@ impl MountFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
+            xattrs: xattrs_from_env(),
             backing: Mutex::new(HashMap::new()),
         }
     }
@@ -1573,6 +1592,9 @@ impl Filesystem for MountFs {
     // Extended attributes are read from the physical file (setting them is
     // not offered yet: ENOTSUP, which tools treat as "no xattr support").
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(err(libc::ENOSYS));
+        }
         let r = self
             .path(ino)
             .and_then(|v| self.phys(req, &v))
@@ -1595,6 +1617,9 @@ impl Filesystem for MountFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(err(libc::ENOSYS));
+        }
         let r = self
             .path(ino)
             .and_then(|v| self.phys(req, &v))
@@ -1628,6 +1653,9 @@ impl Filesystem for MountFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.xattrs {
+            return reply.error(err(libc::ENOSYS));
+        }
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
         let r = self.path(ino).and_then(|v| {
             self.with_phys(req, &v, |p| {
@@ -1641,6 +1669,9 @@ impl Filesystem for MountFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(err(libc::ENOSYS));
+        }
         let r = self.path(ino).and_then(|v| {
             self.with_phys(req, &v, |p| {
                 rustix::fs::lremovexattr(p, name).map_err(io_errno)
