@@ -501,3 +501,43 @@ def test_extended_attributes_can_be_turned_off(mount_works, usvfs: Path, layout:
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"ENOTSUP\nENOTSUP\nENOTSUP\nfrom m3\n"  # EOPNOTSUPP on Linux
     assert layers(layout) == before
+
+
+CASE_CHANGES = r"""
+cd data
+cat shared.TXT; echo new > NEW_FILE.txt; cat new_file.TXT
+cat only_m2/README.txt; rm ONLY_M2/readme.TXT; cat only_m2/readme.txt 2>&1 | sed 's/^.*: //'
+ls -d newdir 2>&1 | sed 's/^.*: //'; mkdir NEWDIR; ls -d newdir
+cat Base_Only.txt; mv base_only.TXT Moved.txt; cat BASE_ONLY.txt 2>&1 | sed 's/^.*: //'; cat moved.TXT
+"""
+
+
+def test_case_insensitive_changes_reach_every_spelling(mount_works, usvfs: Path, tmp_path: Path) -> None:
+    """In a case-insensitive view a change made through one spelling shows
+    through every other one the program used before (a create hides a
+    missing spelling, a delete or rename the old ones), as with the preload
+    engine."""
+    out, disk = {}, {}
+    for engine in ("preload", "mount"):
+        layout = build_layout(tmp_path / engine)
+        r = subprocess.run([str(usvfs), "run", "--engine", engine, "--case-insensitive", *layout.mapping_args(), "--",
+                            "sh", "-c", CASE_CHANGES], cwd=layout.base.parent, capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out[engine], disk[engine] = r.stdout, layers(layout)
+    assert out["mount"] == out["preload"]
+    assert out["mount"].decode().splitlines() == [
+        "from m3", "new", "only in m2", "No such file or directory", "No such file or directory", "newdir",
+        "base only", "No such file or directory", "base only",
+    ]
+    assert disk["mount"] == disk["preload"]
+
+
+def test_blacklist_is_refused_not_ignored(mount_works, usvfs: Path, layout: Layout) -> None:
+    """Every program in the namespace sees the view, so a blacklist cannot
+    be honoured: exit 125 naming it, nothing on disk changed."""
+    before = layers(layout)
+    r = subprocess.run([str(usvfs), "run", "--engine", "mount", "--blacklist", "ls", *layout.mapping_args(), "--",
+                        "touch", "data/should_not_exist"], cwd=layout.base.parent, capture_output=True, timeout=60)
+    assert r.returncode == 125
+    assert b"blacklist: ls" in r.stderr and b"--engine preload" in r.stderr
+    assert layers(layout) == before

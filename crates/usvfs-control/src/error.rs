@@ -33,6 +33,9 @@ pub enum Error {
     Profile { path: PathBuf, message: String },
     #[error("instance {name:?}: {message}")]
     Instance { name: String, message: String },
+    /// `USVFS_RUNTIME_DIR` names no usable directory (before any instance).
+    #[error("{0}")]
+    RuntimeDir(String),
     #[error(
         "a wineserver (pid {pid}) is already running for the Wine prefix {prefix:?} outside this view: \
          programs of the view would share it and see the real disk. Stop it first \

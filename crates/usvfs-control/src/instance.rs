@@ -47,13 +47,10 @@ pub fn runtime_root() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(ENV_RUNTIME_DIR).filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
         if !dir.is_absolute() {
-            return Err(Error::Instance {
-                name: dir.display().to_string(),
-                message: format!(
-                    "{ENV_RUNTIME_DIR}={} is not an absolute path: name the directory that holds the instances from /",
-                    dir.display()
-                ),
-            });
+            return Err(Error::RuntimeDir(format!(
+                "{ENV_RUNTIME_DIR}={} is not an absolute path: name the directory that holds the instances from /",
+                dir.display()
+            )));
         }
         ensure_private_dir(&dir, "runtime directory")?;
         return Ok(dir);

@@ -251,6 +251,11 @@ pub struct MountFs {
     /// callers get `EOPNOTSUPP`; the kernel caches no xattrs for FUSE, and
     /// Wine asks for `user.DOSATTRIB` twice per file it lists).
     xattrs: bool,
+    /// How long the kernel may keep a name (and the attributes that come
+    /// with it): [`TTL`], or nothing in a case-insensitive view, where the
+    /// kernel caches each spelling as its own name and no change made
+    /// through one spelling (or by the monitor) would reach the others.
+    entry_ttl: Duration,
     /// One backing reference per inode: the kernel refuses a second one for
     /// an inode while files are open on the first.
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
@@ -378,10 +383,11 @@ impl MountFs {
         // Sized for the index's paths (up to 65,536, a few MiB): a first
         // walk of a view that size never rehashes.
         let n = state.snapshot().node_count().min(1 << 16);
+        let fold = state.snapshot().case_insensitive();
         let mut inodes = Inodes {
             paths: Vec::with_capacity(n),
             by_path: FastMap::with_capacity_and_hasher(n, Default::default()),
-            fold: state.snapshot().case_insensitive(),
+            fold,
         };
         inodes.ino(&root);
         MountFs {
@@ -395,6 +401,7 @@ impl MountFs {
             next_fh: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
             xattrs: xattrs_from_env(),
+            entry_ttl: if fold { Duration::ZERO } else { TTL },
             backing: Mutex::new(HashMap::new()),
         }
     }
@@ -480,7 +487,7 @@ impl MountFs {
 
     fn entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
         match self.getattr_virt(req, virt) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.entry_ttl, &a, Generation(0)),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -489,11 +496,11 @@ impl MountFs {
     /// missing for the TTL too (node id 0), so repeated misses cost nothing.
     fn lookup_entry(&self, req: &Request, virt: &[u8], reply: ReplyEntry) {
         match self.getattr_virt(req, virt) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.entry_ttl, &a, Generation(0)),
             Err(libc::ENOENT) => {
                 // SAFETY: Stat is plain data; all zeros is a valid value.
                 let st: Stat = unsafe { std::mem::zeroed() };
-                reply.entry(&TTL, &attr(0, &st), Generation(0))
+                reply.entry(&self.entry_ttl, &attr(0, &st), Generation(0))
             }
             Err(e) => reply.error(err(e)),
         }
@@ -772,7 +779,7 @@ impl MountFs {
                 a.ino,
                 i as u64 + 1,
                 OsStr::from_bytes(name),
-                &TTL,
+                &self.entry_ttl,
                 &a,
                 Generation(0),
             ) {
@@ -1566,7 +1573,7 @@ impl Filesystem for MountFs {
                 Some(b) => {
                     let fh = self.add_handle(Handle::File(fd, Some(b.clone()), a.ino.0));
                     reply.created_passthrough(
-                        &TTL,
+                        &self.entry_ttl,
                         &a,
                         Generation(0),
                         FileHandle(fh),
@@ -1577,7 +1584,7 @@ impl Filesystem for MountFs {
                 None => {
                     let fh = self.add_handle(Handle::File(fd, None, a.ino.0));
                     reply.created(
-                        &TTL,
+                        &self.entry_ttl,
                         &a,
                         Generation(0),
                         FileHandle(fh),

@@ -39,7 +39,7 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
         | Error::SourceInsideDestination { dest, .. } => ("LinkError", Some(dest)),
         Error::Profile { path, .. } => ("USVFSException", Some(path)),
         Error::Mo2(e) => ("USVFSException", Some(e.path().to_path_buf())),
-        Error::Instance { .. } => ("InstanceError", None),
+        Error::Instance { .. } | Error::RuntimeDir(_) => ("InstanceError", None),
         Error::WineServerRunning { prefix, .. } | Error::Wine { prefix, .. } => {
             ("USVFSException", Some(prefix))
         }
