@@ -541,3 +541,22 @@ def test_blacklist_is_refused_not_ignored(mount_works, usvfs: Path, layout: Layo
     assert r.returncode == 125
     assert b"blacklist: ls" in r.stderr and b"--engine preload" in r.stderr
     assert layers(layout) == before
+
+
+def test_dev_fuse_closed_to_the_user_says_what_to_do(mount_works, usvfs: Path, nobody_layout) -> None:
+    """Where /dev/fuse is not open to other users (0600), a normal user gets
+    exit 125 and the remedy for a permission problem, not a module hint."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to become another user) and setpriv")
+    if os.stat("/dev/fuse").st_mode & 0o006:
+        pytest.skip("/dev/fuse is open to every user here")
+    layout, rt = nobody_layout
+    before = layers(layout)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", f"XDG_RUNTIME_DIR={rt}",
+                        str(usvfs), "run", "--engine", "mount", *layout.mapping_args(), "--", "true"],
+                       cwd=layout.root, capture_output=True, timeout=60)
+    if b"user namespace" in r.stderr:
+        pytest.skip(f"unprivileged user namespaces are not allowed here: {r.stderr!r}")
+    assert r.returncode == 125
+    assert b"cannot open /dev/fuse" in r.stderr and b"chmod 0666 /dev/fuse" in r.stderr, r.stderr
+    assert layers(layout) == before

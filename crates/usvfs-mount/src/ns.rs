@@ -339,6 +339,11 @@ pub fn explain(step: Option<Step>, errno: Option<i32>) -> String {
             "cannot create a private mount namespace{e}: run usvfs as root or as a user allowed \
              to create user namespaces, or use --engine preload"
         ),
+        Some(Step::OpenFuse) if matches!(errno, Some(libc::EACCES) | Some(libc::EPERM)) => format!(
+            "cannot open /dev/fuse{e}: it is not open to this user; make it readable and writable \
+             for everyone (`chmod 0666 /dev/fuse`, as distributions ship it), run usvfs as root, \
+             or use --engine preload"
+        ),
         Some(Step::OpenFuse) => format!(
             "cannot open /dev/fuse{e}: load the fuse module (`modprobe fuse`) and make /dev/fuse \
              readable and writable, or use --engine preload"
