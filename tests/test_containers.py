@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -320,3 +321,23 @@ def test_a_container_started_from_python_sees_the_view(layout: Layout, tmp_path:
     assert r.stdout == b"only in m2\n"
     assert b"cannot reach" not in r.stderr
     assert (layout.overwrite / "from_py.txt").read_text() == "py\n"
+
+
+def test_ps_lists_a_containers_programs_in_a_mount_engine_view(usvfs: Path, layout: Layout) -> None:
+    """A container started in a mount-engine view puts its programs in a
+    mount namespace of its own (as pressure-vessel does with a game): `usvfs
+    ps` still lists them, as descendants of the instance's namespace."""
+    if not bwrap_works() or not mount_engine_runs(usvfs, layout):
+        pytest.skip("bubblewrap or the mount engine cannot run here")
+    p = subprocess.Popen([str(usvfs), "run", "--engine", "mount", "--instance", "bwps", *layout.mapping_args(), "--",
+                          "bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--",
+                          "sh", "-c", "echo up; exec sleep 31.5"],
+                         cwd=layout.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert p.stdout.readline() == b"up\n", p.stderr.read() if p.poll() is not None else b""
+        r = subprocess.run([str(usvfs), "ps", "--instance", "bwps"], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert b"sleep 31.5" in r.stdout, r.stdout
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)

@@ -368,11 +368,13 @@ impl Instance {
     }
 
     /// Live processes with their command lines: the registered ones, and
-    /// those inside the instance's mount namespaces (mount engine).
+    /// those inside the instance's mount namespaces or descended from one
+    /// there (mount engine; a container's programs have namespaces of their
+    /// own).
     pub fn processes(&self) -> Vec<ProcessInfo> {
         let registered = self.live_pids();
         let mut pids = registered.clone();
-        pids.extend(self.namespace_members());
+        pids.extend(self.namespace_processes());
         pids.sort_unstable();
         pids.dedup();
         pids.into_iter()

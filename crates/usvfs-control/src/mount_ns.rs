@@ -140,12 +140,55 @@ impl Instance {
         out
     }
 
+    /// The namespace members and every process descended from one: a
+    /// container started inside (bwrap, pressure-vessel) puts its programs
+    /// in mount namespaces of their own, below the instance's.
+    pub fn namespace_processes(&self) -> Vec<i32> {
+        let mut out = self.namespace_members();
+        if out.is_empty() {
+            return out;
+        }
+        let Ok(rd) = fs::read_dir("/proc") else {
+            return out;
+        };
+        // (pid, parent) of every process; a parent is listed before its
+        // children only by chance, so repeat until nothing is added.
+        let parents: Vec<(i32, i32)> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| Some((pid, parent_of(pid)?)))
+            .collect();
+        let mut known: std::collections::HashSet<i32> = out.iter().copied().collect();
+        loop {
+            let before = known.len();
+            for &(pid, ppid) in &parents {
+                if known.contains(&ppid) && known.insert(pid) {
+                    out.push(pid);
+                }
+            }
+            if known.len() == before {
+                break;
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// One live process in one of the instance's mount namespaces and that
     /// namespace's inode, to enter it through `/proc/PID/ns/`.
     pub fn namespace_member(&self) -> Option<(i32, u64)> {
         let pid = *self.namespace_members().first()?;
         Some((pid, ns_inode(pid, "mnt")?))
     }
+}
+
+/// The parent pid of `pid` (field 4 of `/proc/PID/stat`, after the
+/// command name, which may hold spaces and parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let text = std::str::from_utf8(after).ok()?;
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
