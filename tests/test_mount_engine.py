@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Layout, build_layout, nobody_with_fuse, snapshot_tree
-from test_differential import PROGRAMS
+from test_differential import PROGRAMS, merged  # noqa: F401 - the merged-copy fixture
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse: the mount engine needs FUSE")
 
@@ -40,14 +40,6 @@ def mount_works(usvfs: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     if r.returncode == 125 and (b"namespace" in r.stderr or b"/dev/fuse" in r.stderr or b"mount" in r.stderr):
         pytest.skip(f"the mount engine cannot run here: {r.stderr.decode(errors='replace')}")
     assert r.returncode == 0, r.stderr
-
-
-@pytest.fixture
-def merged(layout: Layout) -> Path:
-    dest = layout.root / "merged" / "data"
-    dest.parent.mkdir()
-    layout.merged_copy(dest)
-    return dest
 
 
 def layers(layout: Layout) -> dict:

@@ -137,3 +137,13 @@ def test_engine_names_and_one_engine_per_instance(tree: Path) -> None:
         r = subprocess.run([os.environ["USVFS_CLI"], "run", "--engine", "mount", "--instance", shared, "--", "true"],
                            capture_output=True)
         assert r.returncode == 125 and b"runs the preload engine" in r.stderr
+
+
+def test_a_blacklist_is_refused_not_ignored(vfs: usvfs.UserspaceVFS, tree: Path) -> None:
+    """Every program in the mount engine's namespace sees the view, so a
+    blacklist raises (as `usvfs run --blacklist` exits 125) and nothing runs."""
+    with pytest.raises(usvfs.USVFSException, match="blacklist: touch"):
+        vfs.blacklist_executable("touch")
+        vfs.run(["touch", "game/made.txt"])
+    assert sorted(os.listdir(tree / "overwrite")) == []
+    assert sorted(os.listdir(tree / "game")) == ["base.txt"]

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::{CommandFactory, FromArgMatches};
 use usvfs_control::engine::Engine;
 use usvfs_control::index::dump::dump;
@@ -103,22 +103,7 @@ fn publish(
     engine: Engine,
 ) -> Result<Joined> {
     let mut built = mapping_args::build(a, m)?;
-    // Every program in the mount engine's namespace sees the view: a
-    // blacklist could not be honoured, so it is refused rather than ignored.
-    if engine == Engine::Mount && !built.mapping.blacklist.is_empty() {
-        let names: Vec<_> = built
-            .mapping
-            .blacklist
-            .iter()
-            .map(|b| b.to_string_lossy())
-            .collect();
-        bail!(
-            "the mount engine cannot run programs outside the view (blacklist: {}): \
-             every program in its namespace sees it; drop --blacklist (or the profile's \
-             blacklist) or use --engine preload",
-            names.join(", ")
-        );
-    }
+    engine.check_mapping(&built.mapping)?;
     // Registered first, so nobody takes the instance for a leftover while
     // the index is built.
     let (inst, others) = Instance::join_new(&built.instance, me)?;

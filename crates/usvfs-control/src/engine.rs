@@ -32,6 +32,23 @@ impl Engine {
         }
     }
 
+    /// Whether this engine can serve `mapping` as given: the mount engine
+    /// shows the view to every program in its namespace, so it refuses a
+    /// blacklist rather than ignore it.
+    pub fn check_mapping(self, mapping: &crate::mapping::Mapping) -> crate::Result<()> {
+        if self == Engine::Mount && !mapping.blacklist.is_empty() {
+            let names: Vec<_> = mapping
+                .blacklist
+                .iter()
+                .map(|b| b.to_string_lossy())
+                .collect();
+            return Err(crate::Error::BlacklistWithMount {
+                names: names.join(", "),
+            });
+        }
+        Ok(())
+    }
+
     /// The engine of a name (`preload`, `mount`).
     pub fn from_name(name: &str) -> Option<Engine> {
         match name {

@@ -36,6 +36,13 @@ pub enum Error {
     /// `USVFS_RUNTIME_DIR` names no usable directory (before any instance).
     #[error("{0}")]
     RuntimeDir(String),
+    /// The mount engine shows the view to every program in its namespace.
+    #[error(
+        "the mount engine cannot run programs outside the view (blacklist: {names}): every program \
+         in its namespace sees it; drop the blacklist (--blacklist, a profile's blacklist) or use \
+         the preload engine (--engine preload; in Python engine=\"preload\")"
+    )]
+    BlacklistWithMount { names: String },
     #[error(
         "a wineserver (pid {pid}) is already running for the Wine prefix {prefix:?} outside this view: \
          programs of the view would share it and see the real disk. Stop it first \

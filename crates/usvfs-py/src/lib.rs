@@ -40,6 +40,7 @@ fn core_err(py: Python<'_>, e: Error) -> PyErr {
         Error::Profile { path, .. } => ("USVFSException", Some(path)),
         Error::Mo2(e) => ("USVFSException", Some(e.path().to_path_buf())),
         Error::Instance { .. } | Error::RuntimeDir(_) => ("InstanceError", None),
+        Error::BlacklistWithMount { .. } => ("USVFSException", None),
         Error::WineServerRunning { prefix, .. } | Error::Wine { prefix, .. } => {
             ("USVFSException", Some(prefix))
         }
@@ -157,6 +158,7 @@ fn publish(
         for r in rules {
             add_rule(&mut m, r)?;
         }
+        engine.check_mapping(&m)?;
         let generation = usvfs_control::index::new_generation();
         let bytes = build_snapshot(&m, generation)?;
         let nodes = usvfs_control::Snapshot::parse(&bytes)
@@ -216,6 +218,13 @@ fn write_exec_rules(
 ) -> PyResult<()> {
     use std::os::unix::ffi::OsStringExt;
     let inst = open_instance(py, instance)?;
+    if !blacklist.is_empty() {
+        let mut m = Mapping::new();
+        m.blacklist = blacklist.clone();
+        inst.engine()
+            .check_mapping(&m)
+            .map_err(|e| core_err(py, e))?;
+    }
     let rules = ExecRules {
         blacklist: blacklist.into_iter().map(|b| b.into_vec()).collect(),
         force_loads: force_loads
