@@ -11,6 +11,7 @@ mod env;
 mod fdtable;
 mod guard;
 pub mod hooks;
+mod layerfd;
 mod log;
 
 mod lookup;

@@ -5,12 +5,13 @@
 use libc::{c_int, c_uint, ssize_t};
 
 use super::inotify;
-use crate::{fdtable, real};
+use crate::{fdtable, layerfd, real};
 
 /// # Safety
 /// As `close(2)`: the caller gives up `fd` (no memory is involved).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    layerfd::forget(fd);
     fdtable::remove(fd);
     inotify::forget(fd);
     // SAFETY: close takes a plain descriptor number; a bad one yields EBADF.
@@ -36,6 +37,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: plain descriptor numbers; bad ones yield EBADF.
     let r = unsafe { real::dup2(fd, to) };
     if r >= 0 && fd != to {
+        layerfd::forget(to);
         inotify::forget(to);
         fdtable::copy(fd, to);
     }
@@ -49,6 +51,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: plain descriptor numbers and flags; bad ones yield an errno.
     let r = unsafe { real::dup3(fd, to, flags) };
     if r >= 0 {
+        layerfd::forget(to);
         inotify::forget(to);
         fdtable::copy(fd, to);
     }
@@ -62,6 +65,7 @@ pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_
     // SAFETY: close_range takes three integers and touches no user memory.
     let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags) } as c_int;
     if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        layerfd::forget_range(lo, hi);
         fdtable::remove_range(lo, hi);
         inotify::forget_range(lo, hi);
     }
@@ -72,6 +76,7 @@ pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_
 /// As `closefrom(3)`: the caller gives up every descriptor from `lo` up.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn closefrom(lo: c_int) {
+    layerfd::forget_range(lo.max(0) as u32, u32::MAX);
     fdtable::remove_range(lo.max(0) as u32, u32::MAX);
     inotify::forget_range(lo.max(0) as u32, u32::MAX);
     // SAFETY: close_range takes three integers and touches no user memory.

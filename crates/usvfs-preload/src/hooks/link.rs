@@ -73,9 +73,13 @@ pub unsafe extern "C" fn readlinkat(
         false,
         // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::readlinkat(dirfd, path, buf, size) },
-        // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
-        // (absolute, so AT_FDCWD is right); buf and size are the caller's.
-        |_, lk| unsafe { real::readlinkat(AT_FDCWD, lk.phys.as_c_ptr(), buf, size) },
+        |st, lk| {
+            crate::layerfd::call(st, lk, |fd, p| {
+                // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                unsafe { real::readlinkat(fd, p, buf, size) }
+            })
+        },
     )
 }
 

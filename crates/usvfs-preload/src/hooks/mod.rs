@@ -43,9 +43,12 @@ macro_rules! at_call {
                 flags & libc::AT_SYMLINK_NOFOLLOW == 0,
                 // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
-                // SAFETY: the resolved physical path is NUL-terminated and
-                // absolute (dirfd unused); the other arguments are the caller's.
-                |_, lk| unsafe { $crate::real::$name(libc::AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, flags) },
+                |st, lk| $crate::layerfd::call(st, lk, |fd, p| {
+                    // SAFETY: a layer descriptor and the NUL-terminated path
+                    // below it, or AT_FDCWD and the absolute path (layerfd);
+                    // the rest is the caller's.
+                    unsafe { $crate::real::$name(fd, p $(, $arg)*, flags) }
+                }),
             )
         }
     };

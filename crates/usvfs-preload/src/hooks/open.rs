@@ -56,10 +56,12 @@ pub unsafe extern "C" fn usvfs_openat(
             }
             fd
         },
-        |_, lk| {
-            // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
-            // (absolute, so AT_FDCWD is right).
-            let fd = unsafe { real::openat(AT_FDCWD, lk.phys.as_c_ptr(), flags, mode) };
+        |st, lk| {
+            let fd = crate::layerfd::call(st, lk, |d, p| {
+                // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                unsafe { real::openat(d, p, flags, mode) }
+            });
             if fd >= 0 {
                 fdtable::insert(fd, lk.virt.as_bytes(), fdtable::ident_for_flags(flags));
             }

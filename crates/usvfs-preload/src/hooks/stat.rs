@@ -8,7 +8,7 @@ use super::with_path;
 use crate::real;
 
 macro_rules! ver_path_call {
-    (fn $name:ident($ver:ident, $path:ident, $buf:ident : $ty:ty) follow = $follow:expr) => {
+    (fn $name:ident($ver:ident, $path:ident, $buf:ident : $ty:ty) => $at:ident, flags = $flags:expr, follow = $follow:expr) => {
         /// # Safety
         /// As glibc's versioned stat entry point: the path is null or a
         /// NUL-terminated string and the buffer is writable for the stat
@@ -21,25 +21,56 @@ macro_rules! ver_path_call {
                 $follow,
                 // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name($ver, $path, $buf) },
-                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
-                // call; the buffer is the caller's (our contract).
-                |_, lk| unsafe { real::$name($ver, lk.phys.as_c_ptr(), $buf) },
+                |st, lk| {
+                    crate::layerfd::call(st, lk, |fd, p| {
+                        // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                        // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                        unsafe { real::$at($ver, fd, p, $buf, $flags) }
+                    })
+                },
             )
         }
     };
 }
 
-path_call!(fn stat(path, buf: *mut libc::stat) follow = true);
-path_call!(fn stat64(path, buf: *mut libc::stat64) follow = true);
-path_call!(fn lstat(path, buf: *mut libc::stat) follow = false);
-path_call!(fn lstat64(path, buf: *mut libc::stat64) follow = false);
-path_call!(fn access(path, mode: c_int) follow = true);
-path_call!(fn euidaccess(path, mode: c_int) follow = true);
-path_call!(fn eaccess(path, mode: c_int) follow = true);
-ver_path_call!(fn __xstat(ver, path, buf: *mut libc::stat) follow = true);
-ver_path_call!(fn __xstat64(ver, path, buf: *mut libc::stat64) follow = true);
-ver_path_call!(fn __lxstat(ver, path, buf: *mut libc::stat) follow = false);
-ver_path_call!(fn __lxstat64(ver, path, buf: *mut libc::stat64) follow = false);
+/// Defines a hook for a path-only stat or access call, made through its
+/// `*at` form so a layer's descriptor can serve it (see `layerfd`).
+macro_rules! via_at {
+    (fn $name:ident($path:ident, $arg:ident : $ty:ty) => $at:ident, flags = $flags:expr, follow = $follow:expr) => {
+        /// # Safety
+        /// As the C library function of this name: the path is null or a
+        /// NUL-terminated string, the other argument is as it requires.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($path: *const c_char, $arg: $ty) -> c_int {
+            with_path(
+                AT_FDCWD,
+                $path,
+                $follow,
+                // SAFETY: the caller's arguments, passed on unchanged.
+                || unsafe { real::$name($path, $arg) },
+                |st, lk| {
+                    crate::layerfd::call(st, lk, |fd, p| {
+                        // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                        // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                        unsafe { real::$at(fd, p, $arg, $flags) }
+                    })
+                },
+            )
+        }
+    };
+}
+
+via_at!(fn stat(path, buf: *mut libc::stat) => fstatat, flags = 0, follow = true);
+via_at!(fn stat64(path, buf: *mut libc::stat64) => fstatat64, flags = 0, follow = true);
+via_at!(fn lstat(path, buf: *mut libc::stat) => fstatat, flags = AT_SYMLINK_NOFOLLOW, follow = false);
+via_at!(fn lstat64(path, buf: *mut libc::stat64) => fstatat64, flags = AT_SYMLINK_NOFOLLOW, follow = false);
+via_at!(fn access(path, mode: c_int) => faccessat, flags = 0, follow = true);
+via_at!(fn euidaccess(path, mode: c_int) => faccessat, flags = libc::AT_EACCESS, follow = true);
+via_at!(fn eaccess(path, mode: c_int) => faccessat, flags = libc::AT_EACCESS, follow = true);
+ver_path_call!(fn __xstat(ver, path, buf: *mut libc::stat) => __fxstatat, flags = 0, follow = true);
+ver_path_call!(fn __xstat64(ver, path, buf: *mut libc::stat64) => __fxstatat64, flags = 0, follow = true);
+ver_path_call!(fn __lxstat(ver, path, buf: *mut libc::stat) => __fxstatat, flags = AT_SYMLINK_NOFOLLOW, follow = false);
+ver_path_call!(fn __lxstat64(ver, path, buf: *mut libc::stat64) => __fxstatat64, flags = AT_SYMLINK_NOFOLLOW, follow = false);
 
 at_call!(fn fstatat(dirfd, path, buf: *mut libc::stat; flags));
 at_call!(fn fstatat64(dirfd, path, buf: *mut libc::stat64; flags));
@@ -64,9 +95,13 @@ macro_rules! ver_at_stat {
                 flags & AT_SYMLINK_NOFOLLOW == 0,
                 // SAFETY: the caller's arguments, passed on unchanged.
                 || unsafe { real::$name(ver, dirfd, path, buf, flags) },
-                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
-                // call (absolute, so AT_FDCWD is right); buf is the caller's.
-                |_, lk| unsafe { real::$name(ver, AT_FDCWD, lk.phys.as_c_ptr(), buf, flags) },
+                |st, lk| {
+                    crate::layerfd::call(st, lk, |fd, p| {
+                        // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                        // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                        unsafe { real::$name(ver, fd, p, buf, flags) }
+                    })
+                },
             )
         }
     };
@@ -92,9 +127,13 @@ pub unsafe extern "C" fn statx(
         flags & AT_SYMLINK_NOFOLLOW == 0,
         // SAFETY: the caller's arguments, passed on unchanged.
         || unsafe { real::statx(dirfd, path, flags, mask, buf) },
-        // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the call
-        // (absolute, so AT_FDCWD is right); buf is the caller's.
-        |_, lk| unsafe { real::statx(AT_FDCWD, lk.phys.as_c_ptr(), flags, mask, buf) },
+        |st, lk| {
+            crate::layerfd::call(st, lk, |fd, p| {
+                // SAFETY: a layer descriptor and the NUL-terminated path below it, or
+                // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
+                unsafe { real::statx(fd, p, flags, mask, buf) }
+            })
+        },
     )
 }
 

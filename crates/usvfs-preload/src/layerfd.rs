@@ -1,0 +1,285 @@
+//! Directory descriptors of the layers' sources. A hooked call on a file a
+//! layer provides goes to the kernel as `(layer descriptor, path below the
+//! source)` instead of the absolute physical path: the kernel then walks only
+//! the components below the layer, where the absolute path would make it walk
+//! the layer's whole prefix (`/home/u/MO2/mods/Some Mod/…`) on every call. On
+//! a busy dentry cache that prefix walk is most of a `stat`'s cost.
+//!
+//! The descriptors are `O_PATH`, close-on-exec, opened on first use per layer
+//! (never in a vfork child, whose descriptor table is not the parent's) and
+//! placed high, below 1024, where programs rarely look. A program that closes
+//! one through `close`, `dup2`, `dup3`, `close_range` or `closefrom` only
+//! makes the layer go back to absolute paths until it is opened again. A
+//! descriptor that went stale (the source directory was replaced) is caught
+//! by its `ENOENT`/`ENOTDIR`: the call is made again by absolute path.
+
+use libc::{c_char, c_int};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use usvfs_view::path::PathBuffer;
+
+use crate::guard::errno;
+use crate::lookup::Lookup;
+use crate::state::State;
+
+/// Layers (by index id) that get a descriptor; later ones use absolute paths.
+const SLOTS: usize = 128;
+/// How often a layer descriptor is checked against its source path, so a
+/// source directory replaced behind the view's back shows within this time.
+const RECHECK_MS: u64 = 100;
+/// The `fd` half of a slot when opening failed (no such directory, or no
+/// descriptor left): absolute paths for that mapping.
+const UNAVAILABLE: u32 = u32::MAX;
+
+/// One layer's descriptor. `packed`: the mapping it was opened for (32 bits
+/// of its generation; layer ids mean other layers in another mapping) and
+/// the descriptor plus one (0: not opened).
+struct Slot {
+    packed: AtomicU64,
+    dev: AtomicU64,
+    ino: AtomicU64,
+    checked_ms: AtomicU64,
+}
+
+static SLOT: [Slot; SLOTS] = [const {
+    Slot {
+        packed: AtomicU64::new(0),
+        dev: AtomicU64::new(0),
+        ino: AtomicU64::new(0),
+        checked_ms: AtomicU64::new(0),
+    }
+}; SLOTS];
+/// The lowest number a layer descriptor may get (0: not computed yet, -1:
+/// the descriptor limit is too low to spare any).
+static BASE: AtomicI32 = AtomicI32::new(0);
+
+fn pack(generation: u32, fd: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(fd.wrapping_add(1))
+}
+
+/// The low 32 bits of the fd half, minus one (`None`: not opened).
+fn fd_of(packed: u64) -> Option<u32> {
+    (packed as u32).checked_sub(1)
+}
+
+/// Where the physical file of `lk` is reached: `(layer descriptor, path
+/// below the layer's source)`, when a layer descriptor serves it.
+fn target(st: &State, lk: &mut Lookup) -> Option<(c_int, *const c_char)> {
+    if lk.res.from_journal {
+        return None;
+    }
+    let l = st.snap.layer(lk.res.node?)?;
+    if l as usize >= SLOTS {
+        return None;
+    }
+    let src = st.snap.layer_source(l);
+    let phys = lk.phys.as_bytes();
+    // The resolution may have gone elsewhere (a respelled parent, another
+    // provider of a vanished directory): only a path below this source fits.
+    if src.len() < 2
+        || phys.len() <= src.len() + 1
+        || phys[src.len()] != b'/'
+        || !phys.starts_with(src)
+    {
+        return None;
+    }
+    let g = st.snap.generation();
+    let fd = descriptor(&SLOT[l as usize], (g ^ (g >> 32)) as u32, src)?;
+    // SAFETY: the offset is inside the NUL-terminated buffer as_c_ptr returns.
+    Some((fd, unsafe { lk.phys.as_c_ptr().add(src.len() + 1) }))
+}
+
+/// Milliseconds of a coarse monotonic clock (vDSO: no system call).
+fn now_ms() -> u64 {
+    let mut t = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, t.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: clock_gettime succeeded.
+    let t = unsafe { t.assume_init() };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+/// The descriptor of the layer in `slot` (source `src`) for the mapping of
+/// generation `g`: opened on first use, checked against `src` now and then.
+#[inline]
+fn descriptor(slot: &Slot, g: u32, src: &[u8]) -> Option<c_int> {
+    let v = slot.packed.load(Ordering::Acquire);
+    if (v >> 32) as u32 == g
+        && let Some(fd) = fd_of(v)
+    {
+        if fd == UNAVAILABLE {
+            return None;
+        }
+        if now_ms().saturating_sub(slot.checked_ms.load(Ordering::Relaxed)) < RECHECK_MS {
+            return Some(fd as c_int);
+        }
+        return recheck(slot, v, g, fd as c_int, src);
+    }
+    open_layer(slot, v, g, src)
+}
+
+/// `stat` of a NUL-terminated copy of `src` (raw system call): device and inode.
+fn identity(src: &[u8]) -> Option<(u64, u64)> {
+    let mut p = PathBuffer::new();
+    p.set(src).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a NUL-terminated path and a valid out-pointer; no hook re-entered.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            p.as_c_ptr(),
+            st.as_mut_ptr(),
+            0,
+        )
+    };
+    // SAFETY: filled in when the call succeeded.
+    (r == 0)
+        .then(|| unsafe { st.assume_init() })
+        .map(|s| (s.st_dev, s.st_ino))
+}
+
+/// The source path still names the directory the descriptor holds: keep it;
+/// else open the directory there now.
+#[cold]
+#[inline(never)]
+fn recheck(slot: &Slot, v: u64, g: u32, fd: c_int, src: &[u8]) -> Option<c_int> {
+    let same = identity(src).is_some_and(|(d, i)| {
+        d == slot.dev.load(Ordering::Relaxed) && i == slot.ino.load(Ordering::Relaxed)
+    });
+    if same {
+        slot.checked_ms.store(now_ms(), Ordering::Relaxed);
+        return Some(fd);
+    }
+    open_layer(slot, v, g, src)
+}
+
+/// Opens the layer's source as a high, close-on-exec `O_PATH` descriptor and
+/// publishes it in `slot` (which held `v`), closing the one it replaces.
+#[cold]
+#[inline(never)]
+fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
+    // A vfork child shares our memory but not our descriptor table: a
+    // descriptor it opened would not exist in the parent.
+    if crate::hooks::calls::in_vfork_child() {
+        return None;
+    }
+    let base = base()?;
+    let mut p = PathBuffer::new();
+    p.set(src).ok()?;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path; raw system calls (no hook re-entered).
+    let low =
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.as_c_ptr(), flags) } as c_int;
+    let mut high = -1;
+    let mut ident = (0, 0);
+    if low >= 0 {
+        // SAFETY: fcntl and fstat on the descriptor just opened.
+        unsafe {
+            high = libc::syscall(libc::SYS_fcntl, low, libc::F_DUPFD_CLOEXEC, base) as c_int;
+            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+            if libc::syscall(libc::SYS_fstat, low, st.as_mut_ptr()) == 0 {
+                let st = st.assume_init();
+                ident = (st.st_dev, st.st_ino);
+            }
+            libc::syscall(libc::SYS_close, low);
+        }
+    }
+    let new = pack(g, if high >= 0 { high as u32 } else { UNAVAILABLE });
+    // Identity first: a reader that sees the new descriptor checks it
+    // against these.
+    slot.dev.store(ident.0, Ordering::Relaxed);
+    slot.ino.store(ident.1, Ordering::Relaxed);
+    slot.checked_ms.store(now_ms(), Ordering::Relaxed);
+    match slot
+        .packed
+        .compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {
+            if let Some(old) = fd_of(v).filter(|&f| f != UNAVAILABLE) {
+                // A thread still using it gets EBADF and goes by path.
+                // SAFETY: our own descriptor, no longer published.
+                unsafe { libc::syscall(libc::SYS_close, old as c_int) };
+            }
+            (high >= 0).then_some(high)
+        }
+        Err(cur) => {
+            // Another thread got there first: use its result.
+            if high >= 0 {
+                // SAFETY: ours was never published.
+                unsafe { libc::syscall(libc::SYS_close, high) };
+            }
+            fd_of(cur).filter(|&f| f != UNAVAILABLE).map(|f| f as c_int)
+        }
+    }
+}
+
+/// The lowest descriptor number for layer descriptors: below 1024 (the
+/// default limit, and `select`'s), leaving the program the numbers under it.
+fn base() -> Option<c_int> {
+    let b = BASE.load(Ordering::Relaxed);
+    if b != 0 {
+        return (b > 0).then_some(b);
+    }
+    let mut lim = std::mem::MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: a valid out-pointer.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) } == 0 {
+        // SAFETY: getrlimit succeeded.
+        unsafe { lim.assume_init() }.rlim_cur.min(1024) as i64
+    } else {
+        0
+    };
+    // Keep a margin of 16 above them for the program's own high numbers.
+    let b = soft - SLOTS as i64 - 16;
+    let b = if b >= 256 { b as i32 } else { -1 };
+    BASE.store(b, Ordering::Relaxed);
+    (b > 0).then_some(b)
+}
+
+/// Runs `call` on the physical file of `lk`: through its layer's descriptor
+/// when one serves it, else by absolute path (also when it fails with
+/// `ENOENT`, `ENOTDIR` or `EBADF`: a descriptor that went stale or was just
+/// replaced makes the call again by path).
+#[inline]
+pub fn call<R: Copy + PartialOrd + Default>(
+    st: &State,
+    lk: &mut Lookup,
+    f: impl Fn(c_int, *const c_char) -> R,
+) -> R {
+    if let Some((fd, rel)) = target(st, lk) {
+        let r = f(fd, rel);
+        if !(r < R::default() && matches!(errno(), libc::ENOENT | libc::ENOTDIR | libc::EBADF)) {
+            return r;
+        }
+    }
+    f(libc::AT_FDCWD, lk.phys.as_c_ptr())
+}
+
+/// The program is about to close or replace descriptor `fd`: if it is a
+/// layer's, that layer goes back to absolute paths (and reopens on next use).
+#[inline]
+pub fn forget(fd: c_int) {
+    let b = BASE.load(Ordering::Relaxed);
+    if b > 0 && fd >= b {
+        forget_range(fd as u32, fd as u32);
+    }
+}
+
+/// As [`forget`] for every descriptor in `lo..=hi`.
+pub fn forget_range(lo: u32, hi: u32) {
+    let b = BASE.load(Ordering::Relaxed);
+    if b <= 0 || hi < b as u32 {
+        return;
+    }
+    for slot in &SLOT {
+        let v = slot.packed.load(Ordering::Relaxed);
+        if fd_of(v).is_some_and(|fd| fd != UNAVAILABLE && (lo..=hi).contains(&fd)) {
+            // The program closes it: not ours to close again.
+            let _ = slot
+                .packed
+                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}

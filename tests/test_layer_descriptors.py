@@ -1,0 +1,86 @@
+"""The preload engine reaches a layer's files through a descriptor of the
+layer's source directory (the kernel then walks only the path below it). The
+program never notices: closing every descriptor it did not open, writing over
+them with dup2, a vfork child, and a source directory replaced behind the
+view's back all leave it reading exactly what a merged copy holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Layout, run_view
+
+
+def files(layout: Layout) -> list[str]:
+    b = layout.base
+    return [str(b / "shared.txt"), str(b / "textures" / "m1_tex.dds"), str(b / "only_m2" / "readme.txt"),
+            str(b / "meshes" / "a" / "b" / "m1.nif"), str(b / "base_only.txt")]
+
+
+def merged_lines(layout: Layout, tmp_path: Path) -> list[str]:
+    merged = layout.merged_copy(tmp_path / "merged")
+    out = []
+    for f in files(layout):
+        rel = Path(f).relative_to(layout.base)
+        out.append((merged / rel).read_text().splitlines()[0])
+    return out
+
+
+@pytest.mark.parametrize("mode", ["closeall", "closefrom", "closerange"])
+def test_closing_every_descriptor_keeps_the_view(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path, mode: str) -> None:
+    expect = merged_lines(layout, tmp_path)
+    r = run_view(usvfs, layout, [str(cbin["layerfd"]), mode, *files(layout)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == expect + expect
+
+
+def test_dup2_over_every_descriptor_keeps_the_view(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path) -> None:
+    expect = merged_lines(layout, tmp_path)
+    r = run_view(usvfs, layout, [str(cbin["layerfd"]), "dup2", *files(layout)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == expect * 3
+
+
+def test_vfork_child_uses_the_view_and_leaves_the_parent_intact(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path) -> None:
+    expect = merged_lines(layout, tmp_path)
+    r = run_view(usvfs, layout, [str(cbin["layerfd"]), "vfork", *files(layout)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == [*expect, "child: 0", *expect]
+
+
+def test_source_directory_replaced_while_running_shows_the_new_one(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    # m1 is renamed away and made again with the same files saying
+    # "replaced": the view follows the path, as a merged copy rebuilt from
+    # the new folder would.
+    m1 = layout.mods[0]
+    old = m1.parent / "m1.old"
+    b = layout.base
+    only_m1 = [str(b / "meshes" / "a" / "b" / "m1.nif"), str(b / "name with spaces.txt")]
+    script = (f"{cbin['layerfd']} replace {m1} {old} '{only_m1[0]}' '{only_m1[1]}'")
+    # The check against the source path runs at most every 100 ms: the
+    # program waits that long between replacing and reading.
+    r = run_view(usvfs, layout, ["sh", "-c", script],
+                 env=dict(os.environ, LAYERFD_SETTLE_MS="150"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == ["m1 mesh", "spaces", "replaced", "replaced"]
+    assert (old / "meshes" / "a" / "b" / "m1.nif").read_text() == "m1 mesh\n"
+    assert (m1 / "meshes" / "a" / "b" / "m1.nif").read_text() == "replaced\n"
+
+
+def test_one_descriptor_per_layer_read_numbered_high(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path) -> None:
+    # One descriptor per layer read from, numbered high (below 1024, where
+    # select() still works and the program's own numbers stay free); the
+    # instance's directory is the launcher's descriptor.
+    r = run_view(usvfs, layout, [str(cbin["layerfd"]), "fds", *files(layout)])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[:5] == merged_lines(layout, tmp_path)
+    # shared.txt and m1_tex.dds come from m3, readme.txt from m2, m1.nif
+    # from m1 (base_only.txt is the real folder's: no descriptor). Through
+    # /proc/self/fd the program sees each layer's descriptor as the folder
+    # the layer shows in, as for any descriptor on a layer's directory.
+    instance = Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / "usvfs_instance"
+    assert sorted(lines[5:]) == sorted([f"high: {layout.base}"] * 3 + [f"high: {instance}"])
