@@ -157,38 +157,44 @@ def test_killing_usvfs_terminates_the_program(usvfs: Path, layout: Layout, tmp_p
 
 EXIT_WITHOUT_HOOK = r"""
 import os, subprocess, sys, time
-usvfs, out, procs = sys.argv[1], sys.argv[2], sys.argv[3]
-child = subprocess.Popen([sys.executable, "-c", "import os; os._exit(0)"])
+usvfs = sys.argv[1]
+ps = lambda: subprocess.run([usvfs, "ps", "--instance", "life"], capture_output=True).stdout.decode()
+child = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.read(); os._exit(0)"],
+                         stdin=subprocess.PIPE)
+time.sleep(0.3)
+while_alive = ps()
+child.stdin.close()
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline:
     with open(f"/proc/{child.pid}/stat") as f:
         if f.read().rsplit(")", 1)[1].split()[0] == "Z":
             break
     time.sleep(0.01)
-registered = os.path.exists(os.path.join(procs, str(child.pid)))
-ps = subprocess.run([usvfs, "ps", "--instance", "life"], capture_output=True).stdout.decode()
-with open(out, "w") as f:
-    f.write(f"{child.pid}\n{os.getpid()}\n{registered}\n{ps}")
+print(child.pid, os.getpid())
+print("alive:", " ".join(sorted(line.split()[0] for line in while_alive.splitlines()[1:])))
+print("zombie:", " ".join(sorted(line.split()[0] for line in ps().splitlines()[1:])))
 child.wait()
 """
 
 
 def test_process_that_left_by_exit_without_hook_is_not_listed(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    # Hooked processes hold the instance by a lock the kernel drops at any
+    # exit: the _exit-ed child (a zombie, its exit hook never ran) is listed
+    # while it runs and not after.
     script = tmp_path / "leave.py"
     script.write_text(EXIT_WITHOUT_HOOK)
-    out = tmp_path / "ps.txt"
-    procs = instance_dir("life") / "procs"
     r = subprocess.run(
         [str(usvfs), "run", "--instance", "life", *layout.mapping_args(), "--",
-         sys.executable, str(script), str(usvfs), str(out), str(procs)],
+         sys.executable, str(script), str(usvfs)],
         cwd=layout.root, capture_output=True, timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    child, me, registered, *ps = out.read_text().splitlines()
-    assert registered == "True", "the child registered and its exit hook never ran"
-    listed = [line.split()[0] for line in ps[1:]]
-    assert me in listed, ps
-    assert child not in listed, f"the _exit-ed child (a zombie) is listed: {ps}"
+    ids, alive, zombie = r.stdout.decode().splitlines()
+    child, me = ids.split()
+    assert child in alive.split()[1:] and me in alive.split()[1:], alive
+    assert me in zombie.split()[1:] and child not in zombie.split()[1:], zombie
+    # Nothing was written per process: only usvfs's own entry.
+    assert not instance_dir("life").exists()
 
 
 def test_stale_and_reused_pids_are_not_listed(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
@@ -199,7 +205,11 @@ def test_stale_and_reused_pids_are_not_listed(usvfs: Path, layout: Layout, tmp_p
     procs = instance_dir("life") / "procs"
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        wait_for(lambda: procs.is_dir() and len(list(procs.iterdir())) >= 2, "usvfs and its program to register")
+        def listed_now() -> list[str]:
+            r = subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True, timeout=TIMEOUT)
+            return [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+
+        wait_for(lambda: procs.is_dir() and len(listed_now()) >= 2, "usvfs and its program to register")
         # This test's pid with another start time: a pid reused since.
         (procs / str(os.getpid())).write_text("1")
         # An empty entry for a process that does not map the index.
@@ -209,7 +219,9 @@ def test_stale_and_reused_pids_are_not_listed(usvfs: Path, layout: Layout, tmp_p
         r = subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True, timeout=TIMEOUT)
         listed = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
         assert str(p.pid) in listed and len(listed) == 2, listed
-        assert sorted(e.name for e in procs.iterdir()) == sorted(listed)
+        # The stale entries are pruned; the hooked program holds the
+        # instance by a lock (no entry), usvfs by its entry.
+        assert [e.name for e in procs.iterdir()] == [str(p.pid)]
         go.touch()
         assert p.wait(timeout=TIMEOUT) == 0
     finally:
@@ -240,3 +252,53 @@ def test_joining_a_dead_leftover_instance_fails(usvfs: Path, layout: Layout) -> 
     r = subprocess.run([str(usvfs), "run", "--instance", "gone", *layout.mapping_args(), "--", "true"],
                        cwd=layout.root, capture_output=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
+
+
+def test_program_closing_every_descriptor_stays_listed(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    # Daemons close every descriptor they did not open; the hold survives.
+    flag = tmp_path / "closed"
+    code = ("import os, sys, time\n"
+            "os.closerange(3, 65536)\n"
+            "for fd in range(3, 1024):\n"
+            "    try: os.close(fd)\n"
+            "    except OSError: pass\n"
+            f"open({str(flag)!r}, 'w').close()\n"
+            "time.sleep(30)\n")
+    script = tmp_path / "daemon.py"
+    script.write_text(code)
+    p = start(usvfs, layout, "life", [sys.executable, str(script)])
+    try:
+        wait_for(flag.exists, "the program to close its descriptors")
+        r = subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True, timeout=TIMEOUT)
+        listed = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+        children = [c for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+        assert children and children[0] in listed, (listed, children)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_forked_child_keeps_the_instance_after_its_parent_leaves(usvfs: Path, layout: Layout, tmp_path: Path) -> None:
+    # The program forks (no exec) and exits; usvfs leaves with it. The child
+    # still holds the instance: it stays until the child is done, then goes.
+    go, out = tmp_path / "go", tmp_path / "out"
+    code = ("import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            "    null = os.open('/dev/null', os.O_WRONLY)\n"
+            "    os.dup2(null, 1); os.dup2(null, 2)\n"
+            f"    while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+            f"    open({str(out)!r}, 'w').write(open({str(layout.base / 'shared.txt')!r}).read())\n"
+            "    os._exit(0)\n")
+    script = tmp_path / "forker.py"
+    script.write_text(code)
+    r = subprocess.run([str(usvfs), "run", "--instance", "life", *layout.mapping_args(), "--",
+                        sys.executable, str(script)], cwd=layout.root, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert instance_dir("life").exists(), "removed while a forked child still holds it"
+    go.touch()
+    wait_for(out.exists, "the child to read through the view")
+    assert out.read_text() == "from m3\n"
+    # os._exit skips the exit hook: the next controller to look finds
+    # nobody holding the instance and removes it.
+    wait_for(lambda: subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True).returncode == 0
+             and not instance_dir("life").exists(), "the instance to go")

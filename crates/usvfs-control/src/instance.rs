@@ -162,11 +162,11 @@ impl Instance {
     /// Removes the instance when no live process uses it (a leftover of
     /// killed or crashed processes). Returns true when it was removed.
     pub fn remove_if_unused(&self) -> Result<bool> {
-        if !self.live_pids().is_empty() {
+        if self.in_use() {
             return Ok(false);
         }
         self.with_lock(|| {
-            if self.live_pids().is_empty() {
+            if !self.in_use() {
                 let _ = fs::remove_dir_all(&self.dir);
                 true
             } else {
@@ -298,8 +298,9 @@ impl Instance {
             .map_err(|e| Error::io("registering process", &entry, e))
     }
 
-    /// `pid` maps this instance's index (how hooked processes, which
-    /// register with an empty entry, count as live): by its path, or by
+    /// `pid` maps this instance's index (how a hooked process is told from
+    /// one that took a hold and exec'd elsewhere since, or a reused pid,
+    /// and how an empty entry counts as live): by its path, or by
     /// device and inode, since a process that reached the instance through
     /// an inherited descriptor (a container with a private `/tmp`) shows
     /// another path for the same file.
@@ -325,7 +326,7 @@ impl Instance {
     pub fn leave(&self, pid: i32) -> Result<bool> {
         self.with_lock(|| {
             let _ = fs::remove_file(self.dir.join("procs").join(pid.to_string()));
-            if self.live_pids().is_empty() {
+            if !self.in_use() {
                 let _ = fs::remove_dir_all(&self.dir);
                 true
             } else {
@@ -334,8 +335,31 @@ impl Instance {
         })
     }
 
-    /// Live registered pids; stale entries (dead or reused pids) are pruned.
+    /// A live process uses the instance: a registered one, or a hooked one
+    /// holding it (whatever its pid namespace).
+    fn in_use(&self) -> bool {
+        self.files().is_held() == Some(true) || !self.registered_pids().is_empty()
+    }
+
+    /// Live processes of the instance: the registered ones (controllers,
+    /// processes started through the Python API) and the hooked processes
+    /// holding it (see `InstanceDir::hold_quick`) that map its index.
     pub fn live_pids(&self) -> Vec<i32> {
+        let mut out = self.registered_pids();
+        for pid in self.files().holders() {
+            if !out.contains(&pid)
+                && !matches!(process_state(pid), None | Some((b'Z' | b'X', _)))
+                && self.maps_index(pid)
+            {
+                out.push(pid);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Live registered pids; stale entries (dead or reused pids) are pruned.
+    fn registered_pids(&self) -> Vec<i32> {
         let procs = self.dir.join("procs");
         let mut out = Vec::new();
         let Ok(rd) = fs::read_dir(&procs) else {

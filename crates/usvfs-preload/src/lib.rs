@@ -10,6 +10,7 @@ mod alloc;
 mod env;
 mod fdtable;
 mod guard;
+mod hold;
 pub mod hooks;
 mod layerfd;
 mod log;
@@ -142,11 +143,12 @@ fn start() -> Option<()> {
         }
         hooks::cwd::adopt_cwd(st, b.as_bytes());
     }
-    // Forked children that do not exec are not registered: they keep the
-    // view, but `usvfs ps` lists processes from their last exec only (this
-    // keeps fork + exec cheap).
-    // SAFETY: getpid cannot fail.
-    inst.register_quick(unsafe { libc::getpid() });
+    // Counted by a shared lock, not a file: nothing is written per process.
+    // A forked child shares its parent's hold; `usvfs ps` lists the process
+    // that took it.
+    if let Some(fd) = inst.hold_quick() {
+        hold::keep(fd);
+    }
     Some(())
 }
 
@@ -196,8 +198,7 @@ extern "C" fn fini() {
         std::panic::catch_unwind(|| {
             if let Some(st) = state::get() {
                 let inst = InstanceDir::from_bytes(st.instance_dir.to_bytes());
-                // SAFETY: getpid cannot fail.
-                inst.leave_quick(unsafe { libc::getpid() });
+                inst.leave_quick(hold::take());
             }
         })
     });

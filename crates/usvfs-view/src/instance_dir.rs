@@ -4,7 +4,7 @@
 //! controller's job (`usvfs-control`).
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::semantics::exec::ExecRules;
@@ -140,51 +140,108 @@ impl InstanceDir {
             .unwrap_or_default()
     }
 
-    /// Cheap registration for hooked processes (one system call at start):
-    /// an empty entry. The controller counts it while a process with that pid
-    /// maps this instance's index, which tells this process from one that
-    /// left without its exit hook (`_exit`, a crash, a signal), from a later
-    /// process that got the same pid, and from this one once it exec'd a
-    /// program outside the view. No start time: reading `/proc/self/stat`
-    /// and writing it cost more than the rest of the start together on a
-    /// disk file system. Raw system calls only.
-    pub fn register_quick(&self, pid: i32) {
-        use rustix::fs::{CWD, FileType, Mode, OFlags, mknodat, openat};
-        let p = self
-            .procs_dir()
-            .join(pid.to_string())
-            .into_os_string()
-            .into_vec();
-        // Failing to register only hides the process from `usvfs ps`.
-        let made = mknodat(
+    /// Registration of a hooked process without writing to the file
+    /// system: a shared `flock` on the instance's `procs` directory, held
+    /// through the returned descriptor (close-on-exec) for as long as the
+    /// process lives. The kernel drops it when the process exits in any way
+    /// (`_exit`, a crash, a signal) or execs; a forked child shares it.
+    /// Controllers see holders by probing the lock and list them from
+    /// `/proc/locks`. Raw system calls only.
+    pub fn hold_quick(&self) -> Option<rustix::fd::OwnedFd> {
+        use rustix::fs::{CWD, FlockOperation, Mode, OFlags, flock, openat};
+        let fd = openat(
             CWD,
-            p.as_slice(),
-            FileType::RegularFile,
-            Mode::from_raw_mode(0o600),
-            0,
-        );
-        // A stale entry of an earlier process with this pid may hold its
-        // start time, which would not match ours: empty it.
-        if made == Err(rustix::io::Errno::EXIST) {
-            let _ = openat(
-                CWD,
-                p.as_slice(),
-                OFlags::WRONLY | OFlags::TRUNC | OFlags::CLOEXEC,
-                Mode::empty(),
-            );
-        }
+            self.procs_dir().as_path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        // Not blocking: only a leaving last process holds it exclusively,
+        // for the moment it takes to remove the instance.
+        flock(&fd, FlockOperation::NonBlockingLockShared).ok()?;
+        Some(fd)
     }
 
-    /// Fast leave for hooked processes at exit: forget `pid`, and remove the
-    /// instance only if no entry at all is left (no lock, no /proc scan: the
-    /// controller prunes stale entries of crashed processes).
-    pub fn leave_quick(&self, pid: i32) {
-        let procs = self.procs_dir();
-        let _ = std::fs::remove_file(procs.join(pid.to_string()));
-        if std::fs::remove_dir(&procs).is_ok() {
+    /// Some process holds the instance (see [`InstanceDir::hold_quick`]):
+    /// the exclusive lock cannot be had. `None` when `procs` is gone.
+    pub fn is_held(&self) -> Option<bool> {
+        let fd = self.lock_procs_exclusively()?;
+        Some(fd.is_none())
+    }
+
+    /// `Some(Some(fd))`: `procs` locked exclusively through `fd` (nobody
+    /// holds the instance); `Some(None)`: it is held; `None`: no `procs`.
+    fn lock_procs_exclusively(&self) -> Option<Option<rustix::fd::OwnedFd>> {
+        use rustix::fs::{CWD, FlockOperation, Mode, OFlags, flock, openat};
+        let fd = openat(
+            CWD,
+            self.procs_dir().as_path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        Some(
+            flock(&fd, FlockOperation::NonBlockingLockExclusive)
+                .is_ok()
+                .then_some(fd),
+        )
+    }
+
+    /// Fast leave for hooked processes at exit: drop this process's hold,
+    /// and remove the instance if nobody holds it any more and no
+    /// controller's entry is left (no /proc scan: controllers prune the
+    /// entries of their crashed peers).
+    pub fn leave_quick(&self, hold: Option<rustix::fd::OwnedFd>) {
+        drop(hold);
+        let Some(Some(excl)) = self.lock_procs_exclusively() else {
+            return;
+        };
+        // Empty `procs` only: a controller's entry keeps the instance.
+        if std::fs::remove_dir(self.procs_dir()).is_ok() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+        drop(excl);
     }
+
+    /// The processes holding the instance (see [`InstanceDir::hold_quick`]),
+    /// from `/proc/locks`: the pid that took each hold (a forked child
+    /// shares its parent's). Matched by the inode of `procs`; callers
+    /// confirm each pid.
+    pub fn holders(&self) -> Vec<i32> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(self.procs_dir()) else {
+            return Vec::new();
+        };
+        let Ok(locks) = std::fs::read("/proc/locks") else {
+            return Vec::new();
+        };
+        parse_flock_holders(&locks, meta.ino())
+    }
+}
+
+/// The pids of the `FLOCK` locks on inode `ino` in the contents of
+/// `/proc/locks` (`N: FLOCK ADVISORY READ PID MAJ:MIN:INO START END`);
+/// waiters (`N: -> FLOCK ...`) hold nothing.
+pub fn parse_flock_holders(locks: &[u8], ino: u64) -> Vec<i32> {
+    let mut out = Vec::new();
+    for line in locks.split(|&c| c == b'\n') {
+        let mut f = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
+        if f.nth(1) != Some(b"FLOCK".as_slice()) {
+            continue;
+        }
+        let (Some(pid), Some(file)) = (f.nth(2), f.next()) else {
+            continue;
+        };
+        let file_ino = file.rsplit(|&c| c == b':').next().unwrap_or_default();
+        let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        if num(file_ino) == Some(ino)
+            && let Some(pid) = num(pid).and_then(|p| i32::try_from(p).ok())
+            && !out.contains(&pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// Replaces `path` with `bytes` atomically: written beside it under a
@@ -270,21 +327,41 @@ mod tests {
     }
 
     #[test]
-    fn quick_registration_leaves_an_empty_entry() {
+    fn holds_count_until_the_last_leaves_and_write_nothing() {
         let t = tempfile::tempdir().unwrap();
         let d = InstanceDir::new(t.path());
         std::fs::create_dir(d.procs_dir()).unwrap();
+        assert_eq!(d.is_held(), Some(false));
+        let a = d.hold_quick().unwrap();
+        let b = d.hold_quick().unwrap();
+        assert_eq!(d.is_held(), Some(true));
+        assert_eq!(std::fs::read_dir(d.procs_dir()).unwrap().count(), 0);
         let me = std::process::id() as i32;
-        let entry = d.procs_dir().join(me.to_string());
-        // A stale entry of an earlier process with this pid is emptied.
-        std::fs::write(&entry, "12345").unwrap();
-        d.register_quick(me);
-        assert_eq!(std::fs::read_to_string(&entry).unwrap(), "");
-        std::fs::remove_file(&entry).unwrap();
-        d.register_quick(me);
-        assert_eq!(std::fs::read_to_string(&entry).unwrap(), "");
-        d.leave_quick(me);
+        assert_eq!(d.holders(), vec![me]);
+        // One holder leaves: the other keeps the instance.
+        d.leave_quick(Some(a));
+        assert!(t.path().exists());
+        assert_eq!(d.is_held(), Some(true));
+        // A controller's entry keeps it too, after the last hold is gone.
+        std::fs::write(d.procs_dir().join("1"), "1").unwrap();
+        d.leave_quick(Some(b));
+        assert!(t.path().exists());
+        assert_eq!(d.is_held(), Some(false));
+        std::fs::remove_file(d.procs_dir().join("1")).unwrap();
+        d.leave_quick(None);
         assert!(!t.path().exists());
+        assert_eq!(d.is_held(), None);
+    }
+
+    #[test]
+    fn flock_holders_from_proc_locks() {
+        let locks = b"1: FLOCK  ADVISORY  READ  4242 00:1f:777 0 EOF\n\
+1: -> FLOCK  ADVISORY  WRITE 5151 00:1f:777 0 EOF\n\
+2: POSIX  ADVISORY  WRITE 6161 00:1f:777 0 EOF\n\
+3: FLOCK  ADVISORY  READ  4343 fd:01:777 0 EOF\n\
+4: FLOCK  ADVISORY  READ  4444 00:1f:778 0 EOF\n\
+5: FLOCK  ADVISORY  READ  4242 00:1f:777 0 EOF\n";
+        assert_eq!(parse_flock_holders(locks, 777), vec![4242, 4343]);
     }
 
     #[test]

@@ -5,12 +5,17 @@
 use libc::{c_int, c_uint, ssize_t};
 
 use super::inotify;
-use crate::{fdtable, layerfd, real};
+use crate::{fdtable, hold, layerfd, real};
 
 /// # Safety
 /// As `close(2)`: the caller gives up `fd` (no memory is involved).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if hold::is_hold(fd) {
+        // Ours, not the program's: it stays open (the program closing every
+        // descriptor it did not open must not unregister the process).
+        return 0;
+    }
     layerfd::forget(fd);
     fdtable::remove(fd);
     inotify::forget(fd);
@@ -34,6 +39,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// As `dup2(2)`: the caller gives up whatever `to` referred to.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    if fd != to {
+        hold::before_replacing(to);
+    }
     // SAFETY: plain descriptor numbers; bad ones yield EBADF.
     let r = unsafe { real::dup2(fd, to) };
     if r >= 0 && fd != to {
@@ -48,6 +56,9 @@ pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
 /// As `dup3(2)`: the caller gives up whatever `to` referred to.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    if fd != to {
+        hold::before_replacing(to);
+    }
     // SAFETY: plain descriptor numbers and flags; bad ones yield an errno.
     let r = unsafe { real::dup3(fd, to, flags) };
     if r >= 0 {
@@ -62,8 +73,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
 /// As `close_range(2)`: the caller gives up the descriptors in `lo..=hi`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close_range(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
-    // SAFETY: close_range takes three integers and touches no user memory.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags) } as c_int;
+    let r = hold::close_range_around(lo, hi, flags);
     if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         layerfd::forget_range(lo, hi);
         fdtable::remove_range(lo, hi);
@@ -79,8 +89,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
     layerfd::forget_range(lo.max(0) as u32, u32::MAX);
     fdtable::remove_range(lo.max(0) as u32, u32::MAX);
     inotify::forget_range(lo.max(0) as u32, u32::MAX);
-    // SAFETY: close_range takes three integers and touches no user memory.
-    unsafe { libc::syscall(libc::SYS_close_range, lo.max(0) as c_uint, c_uint::MAX, 0) };
+    hold::close_range_around(lo.max(0) as c_uint, c_uint::MAX, 0);
 }
 
 /// `fcntl` and `fcntl64` (variadic entry points in variadic.c): duplicates

@@ -1,0 +1,74 @@
+//! This process's hold on its instance (see `InstanceDir::hold_quick`): a
+//! shared lock kept through one descriptor, numbered high, that the program's
+//! own closing of descriptors leaves alone, so the process stays counted
+//! (and listed by `usvfs ps`) until it exits or execs.
+
+use libc::{c_int, c_uint};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The hold's descriptor (-1: none).
+static HOLD: AtomicI32 = AtomicI32::new(-1);
+/// Lowest number for the hold's descriptor, below the layer descriptors'.
+const HOLD_BASE: c_int = 860;
+
+/// Keeps `fd` as this process's hold, moved up to a high number when the
+/// descriptor limit allows it.
+pub fn keep(fd: OwnedFd) {
+    let raw = fd.into_raw_fd();
+    // SAFETY: fcntl and close on the descriptor we own; raw system calls.
+    let high =
+        unsafe { libc::syscall(libc::SYS_fcntl, raw, libc::F_DUPFD_CLOEXEC, HOLD_BASE) } as c_int;
+    let kept = if high >= 0 {
+        // SAFETY: the low copy is ours; the lock stays with the high one.
+        unsafe { libc::syscall(libc::SYS_close, raw) };
+        high
+    } else {
+        raw
+    };
+    HOLD.store(kept, Ordering::Release);
+}
+
+/// Gives the hold up (at exit) for `InstanceDir::leave_quick`.
+pub fn take() -> Option<OwnedFd> {
+    let fd = HOLD.swap(-1, Ordering::AcqRel);
+    // SAFETY: the descriptor is ours and no longer published.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fd` is the hold's descriptor: a program closing it keeps it open.
+#[inline]
+pub fn is_hold(fd: c_int) -> bool {
+    fd >= HOLD_BASE && fd == HOLD.load(Ordering::Relaxed)
+}
+
+/// The program is about to make `to` a copy of another descriptor (`dup2`,
+/// `dup3`): if `to` is the hold's, the hold moves to another number first.
+pub fn before_replacing(to: c_int) {
+    if !is_hold(to) {
+        return;
+    }
+    // SAFETY: fcntl on our own descriptor; raw system call.
+    let moved =
+        unsafe { libc::syscall(libc::SYS_fcntl, to, libc::F_DUPFD_CLOEXEC, HOLD_BASE) } as c_int;
+    // On failure the hold goes with the number the program takes over.
+    HOLD.store(moved, Ordering::Release);
+}
+
+/// Runs `close_range(lo, hi, flags)` around the hold's descriptor, so closing
+/// a range of descriptors leaves it open. Returns the first failure.
+pub fn close_range_around(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
+    let call = |a: c_uint, b: c_uint| -> c_int {
+        // SAFETY: close_range takes three integers and touches no user memory.
+        unsafe { libc::syscall(libc::SYS_close_range, a, b, flags) as c_int }
+    };
+    let h = HOLD.load(Ordering::Relaxed);
+    let cloexec_only = flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0;
+    if h < 0 || cloexec_only || !(lo..=hi).contains(&(h as c_uint)) {
+        return call(lo, hi);
+    }
+    let h = h as c_uint;
+    let below = if h > lo { call(lo, h - 1) } else { 0 };
+    let above = if h < hi { call(h + 1, hi) } else { 0 };
+    if below != 0 { below } else { above }
+}
