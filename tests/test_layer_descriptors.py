@@ -71,9 +71,9 @@ def test_source_directory_replaced_while_running_shows_the_new_one(usvfs: Path, 
 
 
 def test_one_descriptor_per_layer_read_numbered_high(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path) -> None:
-    # One descriptor per layer read from, numbered high (below 1024, where
-    # select() still works and the program's own numbers stay free); the
-    # instance's directory is the launcher's descriptor.
+    # One descriptor per layer read from, numbered high (from 880 under a
+    # descriptor limit of 1024, else from 1024), so the program's own low
+    # numbers stay free.
     r = run_view(usvfs, layout, [str(cbin["layerfd"]), "fds", *files(layout)])
     assert r.returncode == 0, r.stderr
     lines = r.stdout.decode().splitlines()

@@ -7,13 +7,13 @@
  *   layerfd closeall FILE...     close(3..4095), then again
  *   layerfd closefrom FILE...    closefrom(3)
  *   layerfd closerange FILE...   close_range(3, ~0U, 0)
- *   layerfd dup2 FILE...         dup2(0, 3..1023) over every descriptor
+ *   layerfd dup2 FILE...         dup2(0, 10..1023) over the descriptors
  *   layerfd vfork FILE...        a vfork child reads them, then the parent
  *   layerfd replace SRC NEW FILE...  read, rename SRC to NEW, make SRC with
  *                                the same files holding "replaced", wait
  *                                $LAYERFD_SETTLE_MS, read
  *   layerfd fds FILE...          read, then name the descriptors numbered
- *                                512-1023
+ *                                512-5119
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,10 +51,10 @@ static void show_all(char **files, int n) {
     fflush(stdout);
 }
 
-/* What each descriptor numbered 512 and up names (the ones the view keeps),
+/* What each descriptor numbered 512 to 5119 names (the ones the view keeps),
  * one per line, in descriptor order. */
 static void high_fds(void) {
-    for (int fd = 512; fd < 1024; fd++) {
+    for (int fd = 512; fd < 5120; fd++) {
         char link[64], target[4096];
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, target, sizeof target - 1);
@@ -101,9 +101,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "closerange")) {
         if (close_range(3, ~0U, 0) != 0) { perror("close_range"); return 1; }
     } else if (!strcmp(mode, "dup2")) {
-        for (int fd = 3; fd < 1024; fd++) dup2(0, fd);
+        /* 3-9 stay free for the reads (under a limit of 1024 every
+         * other number is taken). */
+        for (int fd = 10; fd < 1024; fd++) dup2(0, fd);
         show_all(files, n);
-        for (int fd = 3; fd < 1024; fd++) close(fd);
+        for (int fd = 10; fd < 1024; fd++) close(fd);
     } else if (!strcmp(mode, "vfork")) {
         pid_t p = vfork();
         if (p == 0) {

@@ -188,3 +188,66 @@ fn dump_lists_every_node_with_its_source() {
     );
     assert!(d.contains("only1/ -> "), "{d}");
 }
+
+/// One `Scratch` kept across resolutions (as the preload engine keeps one
+/// per thread, with the directory its last resolution went through) gives
+/// exactly what a fresh one gives, in any order: through symlinks, misses,
+/// files used as directories, a file over a directory, paths outside.
+#[test]
+fn a_reused_scratch_resolves_as_a_fresh_one() {
+    use usvfs_control::resolve::{Scratch, resolve_in};
+    let f = fixture();
+    let rels = [
+        "base.txt",
+        "shared.txt",
+        "only1/deep/f.txt",
+        "only1/deep",
+        "only1/link",
+        "only1/link/x",
+        "only1/deep/missing",
+        "only1/single.txt",
+        "only1/single.txt/x",
+        "hidden",
+        "hidden/below.txt",
+        "target/t.txt",
+        "target/missing",
+        "x.bak",
+        "only1",
+        "only1/deep/f.txt/",
+        "nothere/at/all",
+        "../outside.txt",
+    ];
+    let snap = f.snap.snapshot();
+    let run = |input: &[u8], follow: bool, scratch: &mut Scratch| {
+        let (mut v, mut p) = (PathBuffer::new(), PathBuffer::new());
+        resolve_in(&snap, None, &LibcFs, input, follow, &mut v, &mut p, scratch)
+            .map(|r| (r, v.as_bytes().to_vec(), p.as_bytes().to_vec()))
+    };
+    let inputs: Vec<Vec<u8>> = rels
+        .iter()
+        .map(|r| {
+            let joined = f.root.join("base").join(r);
+            let mut out = PathBuffer::new();
+            usvfs_control::path::normalize_into(joined.as_os_str().as_bytes(), b"/", &mut out)
+                .unwrap();
+            out.as_bytes().to_vec()
+        })
+        .collect();
+    let mut shared = Scratch::new();
+    // Forward, backward and interleaved: each path after every other one.
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.extend((0..inputs.len()).rev());
+    for i in 0..inputs.len() {
+        for j in 0..inputs.len() {
+            order.push(i);
+            order.push(j);
+        }
+    }
+    for &i in &order {
+        for follow in [true, false] {
+            let fresh = run(&inputs[i], follow, &mut Scratch::new());
+            let reused = run(&inputs[i], follow, &mut shared);
+            assert_eq!(fresh, reused, "{}", String::from_utf8_lossy(&inputs[i]));
+        }
+    }
+}

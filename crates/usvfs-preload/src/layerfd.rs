@@ -22,8 +22,11 @@ use crate::guard::errno;
 use crate::lookup::Lookup;
 use crate::state::State;
 
-/// Layers (by index id) that get a descriptor; later ones use absolute paths.
-const SLOTS: usize = 128;
+/// Layers (by index id) that may get a descriptor; later ones use absolute
+/// paths. How many do depends on the descriptor limit (see [`base`]).
+const SLOTS: usize = 1024;
+/// Layer descriptors under a descriptor limit of 1024 or less.
+const FEW: usize = 128;
 /// How often a layer descriptor is checked against its source path, so a
 /// source directory replaced behind the view's back shows within this time.
 const RECHECK_MS: u64 = 100;
@@ -52,6 +55,36 @@ static SLOT: [Slot; SLOTS] = [const {
 /// The lowest number a layer descriptor may get (0: not computed yet, -1:
 /// the descriptor limit is too low to spare any).
 static BASE: AtomicI32 = AtomicI32::new(0);
+/// How many layers get a descriptor (set with `BASE`).
+static USABLE: AtomicI32 = AtomicI32::new(0);
+/// The descriptors numbered `BASE..BASE + 4096` that are layer descriptors
+/// now, one bit each: a `close` of any other number costs one bit test.
+static OWNED: [AtomicU64; OWNED_SPAN / 64] = [const { AtomicU64::new(0) }; OWNED_SPAN / 64];
+const OWNED_SPAN: usize = 4096;
+
+/// Marks `fd` as a layer descriptor (or not); false when it is out of span.
+fn set_owned(fd: c_int, owned: bool) -> bool {
+    let Some(i) = usize::try_from(fd - BASE.load(Ordering::Relaxed))
+        .ok()
+        .filter(|&i| i < OWNED_SPAN)
+    else {
+        return false;
+    };
+    let bit = 1u64 << (i % 64);
+    if owned {
+        OWNED[i / 64].fetch_or(bit, Ordering::AcqRel);
+    } else {
+        OWNED[i / 64].fetch_and(!bit, Ordering::AcqRel);
+    }
+    true
+}
+
+fn is_owned(fd: c_int) -> bool {
+    usize::try_from(fd - BASE.load(Ordering::Relaxed))
+        .ok()
+        .filter(|&i| i < OWNED_SPAN)
+        .is_some_and(|i| OWNED[i / 64].load(Ordering::Acquire) & (1u64 << (i % 64)) != 0)
+}
 
 fn pack(generation: u32, fd: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(fd.wrapping_add(1))
@@ -69,7 +102,8 @@ fn target(st: &State, lk: &mut Lookup) -> Option<(c_int, *const c_char)> {
         return None;
     }
     let l = st.snap.layer(lk.res.node?)?;
-    if l as usize >= SLOTS {
+    base()?;
+    if l as usize >= (USABLE.load(Ordering::Relaxed) as usize).min(SLOTS) {
         return None;
     }
     let src = st.snap.layer_source(l);
@@ -173,7 +207,7 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
     // SAFETY: a NUL-terminated path; raw system calls (no hook re-entered).
     let low =
         unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.as_c_ptr(), flags) } as c_int;
-    let mut high = -1;
+    let mut high: c_int = -1;
     let mut ident = (0, 0);
     if low >= 0 {
         // SAFETY: fcntl and fstat on the descriptor just opened.
@@ -187,6 +221,12 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
             libc::syscall(libc::SYS_close, low);
         }
     }
+    if high >= 0 && !set_owned(high, true) {
+        // Beyond the span a close could not be told apart: not kept.
+        // SAFETY: ours, never published.
+        unsafe { libc::syscall(libc::SYS_close, high) };
+        high = -1;
+    }
     let new = pack(g, if high >= 0 { high as u32 } else { UNAVAILABLE });
     // Identity first: a reader that sees the new descriptor checks it
     // against these.
@@ -199,6 +239,7 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
     {
         Ok(_) => {
             if let Some(old) = fd_of(v).filter(|&f| f != UNAVAILABLE) {
+                set_owned(old as c_int, false);
                 // A thread still using it gets EBADF and goes by path.
                 // SAFETY: our own descriptor, no longer published.
                 unsafe { libc::syscall(libc::SYS_close, old as c_int) };
@@ -208,6 +249,7 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
         Err(cur) => {
             // Another thread got there first: use its result.
             if high >= 0 {
+                set_owned(high, false);
                 // SAFETY: ours was never published.
                 unsafe { libc::syscall(libc::SYS_close, high) };
             }
@@ -216,8 +258,11 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
     }
 }
 
-/// The lowest descriptor number for layer descriptors: below 1024 (the
-/// default limit, and `select`'s), leaving the program the numbers under it.
+/// The lowest descriptor number for layer descriptors, computed once: from
+/// 880 up to 1008 (128 layers) under a descriptor limit of 1024 or less,
+/// leaving the program the numbers below and a margin above; from 1024 up
+/// (1,024 layers) when the limit allows 2,064 or more (Wine and Proton
+/// raise it), above every `select` set. `None` under a limit below 400.
 fn base() -> Option<c_int> {
     let b = BASE.load(Ordering::Relaxed);
     if b != 0 {
@@ -227,13 +272,18 @@ fn base() -> Option<c_int> {
     // SAFETY: a valid out-pointer.
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) } == 0 {
         // SAFETY: getrlimit succeeded.
-        unsafe { lim.assume_init() }.rlim_cur.min(1024) as i64
+        unsafe { lim.assume_init() }.rlim_cur.min(1 << 20) as i64
     } else {
         0
     };
-    // Keep a margin of 16 above them for the program's own high numbers.
-    let b = soft - SLOTS as i64 - 16;
-    let b = if b >= 256 { b as i32 } else { -1 };
+    let (b, usable) = if soft >= 1024 + SLOTS as i64 + 16 {
+        (1024, SLOTS)
+    } else if soft.min(1024) - FEW as i64 - 16 >= 256 {
+        ((soft.min(1024) - FEW as i64 - 16) as i32, FEW)
+    } else {
+        (-1, 0)
+    };
+    USABLE.store(usable as i32, Ordering::Relaxed);
     BASE.store(b, Ordering::Relaxed);
     (b > 0).then_some(b)
 }
@@ -262,7 +312,7 @@ pub fn call<R: Copy + PartialOrd + Default>(
 #[inline]
 pub fn forget(fd: c_int) {
     let b = BASE.load(Ordering::Relaxed);
-    if b > 0 && fd >= b {
+    if b > 0 && fd >= b && is_owned(fd) {
         forget_range(fd as u32, fd as u32);
     }
 }
@@ -275,11 +325,11 @@ pub fn forget_range(lo: u32, hi: u32) {
     }
     for slot in &SLOT {
         let v = slot.packed.load(Ordering::Relaxed);
-        if fd_of(v).is_some_and(|fd| fd != UNAVAILABLE && (lo..=hi).contains(&fd)) {
+        if let Some(fd) = fd_of(v).filter(|&fd| fd != UNAVAILABLE && (lo..=hi).contains(&fd))
             // The program closes it: not ours to close again.
-            let _ = slot
-                .packed
-                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+            && slot.packed.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            set_owned(fd as c_int, false);
         }
     }
 }

@@ -74,12 +74,56 @@ fn journal_step<'j>(j: &'j Journal, virt: &PathBuffer, h: u64) -> JournalStep<'j
     }
 }
 
-/// The working buffers of a resolution (12 KiB). Callers that may run on
-/// small thread stacks keep one on the heap and use [`resolve_in`].
+/// The working buffers of a resolution (20 KiB), and the last directory a
+/// resolution went through. Callers that may run on small thread stacks
+/// keep one on the heap and use [`resolve_in`].
 pub struct Scratch {
     work: PathBuffer,
     next: PathBuffer,
     link: LinkBuf,
+    parent: ParentCache,
+}
+
+/// The index directory the previous resolution's last component was looked
+/// up in: a walk or a read of one folder resolves `dir/a`, `dir/b`, ... and
+/// the next one starts from it instead of the root. Valid for one snapshot,
+/// and only used while the journal is empty (with records, every prefix of
+/// the path may be placed elsewhere).
+struct ParentCache {
+    /// The snapshot it belongs to (`Snapshot::identity`; generation 0: empty).
+    snap: (u64, usize),
+    node: NodeId,
+    /// The input prefix as given (up to, not including, the separator).
+    key: PathBuffer,
+    /// The virtual path of that directory as the index spells it.
+    virt: PathBuffer,
+}
+
+impl ParentCache {
+    /// The cached directory, if `bytes` continues it with a component:
+    /// its node and the length of the prefix it stands for.
+    #[inline]
+    fn hit(&self, snap: &Snapshot<'_>, bytes: &[u8]) -> Option<(NodeId, usize)> {
+        let k = self.key.as_bytes();
+        (self.snap.0 != 0
+            && bytes.len() > k.len()
+            && bytes[k.len()] == b'/'
+            && bytes.starts_with(k)
+            && self.snap == snap.identity())
+        .then_some((self.node, k.len()))
+    }
+
+    #[inline]
+    fn store(&mut self, snap: &Snapshot<'_>, key: &[u8], node: NodeId, virt: &[u8]) {
+        if self.snap == snap.identity() && self.key.as_bytes() == key {
+            return;
+        }
+        self.snap = (0, 0);
+        if self.key.set(key).is_ok() && self.virt.set(virt).is_ok() {
+            self.node = node;
+            self.snap = snap.identity();
+        }
+    }
 }
 
 impl Default for Scratch {
@@ -94,10 +138,15 @@ impl Scratch {
     /// # Safety
     /// `p` must point to writable memory for a `Scratch`.
     pub unsafe fn init_at(p: *mut Scratch) {
-        // SAFETY: per the contract; LinkBuf needs no initialization.
+        // SAFETY: per the contract; LinkBuf needs no initialization, the
+        // cache only its (empty) snapshot identity and lengths.
         unsafe {
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).work));
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).next));
+            std::ptr::addr_of_mut!((*p).parent.snap).write((0, 0));
+            std::ptr::addr_of_mut!((*p).parent.node).write(0);
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).parent.key));
+            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).parent.virt));
         }
     }
 
@@ -107,6 +156,12 @@ impl Scratch {
             work: PathBuffer::new(),
             next: PathBuffer::new(),
             link: LinkBuf::new(),
+            parent: ParentCache {
+                snap: (0, 0),
+                node: 0,
+                key: PathBuffer::new(),
+                virt: PathBuffer::new(),
+            },
         }
     }
 }
@@ -138,20 +193,45 @@ pub fn resolve_in(
     scratch: &mut Scratch,
 ) -> Result<Resolution, i32> {
     let jr = journal.filter(|j| !j.is_empty());
-    let Scratch { work, next, link } = scratch;
+    let Scratch {
+        work,
+        next,
+        link,
+        parent,
+    } = scratch;
     work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
     let mut expansions = 0u32;
     let mut alias_probes = 0u32;
+    // The first pass over the caller's own path, with no journal records,
+    // may start from (and teaches) the cached directory.
+    let mut first_pass = jr.is_none();
     'restart: loop {
-        virt.clear();
-        virt.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
-        let mut node = snap.root();
-        let mut h = journal::FNV_OFFSET;
         let bytes = work.as_bytes();
+        let mut node = snap.root();
         let mut pos = 0usize;
+        match parent.hit(snap, bytes).filter(|_| first_pass) {
+            Some((n, len)) => {
+                virt.set(parent.virt.as_bytes())
+                    .map_err(|_| libc::ENAMETOOLONG)?;
+                node = n;
+                pos = len;
+            }
+            None => {
+                virt.clear();
+                virt.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
+            }
+        }
+        let mut h = journal::FNV_OFFSET;
         while let Some((start, end)) = next_component(bytes, &mut pos) {
             let comp = &bytes[start..end];
             let last = bytes[end..].iter().all(|&c| c == b'/');
+            if last && first_pass && node != snap.root() {
+                // `node` is the directory of the last component, reached
+                // through index directories only.
+                let key = &bytes[..start];
+                let key = &key[..key.iter().rposition(|&c| c != b'/').map_or(0, |i| i + 1)];
+                parent.store(snap, key, node, virt.as_bytes());
+            }
             if let Some(j) = jr {
                 // Changes recorded after the snapshot take precedence.
                 let before = virt.len();
@@ -178,7 +258,10 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            continue 'restart;
+                            {
+                                first_pass = false;
+                                continue 'restart;
+                            }
                         }
                         if !last {
                             // Deeper records place what was made below it
@@ -220,7 +303,10 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            continue 'restart;
+                            {
+                                first_pass = false;
+                                continue 'restart;
+                            }
                         }
                         NodeKind::Dir => node = ch,
                         _ if !last => return Err(libc::ENOTDIR),
@@ -272,7 +358,10 @@ pub fn resolve_in(
                         {
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            continue 'restart;
+                            {
+                                first_pass = false;
+                                continue 'restart;
+                            }
                         }
                     }
                     virt.push_component(&bytes[start..])

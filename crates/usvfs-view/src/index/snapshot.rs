@@ -112,6 +112,12 @@ impl<'a> Snapshot<'a> {
         self.header.generation
     }
 
+    /// Tells this snapshot from any other in the process while it is mapped:
+    /// its generation and where its node table lives.
+    pub fn identity(&self) -> (u64, usize) {
+        (self.header.generation, self.nodes.as_ptr() as usize)
+    }
+
     /// Names compare case-insensitively at and below directory destinations
     /// (see [`crate::fold`]); the journal keys paths by folded name.
     pub fn case_insensitive(&self) -> bool {
