@@ -7,7 +7,6 @@ use std::ffi::CStr;
 use libc::c_char;
 
 use crate::state::{self, State};
-use usvfs_view::instance_dir::InstanceDir;
 use usvfs_view::launch_env::{self, ENV_INSTANCE_DIR, ENV_VCWD, Join};
 use usvfs_view::semantics::exec::ExecRules;
 
@@ -37,15 +36,11 @@ pub fn getenv(name: &[u8]) -> Option<Vec<u8>> {
 /// stack (an exec runs in a freshly forked child, where every heap page
 /// written is a copy).
 pub fn exec_rules(st: &State) -> ExecRules {
-    let mut p = usvfs_view::path::PathBuffer::new();
-    if p.set(st.instance_dir.to_bytes()).is_err() || p.push_bytes(b"/exec_rules").is_err() {
-        return InstanceDir::from_bytes(st.instance_dir.to_bytes()).read_exec_rules();
-    }
-    // SAFETY: as_c_ptr gives the buffer's NUL-terminated contents.
-    let path = unsafe { CStr::from_ptr(p.as_c_ptr()) };
+    // The path was made when the state was loaded: no path buffer on the
+    // stack of a forked child (see `hooks::exec::Prepared`).
     let Ok(fd) = rustix::fs::openat(
         rustix::fs::CWD,
-        path,
+        st.exec_rules_path.as_c_str(),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     ) else {

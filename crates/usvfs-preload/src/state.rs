@@ -16,6 +16,8 @@ pub struct State {
     /// Changes made by hooked processes since the snapshot (shared, live).
     pub journal: Option<Journal>,
     pub instance_dir: CString,
+    /// `instance_dir/exec_rules`, read at every exec.
+    pub exec_rules_path: CString,
     pub lib_path: CString,
     /// The root node has a layer: every path may be virtual (no fast path).
     pub root_mapped: bool,
@@ -38,11 +40,14 @@ impl State {
     pub fn load(instance_dir: &CStr, lib_path: CString) -> Option<State> {
         let inst = InstanceDir::new(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
         let (snap, journal) = inst.load_view(true).ok()?;
+        let mut rules = instance_dir.to_bytes().to_vec();
+        rules.extend_from_slice(b"/exec_rules");
         Some(State {
             root_mapped: snap.layer(snap.root()).is_some(),
             snap,
             journal,
             instance_dir: instance_dir.to_owned(),
+            exec_rules_path: CString::new(rules).ok()?,
             lib_path,
             refresh_failed: AtomicBool::new(false),
         })

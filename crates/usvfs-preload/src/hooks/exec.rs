@@ -133,9 +133,10 @@ fn locate(st: &State, path: &[u8]) -> Result<Located, i32> {
 
 /// The first bytes of a physical file (for `#!`).
 fn head(phys: &[u8]) -> Option<Vec<u8>> {
-    let mut p = usvfs_view::path::PathBuffer::from_bytes(phys).ok()?;
+    // On the heap, not in a path buffer on the stack (see `Prepared`).
+    let p = std::ffi::CString::new(phys).ok()?;
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe { real::openat(AT_FDCWD, p.as_c_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    let fd = unsafe { real::openat(AT_FDCWD, p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
@@ -148,18 +149,22 @@ fn head(phys: &[u8]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// A ready exec: program, arguments and environment, all owned.
+/// A ready exec: program, arguments and environment, all owned. Small (the
+/// program's path on the heap): in a forked child every stack page the
+/// preparation touches is a page fault, and a copy when the parent had it.
 pub struct Prepared {
-    program: usvfs_view::path::PathBuffer,
+    program: std::ffi::CString,
     argv: CArray,
     env: CArray,
 }
 
 impl Prepared {
     fn new(program: &[u8], argv: Vec<Vec<u8>>, env: CArray) -> Result<Self, i32> {
+        if program.len() >= usvfs_view::path::PATH_MAX {
+            return Err(libc::ENAMETOOLONG);
+        }
         Ok(Prepared {
-            program: usvfs_view::path::PathBuffer::from_bytes(program)
-                .map_err(|_| libc::ENAMETOOLONG)?,
+            program: std::ffi::CString::new(program).map_err(|_| libc::ENOENT)?,
             argv: CArray::new(argv),
             env,
         })
@@ -167,15 +172,9 @@ impl Prepared {
 
     /// Execs. Called without the re-entrancy guard: after `vfork` the child
     /// shares our memory (thread-local guard included) with the parent.
-    fn exec(mut self) -> c_int {
+    fn exec(self) -> c_int {
         // SAFETY: program, argv and env are NUL-terminated and owned by self until execve returns.
-        unsafe {
-            real::execve(
-                self.program.as_c_ptr(),
-                self.argv.as_ptr(),
-                self.env.as_ptr(),
-            )
-        }
+        unsafe { real::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) }
     }
 }
 
@@ -438,10 +437,10 @@ fn spawn_in_view(
     match prepared {
         // SAFETY: the prepared program, arguments and environment are
         // NUL-terminated and live until the call returns.
-        Ok(mut p) => unsafe {
+        Ok(p) => unsafe {
             real::posix_spawn(
                 pid,
-                p.program.as_c_ptr(),
+                p.program.as_ptr(),
                 fa,
                 attr,
                 p.argv.as_ptr().cast(),
