@@ -88,41 +88,69 @@ pub struct Scratch {
 /// up in: a walk or a read of one folder resolves `dir/a`, `dir/b`, ... and
 /// the next one starts from it instead of the root. Valid for one snapshot,
 /// and only used while the journal is empty (with records, every prefix of
-/// the path may be placed elsewhere).
+/// the path may be placed elsewhere). Small inline buffers (a longer
+/// directory is not cached): a process's first lookup touches every page of
+/// its buffers, a page fault each.
 struct ParentCache {
     /// The snapshot it belongs to (`Snapshot::identity`; generation 0: empty).
     snap: (u64, usize),
     node: NodeId,
+    key_len: u16,
+    virt_len: u16,
     /// The input prefix as given (up to, not including, the separator).
-    key: PathBuffer,
+    /// Like the path buffers, left uninitialized past the lengths.
+    key: [std::mem::MaybeUninit<u8>; CACHED_DIR_MAX],
     /// The virtual path of that directory as the index spells it.
-    virt: PathBuffer,
+    virt: [std::mem::MaybeUninit<u8>; CACHED_DIR_MAX],
 }
+
+/// The first `len` bytes of `b`, which were written.
+fn written(b: &[std::mem::MaybeUninit<u8>], len: u16) -> &[u8] {
+    // SAFETY: callers pass the length `store` wrote (bounded by the array).
+    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), (len as usize).min(b.len())) }
+}
+
+/// Writes `src` at the start of `dst` (which is at least as long).
+fn write_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = std::mem::MaybeUninit::new(s);
+    }
+}
+
+/// The longest directory path the parent cache holds.
+const CACHED_DIR_MAX: usize = 480;
 
 impl ParentCache {
     /// The cached directory, if `bytes` continues it with a component:
     /// its node and the length of the prefix it stands for.
     #[inline]
     fn hit(&self, snap: &Snapshot<'_>, bytes: &[u8]) -> Option<(NodeId, usize)> {
-        let k = self.key.as_bytes();
-        (self.snap.0 != 0
-            && bytes.len() > k.len()
-            && bytes[k.len()] == b'/'
-            && bytes.starts_with(k)
-            && self.snap == snap.identity())
-        .then_some((self.node, k.len()))
+        if self.snap.0 == 0 || self.snap != snap.identity() {
+            return None;
+        }
+        let k = written(&self.key, self.key_len);
+        (bytes.len() > k.len() && bytes[k.len()] == b'/' && bytes.starts_with(k))
+            .then_some((self.node, k.len()))
+    }
+
+    fn virt(&self) -> &[u8] {
+        written(&self.virt, self.virt_len)
     }
 
     #[inline]
     fn store(&mut self, snap: &Snapshot<'_>, key: &[u8], node: NodeId, virt: &[u8]) {
-        if self.snap == snap.identity() && self.key.as_bytes() == key {
+        if key.len() > CACHED_DIR_MAX || virt.len() > CACHED_DIR_MAX {
             return;
         }
-        self.snap = (0, 0);
-        if self.key.set(key).is_ok() && self.virt.set(virt).is_ok() {
-            self.node = node;
-            self.snap = snap.identity();
+        if self.snap == snap.identity() && written(&self.key, self.key_len) == key {
+            return;
         }
+        write_into(&mut self.key, key);
+        self.key_len = key.len() as u16;
+        write_into(&mut self.virt, virt);
+        self.virt_len = virt.len() as u16;
+        self.node = node;
+        self.snap = snap.identity();
     }
 }
 
@@ -143,10 +171,8 @@ impl Scratch {
         unsafe {
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).work));
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).next));
+            // The rest of the cache is read only once `snap` says it is set.
             std::ptr::addr_of_mut!((*p).parent.snap).write((0, 0));
-            std::ptr::addr_of_mut!((*p).parent.node).write(0);
-            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).parent.key));
-            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).parent.virt));
         }
     }
 
@@ -159,8 +185,10 @@ impl Scratch {
             parent: ParentCache {
                 snap: (0, 0),
                 node: 0,
-                key: PathBuffer::new(),
-                virt: PathBuffer::new(),
+                key_len: 0,
+                virt_len: 0,
+                key: [std::mem::MaybeUninit::uninit(); CACHED_DIR_MAX],
+                virt: [std::mem::MaybeUninit::uninit(); CACHED_DIR_MAX],
             },
         }
     }
@@ -211,8 +239,7 @@ pub fn resolve_in(
         let mut pos = 0usize;
         match parent.hit(snap, bytes).filter(|_| first_pass) {
             Some((n, len)) => {
-                virt.set(parent.virt.as_bytes())
-                    .map_err(|_| libc::ENAMETOOLONG)?;
+                virt.set(parent.virt()).map_err(|_| libc::ENAMETOOLONG)?;
                 node = n;
                 pos = len;
             }

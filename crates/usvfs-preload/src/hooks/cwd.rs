@@ -19,6 +19,11 @@ pub fn adopt_cwd(st: &State, logical: &[u8]) {
     if crate::lookup::certainly_outside(st, AT_FDCWD, logical) {
         return state::set_cwd(logical, false, false);
     }
+    if index_ancestor(st, logical) {
+        // What the lookup below would find, without its buffers (a
+        // process's first lookup faults in every page of them).
+        return state::set_cwd(logical, true, false);
+    }
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, logical, true, &mut lk) {
         crate::lookup::Outcome::Redirect => {
@@ -27,6 +32,26 @@ pub fn adopt_cwd(st: &State, logical: &[u8]) {
         }
         _ => state::set_cwd(logical, false, false),
     }
+}
+
+/// `p` is a directory of the index that no layer provides (an ancestor of a
+/// destination, such as the game folder above its `Data`: where most
+/// programs of a game start), spelled as the index spells it, and the
+/// journal holds no records: the view leaves it where it is.
+fn index_ancestor(st: &State, p: &[u8]) -> bool {
+    use usvfs_view::index::NodeKind;
+    if st.journal.as_ref().is_some_and(|j| !j.is_empty()) {
+        return false;
+    }
+    let snap = &st.snap;
+    let mut n = snap.root();
+    for c in usvfs_view::path::components(p) {
+        match snap.child(n, c) {
+            Some(ch) if snap.kind(ch) == NodeKind::Dir && snap.layer(ch).is_none() => n = ch,
+            _ => return false,
+        }
+    }
+    n != snap.root()
 }
 
 /// After a chdir the view had no part in: take the kernel's answer. Not
