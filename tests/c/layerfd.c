@@ -46,7 +46,18 @@ static void show(const char *path) {
     printf("%s\n", buf);
 }
 
+/* Each file read 5 times (the view opens a layer's descriptor once the
+ * layer is used a few times), printed once. */
 static void show_all(char **files, int n) {
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < n; i++) {
+            struct stat st;
+            char buf[64];
+            int fd = open(files[i], O_RDONLY);
+            if (lstat(files[i], &st) == 0 && fd >= 0 && read(fd, buf, sizeof buf) < 0) perror(files[i]);
+            if (fd >= 0) close(fd);
+        }
+    }
     for (int i = 0; i < n; i++) show(files[i]);
     fflush(stdout);
 }
