@@ -148,18 +148,24 @@ impl InstanceDir {
     /// Controllers see holders by probing the lock and list them from
     /// `/proc/locks`. Raw system calls only.
     pub fn hold_quick(&self) -> Option<rustix::fd::OwnedFd> {
-        use rustix::fs::{CWD, FlockOperation, Mode, OFlags, flock, openat};
-        let fd = openat(
+        use rustix::fs::{FlockOperation, flock};
+        let fd = self.open_procs()?;
+        // Not blocking: only a leaving last process holds it exclusively,
+        // for the moment it takes to remove the instance.
+        flock(&fd, FlockOperation::NonBlockingLockShared).ok()?;
+        Some(fd)
+    }
+
+    /// A new open file description of `procs` (locks belong to one).
+    fn open_procs(&self) -> Option<rustix::fd::OwnedFd> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        openat(
             CWD,
             self.procs_dir().as_path(),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .ok()?;
-        // Not blocking: only a leaving last process holds it exclusively,
-        // for the moment it takes to remove the instance.
-        flock(&fd, FlockOperation::NonBlockingLockShared).ok()?;
-        Some(fd)
+        .ok()
     }
 
     /// Some process holds the instance (see [`InstanceDir::hold_quick`]):
@@ -172,14 +178,8 @@ impl InstanceDir {
     /// `Some(Some(fd))`: `procs` locked exclusively through `fd` (nobody
     /// holds the instance); `Some(None)`: it is held; `None`: no `procs`.
     fn lock_procs_exclusively(&self) -> Option<Option<rustix::fd::OwnedFd>> {
-        use rustix::fs::{CWD, FlockOperation, Mode, OFlags, flock, openat};
-        let fd = openat(
-            CWD,
-            self.procs_dir().as_path(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
+        use rustix::fs::{FlockOperation, flock};
+        let fd = self.open_procs()?;
         Some(
             flock(&fd, FlockOperation::NonBlockingLockExclusive)
                 .is_ok()
