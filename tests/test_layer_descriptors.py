@@ -87,3 +87,17 @@ def test_one_descriptor_per_layer_read_numbered_high(usvfs: Path, layout: Layout
     instance = Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / "usvfs_instance"
     expect = [f"high: {layout.base}"] * 3 + [f"high: {instance}", f"high: {instance / 'procs'}"]
     assert sorted(lines[5:]) == sorted(expect)
+
+
+def test_vfork_children_closing_descriptors_leave_the_parents_alone(usvfs: Path, layout: Layout, cbin: dict, tmp_path: Path) -> None:
+    # A vfork child shares the parent's memory, not its descriptor table:
+    # its closes must not make the parent forget (and reopen, and leak) its
+    # layer descriptors or its hold.
+    r = run_view(usvfs, layout, [str(cbin["layerfd"]), "vforkclose", *files(layout)])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    expect = merged_lines(layout, tmp_path)
+    assert lines[:10] == expect + expect
+    instance = Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / "usvfs_instance"
+    high = [f"high: {layout.base}"] * 3 + [f"high: {instance}", f"high: {instance / 'procs'}"]
+    assert sorted(lines[10:]) == sorted(high)

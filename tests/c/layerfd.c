@@ -12,6 +12,9 @@
  *   layerfd replace SRC NEW FILE...  read, rename SRC to NEW, make SRC with
  *                                the same files holding "replaced", wait
  *                                $LAYERFD_SETTLE_MS, read
+ *   layerfd vforkclose FILE...   50 vfork children close every descriptor
+ *                                (as Python's subprocess does), read, then
+ *                                name the high descriptors
  *   layerfd fds FILE...          read, then name the descriptors numbered
  *                                512-5119
  */
@@ -129,6 +132,19 @@ int main(int argc, char **argv) {
         int status;
         waitpid(p, &status, 0);
         printf("child: %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    } else if (!strcmp(mode, "vforkclose")) {
+        for (int i = 0; i < 50; i++) {
+            pid_t p = vfork();
+            if (p == 0) {
+                closefrom(3);
+                _exit(0);
+            }
+            int status;
+            waitpid(p, &status, 0);
+        }
+        show_all(files, n);
+        high_fds();
+        return 0;
     } else if (!strcmp(mode, "fds")) {
         high_fds();
         return 0;

@@ -39,13 +39,14 @@ pub fn take() -> Option<OwnedFd> {
 /// `fd` is the hold's descriptor: a program closing it keeps it open.
 #[inline]
 pub fn is_hold(fd: c_int) -> bool {
-    fd >= HOLD_BASE && fd == HOLD.load(Ordering::Relaxed)
+    fd >= 0 && fd == HOLD.load(Ordering::Relaxed)
 }
 
 /// The program is about to make `to` a copy of another descriptor (`dup2`,
 /// `dup3`): if `to` is the hold's, the hold moves to another number first.
 pub fn before_replacing(to: c_int) {
-    if !is_hold(to) {
+    // A vfork child replaces its own copy; the parent's hold stays put.
+    if !is_hold(to) || crate::hooks::calls::in_vfork_child() {
         return;
     }
     // SAFETY: fcntl on our own descriptor; raw system call.

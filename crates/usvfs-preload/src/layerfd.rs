@@ -40,9 +40,9 @@ const OPEN_AFTER: u32 = 8;
 /// descriptor left): absolute paths for that mapping.
 const UNAVAILABLE: u32 = u32::MAX;
 
-/// One layer's descriptor. `packed`: the mapping it was opened for (32 bits
-/// of its generation; layer ids mean other layers in another mapping) and
-/// the descriptor plus one (0: not opened).
+/// One layer's descriptor. `packed`: the layer it was opened for (a 32-bit
+/// tag of its source path: a new mapping may put another layer at this id)
+/// and the descriptor plus one (0: not opened).
 struct Slot {
     packed: AtomicU64,
     /// The directory the descriptor holds (0, 0: not taken yet).
@@ -96,9 +96,15 @@ fn is_owned(fd: c_int) -> bool {
         .is_some_and(|i| OWNED[i / 64].load(Ordering::Acquire) & (1u64 << (i % 64)) != 0)
 }
 
-fn pack(generation: u32, fd: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(fd.wrapping_add(1))
+fn pack(tag: u32, fd: u32) -> u64 {
+    (u64::from(tag) << 32) | u64::from(fd.wrapping_add(1))
 }
+
+/// Descriptors a new mapping's other layer displaced from their slot: left
+/// open (a call in flight on the number must never reach another layer),
+/// at most this many; past it, new layers go by path.
+const MAX_DISPLACED: u32 = 256;
+static DISPLACED: AtomicU32 = AtomicU32::new(0);
 
 /// The low 32 bits of the fd half, minus one (`None`: not opened).
 fn fd_of(packed: u64) -> Option<u32> {
@@ -127,8 +133,8 @@ fn target(st: &State, lk: &mut Lookup) -> Option<(c_int, *const c_char)> {
     {
         return None;
     }
-    let g = st.snap.generation();
-    let fd = descriptor(&SLOT[l as usize], (g ^ (g >> 32)) as u32, src)?;
+    let tag = *st.layer_tags.get(l as usize)?;
+    let fd = descriptor(&SLOT[l as usize], tag, src)?;
     // SAFETY: the offset is inside the NUL-terminated buffer as_c_ptr returns.
     Some((fd, unsafe { lk.phys.as_c_ptr().add(src.len() + 1) }))
 }
@@ -145,9 +151,8 @@ fn now_ms() -> u64 {
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
-/// The descriptor of the layer in `slot` (source `src`) for the mapping of
-/// generation `g`: opened once the layer is used often enough, checked
-/// against `src` now and then.
+/// The descriptor of the layer in `slot` (source `src`, tagged `g`): opened
+/// once the layer is used often enough, checked against `src` now and then.
 #[inline]
 fn descriptor(slot: &Slot, g: u32, src: &[u8]) -> Option<c_int> {
     let v = slot.packed.load(Ordering::Acquire);
@@ -220,7 +225,10 @@ fn recheck(slot: &Slot, v: u64, g: u32, fd: c_int, src: &[u8]) -> Option<c_int> 
 }
 
 /// Opens the layer's source as a high, close-on-exec `O_PATH` descriptor and
-/// publishes it in `slot` (which held `v`), closing the one it replaces.
+/// publishes it in `slot` (which held `v`). A number once published keeps
+/// standing for its layer: when the source was replaced, the new directory
+/// takes the old number (`dup3`); when another layer took the slot, the old
+/// descriptor stays open and the new one gets a number of its own.
 #[cold]
 #[inline(never)]
 fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
@@ -236,46 +244,70 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
     // SAFETY: a NUL-terminated path; raw system calls (no hook re-entered).
     let low =
         unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.as_c_ptr(), flags) } as c_int;
-    let mut high: c_int = -1;
-    if low >= 0 {
-        // SAFETY: fcntl and close on the descriptor just opened.
-        unsafe {
-            high = libc::syscall(libc::SYS_fcntl, low, libc::F_DUPFD_CLOEXEC, base) as c_int;
-            libc::syscall(libc::SYS_close, low);
+    let old = fd_of(v).filter(|&f| f != UNAVAILABLE);
+    let same_layer = (v >> 32) as u32 == g;
+    if low < 0 {
+        if old.is_none() {
+            let _ = slot.packed.compare_exchange(
+                v,
+                pack(g, UNAVAILABLE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
+        return None;
     }
+    let close = |fd: c_int| {
+        // SAFETY: a descriptor of ours that was never published.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    };
+    if same_layer && let Some(old) = old {
+        // The source was replaced: calls in flight on the number reach the
+        // new directory of the same layer.
+        // SAFETY: dup3 onto our own published descriptor's number.
+        let r = unsafe { libc::syscall(libc::SYS_dup3, low, old as c_int, libc::O_CLOEXEC) };
+        close(low);
+        if r < 0 {
+            return Some(old as c_int);
+        }
+        slot.dev.store(0, Ordering::Relaxed);
+        slot.ino.store(0, Ordering::Relaxed);
+        slot.checked_ms.store(now_ms(), Ordering::Relaxed);
+        return Some(old as c_int);
+    }
+    if old.is_some() && DISPLACED.fetch_add(1, Ordering::Relaxed) >= MAX_DISPLACED {
+        close(low);
+        return None;
+    }
+    // SAFETY: fcntl on the descriptor just opened.
+    let mut high =
+        unsafe { libc::syscall(libc::SYS_fcntl, low, libc::F_DUPFD_CLOEXEC, base) } as c_int;
+    close(low);
     if high >= 0 && !set_owned(high, true) {
         // Beyond the span a close could not be told apart: not kept.
-        // SAFETY: ours, never published.
-        unsafe { libc::syscall(libc::SYS_close, high) };
+        close(high);
         high = -1;
     }
-    let new = pack(g, if high >= 0 { high as u32 } else { UNAVAILABLE });
     // The identity is taken at the first check, 100 ms from now.
     slot.dev.store(0, Ordering::Relaxed);
     slot.ino.store(0, Ordering::Relaxed);
     slot.checked_ms.store(now_ms(), Ordering::Relaxed);
+    let new = pack(g, if high >= 0 { high as u32 } else { UNAVAILABLE });
     match slot
         .packed
         .compare_exchange(v, new, Ordering::AcqRel, Ordering::Acquire)
     {
-        Ok(_) => {
-            if let Some(old) = fd_of(v).filter(|&f| f != UNAVAILABLE) {
-                set_owned(old as c_int, false);
-                // A thread still using it gets EBADF and goes by path.
-                // SAFETY: our own descriptor, no longer published.
-                unsafe { libc::syscall(libc::SYS_close, old as c_int) };
-            }
-            (high >= 0).then_some(high)
-        }
+        Ok(_) => (high >= 0).then_some(high),
         Err(cur) => {
-            // Another thread got there first: use its result.
+            // Another thread got there first: use its result if it is for
+            // this layer.
             if high >= 0 {
                 set_owned(high, false);
-                // SAFETY: ours was never published.
-                unsafe { libc::syscall(libc::SYS_close, high) };
+                close(high);
             }
-            fd_of(cur).filter(|&f| f != UNAVAILABLE).map(|f| f as c_int)
+            fd_of(cur)
+                .filter(|&f| f != UNAVAILABLE && (cur >> 32) as u32 == g)
+                .map(|f| f as c_int)
         }
     }
 }
@@ -321,10 +353,13 @@ pub fn call<R: Copy + PartialOrd + Default>(
     f: impl Fn(c_int, *const c_char) -> R,
 ) -> R {
     if let Some((fd, rel)) = target(st, lk) {
+        let saved = errno();
         let r = f(fd, rel);
         if !(r < R::default() && matches!(errno(), libc::ENOENT | libc::ENOTDIR | libc::EBADF)) {
             return r;
         }
+        // The retry's own errno, or none if it succeeds.
+        crate::guard::set_errno(saved);
     }
     f(libc::AT_FDCWD, lk.phys.as_c_ptr())
 }
@@ -333,6 +368,10 @@ pub fn call<R: Copy + PartialOrd + Default>(
 /// layer's, that layer goes back to absolute paths (and reopens on next use).
 #[inline]
 pub fn forget(fd: c_int) {
+    // A vfork child closes its own copy; the parent's stays ours.
+    if crate::hooks::calls::in_vfork_child() {
+        return;
+    }
     let b = BASE.load(Ordering::Relaxed);
     if b > 0 && fd >= b && is_owned(fd) {
         forget_range(fd as u32, fd as u32);
@@ -341,6 +380,9 @@ pub fn forget(fd: c_int) {
 
 /// As [`forget`] for every descriptor in `lo..=hi`.
 pub fn forget_range(lo: u32, hi: u32) {
+    if crate::hooks::calls::in_vfork_child() {
+        return;
+    }
     let b = BASE.load(Ordering::Relaxed);
     if b <= 0 || hi < b as u32 {
         return;

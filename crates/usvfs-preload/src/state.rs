@@ -18,6 +18,9 @@ pub struct State {
     pub instance_dir: CString,
     /// `instance_dir/exec_rules`, read at every exec.
     pub exec_rules_path: CString,
+    /// Per layer, a tag of its source path (`layerfd`: a descriptor opened
+    /// for one layer is never used for another after a new mapping).
+    pub layer_tags: Box<[u32]>,
     pub lib_path: CString,
     /// The root node has a layer: every path may be virtual (no fast path).
     pub root_mapped: bool,
@@ -42,16 +45,28 @@ impl State {
         let (snap, journal) = inst.load_view(true).ok()?;
         let mut rules = instance_dir.to_bytes().to_vec();
         rules.extend_from_slice(b"/exec_rules");
+        let layer_tags = (0..snap.layer_count() as u32)
+            .map(|l| source_tag(snap.layer_source(l)))
+            .collect();
         Some(State {
             root_mapped: snap.layer(snap.root()).is_some(),
             snap,
             journal,
             instance_dir: instance_dir.to_owned(),
             exec_rules_path: CString::new(rules).ok()?,
+            layer_tags,
             lib_path,
             refresh_failed: AtomicBool::new(false),
         })
     }
+}
+
+/// FNV-1a of a layer's source path, never 0 (0 marks an empty slot).
+fn source_tag(src: &[u8]) -> u32 {
+    let h = src.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(1)
 }
 
 /// Replaced when a new mapping is published, never mutated; old states are

@@ -20,9 +20,9 @@ path_call!(fn setxattr(path, name: *const c_char, value: *const libc::c_void, si
 path_call!(fn lsetxattr(path, name: *const c_char, value: *const libc::c_void, size: size_t, flags: c_int) follow = false);
 path_call!(fn removexattr(path, name: *const c_char) follow = true);
 path_call!(fn lremovexattr(path, name: *const c_char) follow = false);
-at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags));
-at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags));
-at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags));
+at_call!(fn fchmodat(dirfd, path, mode: libc::mode_t; flags) by_path);
+at_call!(fn fchownat(dirfd, path, uid: libc::uid_t, gid: libc::gid_t; flags) by_path);
+at_call!(fn utimensat(dirfd, path, times: *const libc::timespec; flags) by_path);
 
 /// # Safety
 /// As `futimesat(2)`: `path` is null or a NUL-terminated string and `times`

@@ -27,8 +27,31 @@ macro_rules! path_call {
 }
 
 /// Defines a hook for `fn name(dirfd, path, args..., flags) -> c_int` whose
-/// flags may hold `AT_SYMLINK_NOFOLLOW`.
+/// flags may hold `AT_SYMLINK_NOFOLLOW`. With `by_path`, a redirected call
+/// always takes the absolute physical path (calls that change the file:
+/// never through a layer's descriptor, which may name a source folder
+/// replaced in the last 100 ms).
 macro_rules! at_call {
+    (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags) by_path) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dirfd: libc::c_int,
+            $path: *const libc::c_char
+            $(, $arg: $ty)*,
+            flags: libc::c_int,
+        ) -> libc::c_int {
+            $crate::hooks::with_path(
+                dirfd,
+                $path,
+                flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+                // SAFETY: the caller's arguments, forwarded unchanged.
+                || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
+                // SAFETY: the resolved physical path is NUL-terminated and
+                // absolute (dirfd unused); the other arguments are the caller's.
+                |_, lk| unsafe { $crate::real::$name(libc::AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, flags) },
+            )
+        }
+    };
     (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(

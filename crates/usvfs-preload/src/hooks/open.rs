@@ -57,6 +57,20 @@ pub unsafe extern "C" fn usvfs_openat(
             fd
         },
         |st, lk| {
+            // Writes go by absolute path: through a layer's descriptor they
+            // could land, for up to 100 ms, in a source folder that was
+            // replaced (and is about to be deleted).
+            let writes =
+                flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (O_CREAT | libc::O_TRUNC) != 0;
+            if writes {
+                // SAFETY: as_c_ptr NUL-terminates lk.phys, which outlives the
+                // call (absolute, so AT_FDCWD is right).
+                let fd = unsafe { real::openat(AT_FDCWD, lk.phys.as_c_ptr(), flags, mode) };
+                if fd >= 0 {
+                    fdtable::insert(fd, lk.virt.as_bytes(), fdtable::ident_for_flags(flags));
+                }
+                return fd;
+            }
             let fd = crate::layerfd::call(st, lk, |d, p| {
                 // SAFETY: a layer descriptor and the NUL-terminated path below it, or
                 // AT_FDCWD and the absolute path (layerfd); the rest is the caller's.
