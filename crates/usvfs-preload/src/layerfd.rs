@@ -364,6 +364,14 @@ pub fn call<R: Copy + PartialOrd + Default>(
     f(libc::AT_FDCWD, lk.phys.as_c_ptr())
 }
 
+/// Runs `call` on the physical file of `lk` by its absolute path, never
+/// through a layer's descriptor (calls that change the file: a descriptor
+/// may still name a source folder replaced in the last 100 ms).
+#[inline]
+pub fn by_path<R>(_st: &State, lk: &mut Lookup, f: impl Fn(c_int, *const c_char) -> R) -> R {
+    f(libc::AT_FDCWD, lk.phys.as_c_ptr())
+}
+
 /// The program is about to close or replace descriptor `fd`: if it is a
 /// layer's, that layer goes back to absolute paths (and reopens on next use).
 #[inline]

@@ -33,26 +33,12 @@ macro_rules! path_call {
 /// replaced in the last 100 ms).
 macro_rules! at_call {
     (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags) by_path) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $name(
-            dirfd: libc::c_int,
-            $path: *const libc::c_char
-            $(, $arg: $ty)*,
-            flags: libc::c_int,
-        ) -> libc::c_int {
-            $crate::hooks::with_path(
-                dirfd,
-                $path,
-                flags & libc::AT_SYMLINK_NOFOLLOW == 0,
-                // SAFETY: the caller's arguments, forwarded unchanged.
-                || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
-                // SAFETY: the resolved physical path is NUL-terminated and
-                // absolute (dirfd unused); the other arguments are the caller's.
-                |_, lk| unsafe { $crate::real::$name(libc::AT_FDCWD, lk.phys.as_c_ptr() $(, $arg)*, flags) },
-            )
-        }
+        at_call!(@def by_path, $name, $path $(, $arg: $ty)*);
     };
     (fn $name:ident(dirfd, $path:ident $(, $arg:ident : $ty:ty)*; flags)) => {
+        at_call!(@def call, $name, $path $(, $arg: $ty)*);
+    };
+    (@def $via:ident, $name:ident, $path:ident $(, $arg:ident : $ty:ty)*) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(
             dirfd: libc::c_int,
@@ -66,7 +52,7 @@ macro_rules! at_call {
                 flags & libc::AT_SYMLINK_NOFOLLOW == 0,
                 // SAFETY: the caller's arguments, forwarded unchanged.
                 || unsafe { $crate::real::$name(dirfd, $path $(, $arg)*, flags) },
-                |st, lk| $crate::layerfd::call(st, lk, |fd, p| {
+                |st, lk| $crate::layerfd::$via(st, lk, |fd, p| {
                     // SAFETY: a layer descriptor and the NUL-terminated path
                     // below it, or AT_FDCWD and the absolute path (layerfd);
                     // the rest is the caller's.
