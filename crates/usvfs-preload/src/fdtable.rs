@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::hooks::calls::in_vfork_child;
+use crate::parked::Parked;
 
 const SLOTS: usize = 1 << 16;
 
@@ -145,25 +146,17 @@ fn reclaim() {
 const PARKED: usize = 8;
 
 thread_local! {
-    static FREE: Free = const { Free([const { AtomicPtr::new(std::ptr::null_mut()) }; PARKED]) };
+    static FREE: Free = const { Free(Parked::new()) };
 }
 
-/// Atomic slots although per thread: a signal handler may run between any
-/// two instructions of the code taking or parking an entry (as the lookup
-/// buffers' spares).
-struct Free([AtomicPtr<FdEntry>; PARKED]);
+struct Free(Parked<FdEntry, PARKED>);
 
 impl Drop for Free {
     fn drop(&mut self) {
-        crate::alloc::held(|| {
-            for s in &self.0 {
-                let p = s.swap(std::ptr::null_mut(), Ordering::Acquire);
-                if !p.is_null() {
-                    // SAFETY: parked entries came from Box::into_raw and
-                    // belong to this slot alone.
-                    drop(unsafe { Box::from_raw(p) });
-                }
-            }
+        self.0.drain(|p| {
+            // SAFETY: parked entries came from Box::into_raw and belong to
+            // this slot alone.
+            drop(unsafe { Box::from_raw(p) });
         });
     }
 }
@@ -179,29 +172,13 @@ fn park(e: &mut FdEntry) -> bool {
         return false;
     }
     let p: *mut FdEntry = e;
-    FREE.try_with(|f| {
-        f.0.iter().any(|s| {
-            s.compare_exchange(
-                std::ptr::null_mut(),
-                p,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        })
-    })
-    .unwrap_or(false)
+    FREE.try_with(|f| f.0.park(p)).unwrap_or(false)
 }
 
 /// A parked entry of this thread, taken out of its slot.
 fn unpark() -> *mut FdEntry {
-    FREE.try_with(|f| {
-        f.0.iter()
-            .map(|s| s.swap(std::ptr::null_mut(), Ordering::Acquire))
-            .find(|p| !p.is_null())
-            .unwrap_or(std::ptr::null_mut())
-    })
-    .unwrap_or(std::ptr::null_mut())
+    FREE.try_with(|f| f.0.take())
+        .unwrap_or(std::ptr::null_mut())
 }
 
 /// What the table says about one descriptor number.

@@ -376,10 +376,8 @@ pub fn by_path<R>(_st: &State, lk: &mut Lookup, f: impl Fn(c_int, *const c_char)
 /// layer's, that layer goes back to absolute paths (and reopens on next use).
 #[inline]
 pub fn forget(fd: c_int) {
-    // A vfork child closes its own copy; the parent's stays ours.
-    if crate::hooks::calls::in_vfork_child() {
-        return;
-    }
+    // One load and a bit test for every other number (this is on `close`'s
+    // path); `forget_range` leaves a vfork child's closes alone.
     let b = BASE.load(Ordering::Relaxed);
     if b > 0 && fd >= b && is_owned(fd) {
         forget_range(fd as u32, fd as u32);
@@ -388,11 +386,9 @@ pub fn forget(fd: c_int) {
 
 /// As [`forget`] for every descriptor in `lo..=hi`.
 pub fn forget_range(lo: u32, hi: u32) {
-    if crate::hooks::calls::in_vfork_child() {
-        return;
-    }
     let b = BASE.load(Ordering::Relaxed);
-    if b <= 0 || hi < b as u32 {
+    // A vfork child closes its own copies; the parent's stay ours.
+    if b <= 0 || hi < b as u32 || crate::hooks::calls::in_vfork_child() {
         return;
     }
     for slot in &SLOT {

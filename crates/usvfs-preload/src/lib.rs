@@ -17,6 +17,7 @@ mod log;
 
 mod lookup;
 mod next;
+mod parked;
 mod real;
 mod stack;
 mod state;

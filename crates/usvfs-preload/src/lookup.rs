@@ -3,12 +3,12 @@
 
 use libc::{AT_FDCWD, c_char, c_int};
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use usvfs_view::path::{self, PathBuffer};
 use usvfs_view::semantics::Resolved;
 
 use crate::fdtable;
+use crate::parked::Parked;
 use crate::state::{self, State};
 
 /// A lookup's buffers and result. About 20 KiB: kept on the heap, a few
@@ -40,52 +40,17 @@ impl std::ops::DerefMut for Lookup {
 const SPARES: usize = 4;
 
 thread_local! {
-    static SPARE: Spare = const { Spare([const { AtomicPtr::new(std::ptr::null_mut()) }; SPARES]) };
+    static SPARE: Spare = const { Spare(Parked::new()) };
 }
 
-/// Atomic slots although per thread: a signal handler may run between any
-/// two instructions of the code taking or parking a lookup, and a single
-/// swap or compare-exchange is never split by it.
-struct Spare([AtomicPtr<Lookup>; SPARES]);
-
-impl Spare {
-    /// A parked lookup, taken out of its slot.
-    fn take(&self) -> *mut Lookup {
-        for s in &self.0 {
-            let p = s.swap(std::ptr::null_mut(), Ordering::Acquire);
-            if !p.is_null() {
-                return p;
-            }
-        }
-        std::ptr::null_mut()
-    }
-
-    /// Parks `p` in a free slot; false when every slot is taken.
-    fn park(&self, p: *mut Lookup) -> bool {
-        self.0.iter().any(|s| {
-            s.compare_exchange(
-                std::ptr::null_mut(),
-                p,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        })
-    }
-}
+struct Spare(Parked<Lookup, SPARES>);
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        // Signals held once for all of them (this runs at every exit).
-        crate::alloc::held(|| {
-            loop {
-                let p = self.take();
-                if p.is_null() {
-                    break;
-                }
-                // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
-                unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
-            }
+        // At every thread's exit.
+        self.0.drain(|p| {
+            // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
+            unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
         })
     }
 }
@@ -121,7 +86,7 @@ impl std::ops::DerefMut for LookupBox {
 impl Drop for LookupBox {
     fn drop(&mut self) {
         let p = self.0.as_ptr();
-        if !SPARE.try_with(|s| s.park(p)).unwrap_or(false) {
+        if !SPARE.try_with(|s| s.0.park(p)).unwrap_or(false) {
             // SAFETY: allocated by `alloc_lookup` with this layout.
             unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
         }
@@ -134,10 +99,12 @@ impl Lookup {
     /// at that depth (a signal handler's) finds one without allocating.
     #[allow(clippy::new_ret_no_self)] // the owner type returns it to the spare slots
     pub fn new() -> LookupBox {
-        let spare = SPARE.try_with(Spare::take).unwrap_or(std::ptr::null_mut());
+        let spare = SPARE
+            .try_with(|s| s.0.take())
+            .unwrap_or(std::ptr::null_mut());
         let p = if spare.is_null() {
             let extra = alloc_lookup();
-            if !SPARE.try_with(|s| s.park(extra)).unwrap_or(false) {
+            if !SPARE.try_with(|s| s.0.park(extra)).unwrap_or(false) {
                 // SAFETY: just allocated with this layout, never shared.
                 unsafe { std::alloc::dealloc(extra.cast(), std::alloc::Layout::new::<Lookup>()) };
             }
