@@ -302,3 +302,48 @@ def test_forked_child_keeps_the_instance_after_its_parent_leaves(usvfs: Path, la
     # nobody holding the instance and removes it.
     wait_for(lambda: subprocess.run([str(usvfs), "ps", "--instance", "life"], capture_output=True).returncode == 0
              and not instance_dir("life").exists(), "the instance to go")
+
+
+# A library whose constructor runs before the engine's (preloaded after it)
+# and takes a while: the window between a child's exec and its joining.
+SLOW_START = r"""
+#include <unistd.h>
+__attribute__((constructor)) static void slow(void) { usleep(700 * 1000); }
+"""
+
+
+@pytest.mark.parametrize("how", ["fork_exec", "posix_spawn"])
+def test_instance_stays_while_a_child_is_between_exec_and_joining(
+    usvfs: Path, layout: Layout, tmp_path: Path, how: str
+) -> None:
+    # The program starts a child and leaves at once; usvfs leaves with it.
+    # The child's exec drops what it inherited, and it joins only after the
+    # slow constructor: the instance must still be there then (the parent's
+    # hold stays open across the exec until the child holds it itself).
+    src, slow = tmp_path / "slow.c", tmp_path / "libslow.so"
+    src.write_text(SLOW_START)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(slow), str(src)], check=True)
+    out = tmp_path / "out"
+    start_child = (
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execve('/bin/sh', argv, env)\n"
+        if how == "fork_exec"
+        else "os.posix_spawn('/bin/sh', argv, env)\n"
+    )
+    script = tmp_path / "leaver.py"
+    script.write_text(
+        "import os\n"
+        f"env = dict(os.environ, LD_PRELOAD={str(slow)!r})\n"
+        f"argv = ['sh', '-c', 'cat {layout.base / 'shared.txt'} > {out}.tmp; mv {out}.tmp {out}']\n"
+        + start_child
+    )
+    r = subprocess.run([str(usvfs), "run", "--instance", "gap", *layout.mapping_args(), "--",
+                        sys.executable, str(script)], cwd=layout.root, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    wait_for(out.exists, "the child to read through the view")
+    assert out.read_text() == "from m3\n", "the child ran outside the view"
+    # The shell leaves by _exit (no exit hook): the next controller to look
+    # finds nobody holding the instance and removes it.
+    wait_for(lambda: subprocess.run([str(usvfs), "ps", "--instance", "gap"], capture_output=True).returncode == 0
+             and not instance_dir("gap").exists(), "the instance to go once the child left")

@@ -89,6 +89,7 @@ pub fn run(l: Launch<'_>) -> Result<i32> {
         instance_dir: l.instance.dir.as_os_str().as_bytes(),
         instance_fd: fd_spec.as_deref(),
         vcwd,
+        hold: None,
     };
     let env = launch_env::child_env(
         std::env::vars_os().map(|(k, v)| {

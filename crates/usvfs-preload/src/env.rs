@@ -59,13 +59,15 @@ fn vcwd() -> Option<&'static [u8]> {
 }
 
 /// The child's environment: `envp` with our variables set (`join`) or
-/// removed, and `extra` libraries preloaded. The caller's entries are
+/// removed, `extra` libraries preloaded, and `hold` (the `USVFS_HOLD`
+/// value) when this process's hold stays open across the exec. The caller's entries are
 /// handed on as they are (see `launch_env::child_env_borrowed`).
 pub fn for_child<'a>(
     st: &State,
     envp: Vec<&'a [u8]>,
     join: bool,
     extra: &[&[u8]],
+    hold: Option<&[u8]>,
 ) -> Vec<std::borrow::Cow<'a, [u8]>> {
     let fd = getenv(launch_env::ENV_INSTANCE_FD.as_bytes());
     // The path the launcher gave (this process may have reached the
@@ -77,6 +79,7 @@ pub fn for_child<'a>(
         instance_dir: given.as_deref().unwrap_or(st.instance_dir.to_bytes()),
         instance_fd: fd.as_deref(),
         vcwd: vcwd(),
+        hold,
     };
     launch_env::child_env_borrowed(envp, st.lib_path.to_bytes(), join.then_some(&j), extra)
 }

@@ -73,3 +73,62 @@ pub fn close_range_around(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
     let above = if h < hi { call(h + 1, hi) } else { 0 };
     if below != 0 { below } else { above }
 }
+
+/// The hold to leave open across an exec into the view: its descriptor and
+/// the `USVFS_HOLD` value naming it (`N:DEV:INO` of the `procs` directory).
+/// One `fstat`, in the child about to exec.
+pub fn for_exec() -> Option<(c_int, Vec<u8>)> {
+    let fd = HOLD.load(Ordering::Relaxed);
+    let st = fstat_dir(fd)?;
+    let spec = usvfs_view::launch_env::instance_fd_spec(fd, st.st_dev, st.st_ino);
+    Some((fd, spec))
+}
+
+/// Leaves the hold open (`open`) or closes it again (`!open`) at the next
+/// exec. Raw system call: used between `vfork` and exec too, where the
+/// descriptor table is the child's own.
+pub fn set_inherited(fd: c_int, open: bool) {
+    let flags = if open { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: fcntl takes integers only; `fd` is our hold.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, flags) };
+}
+
+/// After this process joined its instance (`joined`) or failed to: the hold
+/// a parent left open across the exec (`USVFS_HOLD`), if it is still there.
+/// It is closed when this process holds the instance itself or runs outside
+/// it, else kept as this process's hold (close-on-exec again), so a joined
+/// process holds the instance either way. A descriptor that is not that
+/// `procs` directory is left alone.
+pub fn settle_inherited(spec: Option<&[u8]>, joined: bool) {
+    let Some((fd, dev, ino)) = spec.and_then(usvfs_view::launch_env::parse_instance_fd) else {
+        return;
+    };
+    let ours = HOLD.load(Ordering::Relaxed);
+    if fd == ours || !fstat_dir(fd).is_some_and(|s| s.st_dev == dev && s.st_ino == ino) {
+        return;
+    }
+    if ours >= 0 || !joined {
+        // SAFETY: the parent's hold, ours to close: this process holds the
+        // instance through its own descriptor now, or is not in it.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    } else {
+        set_inherited(fd, false);
+        HOLD.store(fd, Ordering::Release);
+    }
+}
+
+/// `fstat` of `fd` when it is an open directory.
+fn fstat_dir(fd: c_int) -> Option<libc::stat> {
+    if fd < 0 {
+        return None;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a local out-buffer of the right type; read only on success.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(st)
+}

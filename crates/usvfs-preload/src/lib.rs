@@ -28,7 +28,7 @@ static ALLOC: alloc::SignalSafe = alloc::SignalSafe;
 use std::ffi::{CStr, CString};
 
 use usvfs_view::instance_dir::InstanceDir;
-use usvfs_view::launch_env::{self, ENV_INSTANCE_DIR, ENV_INSTANCE_FD, ENV_VCWD};
+use usvfs_view::launch_env::{self, ENV_HOLD, ENV_INSTANCE_DIR, ENV_INSTANCE_FD, ENV_VCWD};
 use usvfs_view::path::PathBuffer;
 
 use crate::state::State;
@@ -87,6 +87,16 @@ fn say_unreachable(dir: &[u8]) {
     log::notice(dir, module_path!(), &sentence);
 }
 
+/// `stat` of a real path (no view).
+fn real_stat(p: *const libc::c_char) -> Option<libc::stat> {
+    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a NUL-terminated path (callers') and a stat buffer of the right type.
+    (unsafe { real::stat(p, s.as_mut_ptr()) } == 0).then(|| {
+        // SAFETY: stat succeeded, so it filled the buffer.
+        unsafe { s.assume_init() }
+    })
+}
+
 /// The working directory a parent handed down, if it still names where we
 /// are: made the logical working directory at once from this lookup (no
 /// second one in `adopt_cwd`).
@@ -99,21 +109,17 @@ fn inherited_cwd(st: &State) -> Option<()> {
     ) {
         return None;
     }
-    let (mut a, mut b) = (
-        std::mem::MaybeUninit::<libc::stat>::uninit(),
-        std::mem::MaybeUninit::<libc::stat>::uninit(),
-    );
-    // SAFETY: valid buffers and paths.
-    unsafe {
-        if real::stat(lk.phys.as_c_ptr(), a.as_mut_ptr()) != 0
-            || real::stat(c".".as_ptr(), b.as_mut_ptr()) != 0
-        {
-            return None;
-        }
-        let (a, b) = (a.assume_init(), b.assume_init());
-        if a.st_dev != b.st_dev || a.st_ino != b.st_ino {
-            return None;
-        }
+    // The parent's working directory is still ours when "." is the
+    // directory the view shows there: its physical one (the parent changed
+    // into it through the view), or the virtual path itself (the parent
+    // started there, as a game's programs usually do).
+    let here = real_stat(c".".as_ptr())?;
+    let same = |p: &mut PathBuffer| {
+        real_stat(p.as_c_ptr()).is_some_and(|s| s.st_dev == here.st_dev && s.st_ino == here.st_ino)
+    };
+    let lk = &mut *lk;
+    if !same(&mut lk.phys) && (lk.phys.as_bytes() == lk.virt.as_bytes() || !same(&mut lk.virt)) {
+        return None;
     }
     let is_virtual = lk.phys.as_bytes() != lk.virt.as_bytes();
     state::set_cwd(lk.virt.as_bytes(), lk.res.node.is_some(), is_virtual);
@@ -121,6 +127,17 @@ fn inherited_cwd(st: &State) -> Option<()> {
 }
 
 fn start() -> Option<()> {
+    let joined = join();
+    // The parent's hold, left open across its exec (see `hold::for_exec`),
+    // is let go only now that this process holds the instance itself.
+    hold::settle_inherited(
+        env::getenv(ENV_HOLD.as_bytes()).as_deref(),
+        joined.is_some(),
+    );
+    joined
+}
+
+fn join() -> Option<()> {
     let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
     let lib_path = own_path()?;
     // By its path (no extra system call: loading is the check), else

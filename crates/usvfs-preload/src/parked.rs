@@ -13,10 +13,14 @@ impl<T, const N: usize> Parked<T, N> {
         Parked([const { AtomicPtr::new(std::ptr::null_mut()) }; N])
     }
 
-    /// A parked object, taken out of its slot (null: none).
+    /// A parked object, taken out of its slot (null: none). The last slot
+    /// first: `park` fills the first free one, so this takes the object
+    /// parked last, whose pages are the warm ones (a spare parked ahead for a
+    /// signal handler stays untouched until one needs it).
     pub fn take(&self) -> *mut T {
         self.0
             .iter()
+            .rev()
             .map(|s| s.swap(std::ptr::null_mut(), Ordering::Acquire))
             .find(|p| !p.is_null())
             .unwrap_or(std::ptr::null_mut())

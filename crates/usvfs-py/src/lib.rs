@@ -365,6 +365,7 @@ fn child_env(
         instance_dir: &instance_dir,
         instance_fd: instance_fd.as_deref(),
         vcwd: vcwd.as_deref(),
+        hold: None,
     };
     usvfs_control::launch_env::child_env(envp, &lib, Some(&join), &[])
 }

@@ -16,12 +16,19 @@ pub const ENV_VCWD: &str = "USVFS_VCWD";
 /// namespace, a chroot) reaches it through `/proc/self/fd/N`.
 pub const ENV_INSTANCE_FD: &str = "USVFS_INSTANCE_FD";
 
-/// The value of [`ENV_INSTANCE_FD`].
+/// `N:DEV:INO`: descriptor N, left open across the exec that started this
+/// process, is the parent's hold on the instance (its `procs` directory,
+/// device DEV, inode INO). Kept until the process has taken its own, so the
+/// instance is held without a gap from the parent's exec to the child's
+/// start (a last other process leaving then cannot remove it).
+pub const ENV_HOLD: &str = "USVFS_HOLD";
+
+/// The value of [`ENV_INSTANCE_FD`] (and of [`ENV_HOLD`]).
 pub fn instance_fd_spec(fd: i32, dev: u64, ino: u64) -> Vec<u8> {
     format!("{fd}:{dev}:{ino}").into_bytes()
 }
 
-/// Parses an [`ENV_INSTANCE_FD`] value.
+/// Parses an [`ENV_INSTANCE_FD`] (or [`ENV_HOLD`]) value.
 pub fn parse_instance_fd(v: &[u8]) -> Option<(i32, u64, u64)> {
     let s = std::str::from_utf8(v).ok()?;
     let mut it = s.split(':');
@@ -38,6 +45,9 @@ pub struct Join<'a> {
     pub instance_fd: Option<&'a [u8]>,
     /// The virtual working directory to report, when it is virtual.
     pub vcwd: Option<&'a [u8]>,
+    /// The [`ENV_HOLD`] value, when the launcher's hold stays open across
+    /// the exec.
+    pub hold: Option<&'a [u8]>,
 }
 
 fn key(entry: &[u8]) -> &[u8] {
@@ -106,7 +116,8 @@ pub fn child_env_borrowed<'a>(
             b"LD_PRELOAD" => preload = Some(&e[b"LD_PRELOAD=".len()..]),
             k if k == ENV_INSTANCE_DIR.as_bytes()
                 || k == ENV_VCWD.as_bytes()
-                || k == ENV_INSTANCE_FD.as_bytes() => {}
+                || k == ENV_INSTANCE_FD.as_bytes()
+                || k == ENV_HOLD.as_bytes() => {}
             _ => out.push(Cow::Borrowed(e)),
         }
     }
@@ -128,6 +139,9 @@ pub fn child_env_borrowed<'a>(
         if let Some(v) = j.vcwd {
             out.push(var(ENV_VCWD, v));
         }
+        if let Some(v) = j.hold {
+            out.push(var(ENV_HOLD, v));
+        }
     }
     out
 }
@@ -146,6 +160,7 @@ mod tests {
             instance_dir: b"/run/i",
             instance_fd: Some(b"901:5:77"),
             vcwd: Some(b"/game/data"),
+            hold: Some(b"860:5:78"),
         };
         let out = child_env(
             env(&[
@@ -154,6 +169,7 @@ mod tests {
                 "USVFS_VCWD=/old",
                 "USVFS_INSTANCE_DIR=/old",
                 "USVFS_INSTANCE_FD=3:1:1",
+                "USVFS_HOLD=861:1:1",
             ]),
             b"/l/usvfs.so",
             Some(&j),
@@ -167,6 +183,7 @@ mod tests {
                 "USVFS_INSTANCE_DIR=/run/i",
                 "USVFS_INSTANCE_FD=901:5:77",
                 "USVFS_VCWD=/game/data",
+                "USVFS_HOLD=860:5:78",
             ])
         );
         assert_eq!(parse_instance_fd(b"901:5:77"), Some((901, 5, 77)));
@@ -176,7 +193,12 @@ mod tests {
     #[test]
     fn leaving_removes_our_variables() {
         let out = child_env(
-            env(&["LD_PRELOAD=/l/usvfs.so", "USVFS_INSTANCE_DIR=/run/i", "B=2"]),
+            env(&[
+                "LD_PRELOAD=/l/usvfs.so",
+                "USVFS_INSTANCE_DIR=/run/i",
+                "USVFS_HOLD=860:5:78",
+                "B=2",
+            ]),
             b"/l/usvfs.so",
             None,
             &[],

@@ -156,10 +156,18 @@ pub struct Prepared {
     program: std::ffi::CString,
     argv: CArray,
     env: CArray,
+    /// This process's hold, to leave open across the exec: the child keeps
+    /// the instance held until it takes its own hold (`USVFS_HOLD`).
+    hold: Option<c_int>,
 }
 
 impl Prepared {
-    fn new(program: &[u8], argv: Vec<Vec<u8>>, env: CArray) -> Result<Self, i32> {
+    fn new(
+        program: &[u8],
+        argv: Vec<Vec<u8>>,
+        env: CArray,
+        hold: Option<c_int>,
+    ) -> Result<Self, i32> {
         if program.len() >= usvfs_view::path::PATH_MAX {
             return Err(libc::ENAMETOOLONG);
         }
@@ -167,15 +175,30 @@ impl Prepared {
             program: std::ffi::CString::new(program).map_err(|_| libc::ENOENT)?,
             argv: CArray::new(argv),
             env,
+            hold,
         })
     }
 
     /// Execs. Called without the re-entrancy guard: after `vfork` the child
     /// shares our memory (thread-local guard included) with the parent.
     fn exec(self) -> c_int {
-        // SAFETY: program, argv and env are NUL-terminated and owned by self until execve returns.
-        unsafe { real::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) }
+        with_hold_inherited(self.hold, || {
+            // SAFETY: program, argv and env are NUL-terminated and owned by self until execve returns.
+            unsafe { real::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr()) }
+        })
     }
+}
+
+/// Runs `exec` with the hold `fd` left open across it; when the exec fails
+/// and returns, the hold is close-on-exec again (errno kept).
+fn with_hold_inherited(fd: Option<c_int>, exec: impl FnOnce() -> c_int) -> c_int {
+    let Some(fd) = fd else { return exec() };
+    crate::hold::set_inherited(fd, true);
+    let r = exec();
+    let e = errno();
+    crate::hold::set_inherited(fd, false);
+    set_errno(e);
+    r
 }
 
 /// A program the preload cannot follow (static, set-id, with file
@@ -215,7 +238,15 @@ fn check_followable(
 ///
 /// `envp` comes from [`borrow_array`]: the prepared environment points into
 /// the caller's strings, so it is used within the hooked call.
-fn prepare(st: &State, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<&[u8]>) -> Result<Prepared, i32> {
+///
+/// `pass_hold`: the exec can leave this process's hold open for the child.
+fn prepare(
+    st: &State,
+    path: &[u8],
+    argv: Vec<Vec<u8>>,
+    envp: Vec<&[u8]>,
+    pass_hold: bool,
+) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
     let target = match &located {
         Located::AsGiven => path.to_vec(),
@@ -231,6 +262,7 @@ fn prepare(st: &State, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<&[u8]>) -> Res
         &mut |p| locate(st, p),
         &mut |p| head(p),
     )?;
+    let mut followed = false;
     if plan.join {
         // A script is named by its interpreter, as its `#!` line gives it.
         let shown = match plan.argv.first() {
@@ -239,12 +271,18 @@ fn prepare(st: &State, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<&[u8]>) -> Res
         };
         let why = usvfs_view::program::unfollowable(&plan.program);
         check_followable(st, shown, why, rules.strict)?;
+        // Only to a child that loads this library and lets go of it.
+        followed = why.is_none();
     }
+    let hold = (pass_hold && followed)
+        .then(crate::hold::for_exec)
+        .flatten();
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
+    let spec = hold.as_ref().map(|(_, spec)| spec.as_slice());
     // SAFETY: envp's entries are whole C strings of the caller's, alive
     // for the hooked call that uses the result.
-    let env = unsafe { CArray::from_entries(env::for_child(st, envp, plan.join, &extra)) };
-    Prepared::new(&plan.program, plan.argv, env)
+    let env = unsafe { CArray::from_entries(env::for_child(st, envp, plan.join, &extra, spec)) };
+    Prepared::new(&plan.program, plan.argv, env, hold.map(|(fd, _)| fd))
 }
 
 #[unsafe(no_mangle)]
@@ -271,7 +309,7 @@ pub unsafe extern "C" fn usvfs_execve(
         crate::alloc::held(|| {
             // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
             let (a, e) = unsafe { (read_array(argv), borrow_array(envp)) };
-            std::panic::catch_unwind(|| prepare(st, p, a, e))
+            std::panic::catch_unwind(|| prepare(st, p, a, e, true))
         })
     };
     match prepared {
@@ -377,7 +415,7 @@ pub unsafe extern "C" fn fexecve(
     let Some(st) = state::get() else {
         return pass();
     };
-    let env = {
+    let (env, hold) = {
         let Some(_g) = guard::enter() else {
             return pass();
         };
@@ -385,6 +423,7 @@ pub unsafe extern "C" fn fexecve(
             // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
             let e = unsafe { borrow_array(envp) };
             std::panic::catch_unwind(|| {
+                let mut followed = false;
                 if fd >= 0 {
                     let link = format!("/proc/self/fd/{fd}");
                     let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
@@ -394,15 +433,19 @@ pub unsafe extern "C" fn fexecve(
                     // read through (fstat, pread) during this call.
                     let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                     let why = usvfs_view::program::unfollowable_fd(file, &shown);
+                    followed = why.is_none();
                     check_followable(st, &shown, why, env::exec_rules(st).strict)?;
                 }
+                let hold = followed.then(crate::hold::for_exec).flatten();
+                let spec = hold.as_ref().map(|(_, spec)| spec.as_slice());
                 // SAFETY: e's entries are whole C strings of the caller's,
                 // alive until the fexecve below returns.
-                Ok(unsafe { CArray::from_entries(env::for_child(st, e, true, &[])) })
+                let env = unsafe { CArray::from_entries(env::for_child(st, e, true, &[], spec)) };
+                Ok((env, hold.map(|(h, _)| h)))
             })
         });
         match prepared {
-            Ok(Ok(env)) => env,
+            Ok(Ok(prepared)) => prepared,
             Ok(Err(errno)) => {
                 set_errno(errno);
                 return -1;
@@ -413,8 +456,10 @@ pub unsafe extern "C" fn fexecve(
     // Exec without the re-entrancy guard, as `Prepared::exec`: after `vfork`
     // the child shares our thread-local guard with the parent, and a
     // successful exec would never release it.
-    // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
-    unsafe { real::fexecve(fd, argv, env.as_ptr()) }
+    with_hold_inherited(hold, || {
+        // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
+        unsafe { real::fexecve(fd, argv, env.as_ptr()) }
+    })
 }
 
 fn spawn_in_view(
@@ -429,26 +474,49 @@ fn spawn_in_view(
     // The same exec semantics as execve: scripts, blacklist, forced
     // libraries; signals held once for its allocations, not across the
     // spawn (the child would inherit the mask).
+    //
+    // The hold is left open for the child through a file action of our own
+    // (`adddup2(h, h)` clears close-on-exec in the child only), so only
+    // when the caller gave none: theirs cannot be copied.
     let prepared = crate::alloc::held(|| {
         // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
         let (a, e) = unsafe { (read_array(argv.cast()), borrow_array(envp.cast())) };
-        prepare(st, path, a, e)
+        prepare(st, path, a, e, fa.is_null())
     });
-    match prepared {
-        // SAFETY: the prepared program, arguments and environment are
-        // NUL-terminated and live until the call returns.
-        Ok(p) => unsafe {
-            real::posix_spawn(
-                pid,
-                p.program.as_ptr(),
-                fa,
-                attr,
-                p.argv.as_ptr().cast(),
-                p.env.as_ptr().cast(),
-            )
-        },
-        Err(e) => e,
+    let p = match prepared {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let mut own = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    let mut actions = fa;
+    if let Some(h) = p.hold {
+        // SAFETY: init fills the local actions object.
+        if unsafe { libc::posix_spawn_file_actions_init(own.as_mut_ptr()) } == 0 {
+            // SAFETY: records one action in the initialized object (on a
+            // failure the hold stays close-on-exec: the child then takes
+            // its own, as without it).
+            unsafe { libc::posix_spawn_file_actions_adddup2(own.as_mut_ptr(), h, h) };
+            actions = own.as_ptr();
+        }
     }
+    // SAFETY: the prepared program, arguments and environment are
+    // NUL-terminated and live until the call returns; `actions` is the
+    // caller's or our initialized one.
+    let r = unsafe {
+        real::posix_spawn(
+            pid,
+            p.program.as_ptr(),
+            actions,
+            attr,
+            p.argv.as_ptr().cast(),
+            p.env.as_ptr().cast(),
+        )
+    };
+    if actions != fa {
+        // SAFETY: initialized above, destroyed once.
+        unsafe { libc::posix_spawn_file_actions_destroy(own.as_mut_ptr()) };
+    }
+    r
 }
 
 #[unsafe(no_mangle)]
