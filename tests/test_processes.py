@@ -254,3 +254,17 @@ def test_a_directory_gone_from_the_top_layer_leaves_the_merged_one(usvfs: Path, 
     r = run_view(usvfs, layout, ["sh", "-c", script], cwd=layout.base.parent)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"a.txt\na.txt\nfrom m1\ndir\n", r.stderr
+
+
+def test_a_forked_child_starts_with_the_parents_code_pages(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    # fork copies a mapping's page-table entries only when it has private
+    # pages; the library gives its code mapping one before the first fork,
+    # so a child (about to exec, say) does not fault every page in again.
+    r = run_view(usvfs, layout, [str(cbin["forkmap"]), "data/shared.txt", "data", "data/missing"])
+    assert r.returncode == 0, r.stderr
+    kb = dict(line.split() for line in r.stdout.decode().splitlines())
+    child, parent = int(kb["child"]), int(kb["parent"])
+    assert parent > 0, r.stdout
+    # Read before the child ran any of the library: all of it came from the
+    # parent (the parent may have touched a window more since).
+    assert child >= parent - 64, (child, parent)

@@ -9,6 +9,7 @@
 mod alloc;
 mod env;
 mod fdtable;
+mod forkcopy;
 mod guard;
 mod hold;
 pub mod hooks;
@@ -193,8 +194,8 @@ extern "C" fn init() {
     // SAFETY: resolves calls.c's originals; no arguments.
     unsafe { hooks::calls::usvfs_calls_init() };
     hooks::calls::remember_library_path();
-    // SAFETY: registers a handler that only clears our own state.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    // SAFETY: registers handlers that touch only our own state and mapping.
+    unsafe { libc::pthread_atfork(Some(forkcopy::before_fork), None, Some(after_fork_child)) };
     usvfs_view::fs::set_realpath(original_realpath);
     let Some(_g) = guard::enter() else { return };
     let saved = guard::errno();
