@@ -215,6 +215,10 @@ fn a_reused_scratch_resolves_as_a_fresh_one() {
         "only1",
         "only1/deep/f.txt/",
         "nothere/at/all",
+        "only1/nothere/x",
+        "only1/deep/gone/y",
+        "hidden/sub/z",
+        "target/gone/t.txt",
         "../outside.txt",
     ];
     let snap = f.snap.snapshot();
