@@ -347,3 +347,13 @@ def test_instance_stays_while_a_child_is_between_exec_and_joining(
     # finds nobody holding the instance and removes it.
     wait_for(lambda: subprocess.run([str(usvfs), "ps", "--instance", "gap"], capture_output=True).returncode == 0
              and not instance_dir("gap").exists(), "the instance to go once the child left")
+
+
+def test_a_threads_exec_never_leaves_the_hold_to_other_forks(usvfs: Path, layout: Layout, cbin: dict) -> None:
+    # Leaving the hold open across an exec changes a descriptor table that
+    # other threads fork from: a multi-threaded process keeps it
+    # close-on-exec (its children take their own hold instead).
+    r = subprocess.run([str(usvfs), "run", *layout.mapping_args(), "--", str(cbin["holdrace"]), str(layout.base)],
+                       cwd=layout.root, capture_output=True, timeout=TIMEOUT * 6)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "0", r.stdout

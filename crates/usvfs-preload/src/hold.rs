@@ -75,13 +75,31 @@ pub fn close_range_around(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
 }
 
 /// The hold to leave open across an exec into the view: its descriptor and
-/// the `USVFS_HOLD` value naming it (`N:DEV:INO` of the `procs` directory).
-/// One `fstat`, in the child about to exec.
-pub fn for_exec() -> Option<(c_int, Vec<u8>)> {
+/// the `USVFS_HOLD` value naming it (`N:DEV:INO` of the `procs` directory
+/// `procs`). `shared_table`: the exec clears close-on-exec in a descriptor
+/// table other threads may fork from (a direct `execve`), so only a process
+/// with no other thread passes it (a thread's fork child in between would
+/// inherit it). In the exec path only, in the child about to exec.
+pub fn for_exec(procs: &[u8], shared_table: bool) -> Option<(c_int, Vec<u8>)> {
     let fd = HOLD.load(Ordering::Relaxed);
     let st = fstat_dir(fd)?;
+    // The number may name another directory now (a vfork child's `dup2`
+    // over it leaves our hold in place): then there is none to pass.
+    let want = rustix::fs::stat(procs).ok()?;
+    if want.st_dev != st.st_dev || want.st_ino != st.st_ino {
+        return None;
+    }
+    if shared_table && !single_threaded() {
+        return None;
+    }
     let spec = usvfs_view::launch_env::instance_fd_spec(fd, st.st_dev, st.st_ino);
     Some((fd, spec))
+}
+
+/// This process has one thread (`/proc/self/task` links to each thread's
+/// directory); unknown counts as not.
+fn single_threaded() -> bool {
+    rustix::fs::stat("/proc/self/task").is_ok_and(|s| s.st_nlink == 3)
 }
 
 /// Leaves the hold open (`open`) or closes it again (`!open`) at the next

@@ -239,13 +239,15 @@ fn check_followable(
 /// `envp` comes from [`borrow_array`]: the prepared environment points into
 /// the caller's strings, so it is used within the hooked call.
 ///
-/// `pass_hold`: the exec can leave this process's hold open for the child.
+/// `pass_hold`: the exec can leave this process's hold open for the child
+/// (`Some`), changing close-on-exec in a descriptor table other threads
+/// share (`Some(true)`) or in the child's own (`Some(false)`).
 fn prepare(
     st: &State,
     path: &[u8],
     argv: Vec<Vec<u8>>,
     envp: Vec<&[u8]>,
-    pass_hold: bool,
+    pass_hold: Option<bool>,
 ) -> Result<Prepared, i32> {
     let located = locate(st, path)?;
     let target = match &located {
@@ -274,9 +276,10 @@ fn prepare(
         // Only to a child that loads this library and lets go of it.
         followed = why.is_none();
     }
-    let hold = (pass_hold && followed)
-        .then(crate::hold::for_exec)
-        .flatten();
+    let procs = [st.instance_dir.to_bytes(), b"/procs"].concat();
+    let hold = pass_hold
+        .filter(|_| followed)
+        .and_then(|shared| crate::hold::for_exec(&procs, shared));
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let spec = hold.as_ref().map(|(_, spec)| spec.as_slice());
     // SAFETY: envp's entries are whole C strings of the caller's, alive
@@ -309,7 +312,10 @@ pub unsafe extern "C" fn usvfs_execve(
         crate::alloc::held(|| {
             // SAFETY: execve's contract: argv and envp are NULL-terminated string arrays.
             let (a, e) = unsafe { (read_array(argv), borrow_array(envp)) };
-            std::panic::catch_unwind(|| prepare(st, p, a, e, true))
+            // A vfork child's descriptor table is its own; a forked child's
+            // too, but so may a direct exec's be shared (`hold::for_exec`).
+            let shared = !crate::hooks::calls::in_vfork_child();
+            std::panic::catch_unwind(|| prepare(st, p, a, e, Some(shared)))
         })
     };
     match prepared {
@@ -415,7 +421,7 @@ pub unsafe extern "C" fn fexecve(
     let Some(st) = state::get() else {
         return pass();
     };
-    let (env, hold) = {
+    let env = {
         let Some(_g) = guard::enter() else {
             return pass();
         };
@@ -423,7 +429,6 @@ pub unsafe extern "C" fn fexecve(
             // SAFETY: fexecve's contract: envp is a NULL-terminated string array.
             let e = unsafe { borrow_array(envp) };
             std::panic::catch_unwind(|| {
-                let mut followed = false;
                 if fd >= 0 {
                     let link = format!("/proc/self/fd/{fd}");
                     let shown = std::fs::read_link(&link).map_or(link.into_bytes(), |p| {
@@ -433,19 +438,18 @@ pub unsafe extern "C" fn fexecve(
                     // read through (fstat, pread) during this call.
                     let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                     let why = usvfs_view::program::unfollowable_fd(file, &shown);
-                    followed = why.is_none();
                     check_followable(st, &shown, why, env::exec_rules(st).strict)?;
                 }
-                let hold = followed.then(crate::hold::for_exec).flatten();
-                let spec = hold.as_ref().map(|(_, spec)| spec.as_slice());
+                // The hold is not passed (the child takes its own): the
+                // interpreter of a script, which the kernel picks, is not
+                // checked here, and one outside the view would keep it.
                 // SAFETY: e's entries are whole C strings of the caller's,
                 // alive until the fexecve below returns.
-                let env = unsafe { CArray::from_entries(env::for_child(st, e, true, &[], spec)) };
-                Ok((env, hold.map(|(h, _)| h)))
+                Ok(unsafe { CArray::from_entries(env::for_child(st, e, true, &[], None)) })
             })
         });
         match prepared {
-            Ok(Ok(prepared)) => prepared,
+            Ok(Ok(env)) => env,
             Ok(Err(errno)) => {
                 set_errno(errno);
                 return -1;
@@ -456,10 +460,8 @@ pub unsafe extern "C" fn fexecve(
     // Exec without the re-entrancy guard, as `Prepared::exec`: after `vfork`
     // the child shares our thread-local guard with the parent, and a
     // successful exec would never release it.
-    with_hold_inherited(hold, || {
-        // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
-        unsafe { real::fexecve(fd, argv, env.as_ptr()) }
-    })
+    // SAFETY: fd and argv are the caller's; env is owned and NULL-terminated.
+    unsafe { real::fexecve(fd, argv, env.as_ptr()) }
 }
 
 fn spawn_in_view(
@@ -481,7 +483,7 @@ fn spawn_in_view(
     let prepared = crate::alloc::held(|| {
         // SAFETY: posix_spawn's contract: argv and envp are NULL-terminated arrays.
         let (a, e) = unsafe { (read_array(argv.cast()), borrow_array(envp.cast())) };
-        prepare(st, path, a, e, fa.is_null())
+        prepare(st, path, a, e, fa.is_null().then_some(false))
     });
     let p = match prepared {
         Ok(p) => p,
