@@ -137,16 +137,5 @@ pub fn settle_inherited(spec: Option<&[u8]>, joined: bool) {
 
 /// `fstat` of `fd` when it is an open directory.
 fn fstat_dir(fd: c_int) -> Option<libc::stat> {
-    if fd < 0 {
-        return None;
-    }
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: a local out-buffer of the right type; read only on success.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) };
-    if r != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so it filled the buffer.
-    let st = unsafe { st.assume_init() };
-    (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then_some(st)
+    crate::sys::fstat(fd).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }

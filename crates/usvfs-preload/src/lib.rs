@@ -22,6 +22,7 @@ mod parked;
 mod real;
 mod stack;
 mod state;
+mod sys;
 
 #[global_allocator]
 static ALLOC: alloc::SignalSafe = alloc::SignalSafe;
