@@ -4,6 +4,9 @@
  *   workload miss DIR N    N failed lookups (stat of names that do not exist)
  *   workload list DIR      list one directory once
  *   workload spawn N       fork + exec /bin/true N times
+ *   workload spawnenv N [VAR=VALUE...]
+ *                          the same, the child getting exactly that environment
+ *                          (this process itself runs without it)
  *   workload walkmem DIR   walk, then report the usvfs index mapping's memory
  * Prints a checksum line (entries, bytes) so the systems can be compared, and
  * the time the work itself took (elapsed_ns), process start excluded. */
@@ -17,6 +20,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 static long long now_ns(void) {
     struct timespec t;
@@ -85,12 +90,14 @@ int main(int argc, char **argv) {
         do_read = !strcmp(argv[1], "read");
         walk(path, strlen(path));
         if (!strcmp(argv[1], "walkmem")) index_memory();
-    } else if (!strcmp(argv[1], "spawn")) {
+    } else if (!strcmp(argv[1], "spawn") || !strcmp(argv[1], "spawnenv")) {
         int n = atoi(argv[2]);
+        char *child_argv[] = {"true", NULL};
+        char **child_env = !strcmp(argv[1], "spawnenv") ? argv + 3 : environ;
         for (int i = 0; i < n; i++) {
             pid_t p = fork();
             if (p == 0) {
-                execl("/bin/true", "true", (char *)NULL);
+                execve("/bin/true", child_argv, child_env);
                 _exit(127);
             }
             int st;
