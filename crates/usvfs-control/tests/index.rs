@@ -255,3 +255,75 @@ fn a_reused_scratch_resolves_as_a_fresh_one() {
         }
     }
 }
+
+/// A large directory's children are found through its hash table, exactly as
+/// the binary search finds them: names of every length around the 8-byte
+/// steps of the hash, non-UTF-8 bytes, names that differ only in case or in
+/// their last byte; and missing names are missing both ways.
+#[test]
+fn hash_tables_find_what_the_sorted_search_finds() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for len in 1..=25 {
+        names.push(vec![b'a'; len]);
+        let mut n = vec![b'a'; len];
+        *n.last_mut().unwrap() = b'b';
+        names.push(n);
+    }
+    for i in 0..600 {
+        names.push(format!("f{i:05}.dat").into_bytes());
+        names.push(format!("F{i:05}.DAT").into_bytes());
+    }
+    names.push(b"caf\xc3\xa9".to_vec());
+    names.push(b"raw\xff\xfe".to_vec());
+    for (i, n) in names.iter().enumerate() {
+        let dir = if i % 2 == 0 { "m1" } else { "m2" };
+        let p = root
+            .join(dir)
+            .join("big")
+            .join(std::ffi::OsStr::from_bytes(n));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, "x").unwrap();
+    }
+    fs::create_dir_all(root.join("base")).unwrap();
+    let mut m = Mapping::new();
+    let rec = LinkFlags(LinkFlags::RECURSIVE);
+    m.link_directory(&root.join("m1"), &root.join("base"), rec)
+        .unwrap();
+    m.link_directory(&root.join("m2"), &root.join("base"), rec)
+        .unwrap();
+    let owned = OwnedSnapshot::new(&build_snapshot(&m, 1).unwrap()).unwrap();
+    let snap = owned.snapshot();
+    assert!(snap.verify());
+    let mut n = snap.root();
+    for c in root.join("base/big").iter().skip(1) {
+        n = snap
+            .child(n, c.as_bytes())
+            .unwrap_or_else(|| panic!("{c:?} missing"));
+    }
+    assert_eq!(snap.children(n).len(), names.len());
+    for name in &names {
+        let c = snap.child(n, name);
+        assert!(c.is_some(), "{:?} not found", String::from_utf8_lossy(name));
+        assert_eq!(c, snap.child_sorted(n, name));
+        assert_eq!(snap.name(c.unwrap()), &name[..]);
+    }
+    for missing in [
+        &b"f00600.dat"[..],
+        b"f00000.da",
+        b"f00000.datx",
+        b"",
+        b"A",
+        b"aaaaaaaaaaaaaaaaaaaaaaaaaa",
+        b"raw\xff",
+    ] {
+        assert_eq!(
+            snap.child(n, missing),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(missing)
+        );
+        assert_eq!(snap.child_sorted(n, missing), None);
+    }
+}

@@ -752,6 +752,13 @@ fn serialize(
     fold_recs.iter().for_each(|r| push_pod(&mut out, r));
     h.respell_off = out.len() as u64;
     respell.iter().for_each(|r| push_pod(&mut out, r));
+    let dirhash = children_tables(&recs, &strings.bytes);
+    align8(&mut out);
+    h.dirhash_off = out.len() as u64;
+    h.dirhash_words = dirhash.len() as u32;
+    dirhash
+        .iter()
+        .for_each(|w| out.extend_from_slice(&w.to_ne_bytes()));
     align8(&mut out);
     h.strings_off = out.len() as u64;
     h.strings_len = strings.bytes.len() as u64;
@@ -762,6 +769,32 @@ fn serialize(
     push_pod(&mut head, &h);
     out[..HEADER_SIZE].copy_from_slice(&head);
     out
+}
+
+/// The `dirhash` area (see [`DIRHASH_MIN_CHILDREN`]): a word per node, then
+/// a hash table of the children of every directory with enough of them.
+fn children_tables(recs: &[NodeRec], strings: &[u8]) -> Vec<u32> {
+    let mut area = vec![0u32; recs.len()];
+    for (n, r) in recs.iter().enumerate() {
+        if r.child_count < DIRHASH_MIN_CHILDREN {
+            continue;
+        }
+        let slots = dirhash_slots(r.child_count) as usize;
+        let at = area.len();
+        area.resize(at + slots, 0);
+        let table = &mut area[at..];
+        for k in 0..r.child_count {
+            let c = &recs[(r.first_child + k) as usize];
+            let name = &strings[c.name_off as usize..c.name_off as usize + c.name_len as usize];
+            let mut i = name_hash(name) as usize & (slots - 1);
+            while table[i] != 0 {
+                i = (i + 1) & (slots - 1);
+            }
+            table[i] = k + 1;
+        }
+        area[n] = at as u32;
+    }
+    area
 }
 
 /// The source of layer `l` (the rules, then the bases).

@@ -4,8 +4,9 @@
 
 pub const MAGIC: [u8; 8] = *b"USVFSIX1";
 /// 2: header flags (case-insensitive), the fold and respell tables, the
-/// base layers of a case-insensitive index.
-pub const VERSION: u32 = 2;
+/// base layers of a case-insensitive index. 3: the children hash tables
+/// (`dirhash`).
+pub const VERSION: u32 = 3;
 pub const NO_LAYER: u32 = u32::MAX;
 
 /// Node kinds, as stored.
@@ -63,6 +64,51 @@ pub struct Header {
     pub respell_off: u64,
     pub fold_count: u32,
     pub respell_count: u32,
+    /// The children hash tables: `dirhash_words` u32 words (see
+    /// [`DIRHASH_MIN_CHILDREN`]).
+    pub dirhash_off: u64,
+    pub dirhash_words: u32,
+    pub _reserved: u32,
+}
+
+/// A directory with at least this many children gets a hash table of them,
+/// so a lookup reads one or two names instead of a binary search's dozen.
+///
+/// The `dirhash` area is u32 words: first one per node, the word index in
+/// the area where that node's table starts (0: none, since the per-node
+/// words come first); then the tables, each [`dirhash_slots`] words of
+/// open addressing (linear probing from [`name_hash`]), a slot holding
+/// `1 +` the child's position among its siblings, or 0 when empty.
+pub const DIRHASH_MIN_CHILDREN: u32 = 8;
+
+/// Slots of the hash table of a directory with `children` children: a
+/// power of two, at most three quarters full.
+#[inline(always)]
+pub fn dirhash_slots(children: u32) -> u32 {
+    (children + children / 3 + 1).next_power_of_two()
+}
+
+/// Hash of a name for the children hash tables: eight bytes at a time
+/// (names are short), multiply and fold.
+#[inline(always)]
+pub fn name_hash(name: &[u8]) -> u32 {
+    const K: u64 = 0xff51_afd7_ed55_8ccd;
+    let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 32;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 32;
+    }
+    (h ^ (h >> 29)) as u32
 }
 
 /// One virtual node. Children of a node are contiguous and sorted by name.

@@ -26,6 +26,7 @@ pub struct Snapshot<'a> {
     blacklist: &'a [StrRec],
     fold: &'a [FoldRec],
     respell: &'a [RespellRec],
+    dirhash: &'a [u32],
     strings: &'a [u8],
 }
 
@@ -64,9 +65,13 @@ impl<'a> Snapshot<'a> {
             blacklist: slice_of(bytes, header.blacklist_off, header.blacklist_count)?,
             fold: slice_of(bytes, header.fold_off, header.fold_count)?,
             respell: slice_of(bytes, header.respell_off, header.respell_count)?,
+            dirhash: slice_of(bytes, header.dirhash_off, header.dirhash_words)?,
             strings,
         };
-        if snap.nodes.is_empty() || !(snap.fold.is_empty() || snap.fold.len() == snap.nodes.len()) {
+        if snap.nodes.is_empty()
+            || !(snap.fold.is_empty() || snap.fold.len() == snap.nodes.len())
+            || !(snap.dirhash.is_empty() || snap.dirhash.len() >= snap.nodes.len())
+        {
             return None;
         }
         Some(snap)
@@ -97,10 +102,22 @@ impl<'a> Snapshot<'a> {
             .iter()
             .all(|r| (r.node as u64) < n && r.dir_off as u64 + r.dir_len as u64 <= s)
             && self.respell.windows(2).all(|w| w[0].node < w[1].node);
+        let dirhash_ok = self.dirhash.is_empty()
+            || self
+                .nodes
+                .iter()
+                .enumerate()
+                .all(|(i, r)| match self.dirhash[i] {
+                    0 => true,
+                    at => self
+                        .hash_table(r, at)
+                        .is_some_and(|t| t.iter().all(|&v| v == 0 || v - 1 < r.child_count)),
+                });
         nodes_ok
             && layers_ok
             && fold_ok
             && respell_ok
+            && dirhash_ok
             && self
                 .anchors
                 .iter()
@@ -194,8 +211,48 @@ impl<'a> Snapshot<'a> {
         r.first_child..r.first_child + r.child_count
     }
 
-    /// Binary search among the sorted children.
+    /// The child named exactly `name`: from the directory's hash table when
+    /// it has one, else by a binary search among the sorted children.
+    #[inline]
     pub fn child(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
+        let r = &self.nodes[n as usize];
+        if r.child_count >= DIRHASH_MIN_CHILDREN
+            && let Some(&at) = self.dirhash.get(n as usize)
+            && let Some(table) = self.hash_table(r, at)
+        {
+            let mask = table.len() - 1;
+            let mut i = name_hash(name) as usize & mask;
+            // A full table (only a corrupt one) ends after one round.
+            for _ in 0..table.len() {
+                let v = table[i];
+                if v == 0 || v > r.child_count {
+                    return None;
+                }
+                let c = r.first_child + (v - 1);
+                if self.name(c) == name {
+                    return Some(c);
+                }
+                i = (i + 1) & mask;
+            }
+            return None;
+        }
+        self.child_sorted(n, name)
+    }
+
+    /// The hash table of directory `r` starting at word `at` of the
+    /// `dirhash` area (None: it has none, or it does not fit).
+    #[inline(always)]
+    fn hash_table(&self, r: &NodeRec, at: u32) -> Option<&'a [u32]> {
+        if at == 0 {
+            return None;
+        }
+        let at = at as usize;
+        self.dirhash
+            .get(at..at + dirhash_slots(r.child_count) as usize)
+    }
+
+    /// Binary search among the sorted children.
+    pub fn child_sorted(&self, n: NodeId, name: &[u8]) -> Option<NodeId> {
         let r = &self.nodes[n as usize];
         let (mut lo, mut hi) = (r.first_child, r.first_child + r.child_count);
         while lo < hi {
