@@ -223,7 +223,7 @@ def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] |
                     raise RuntimeError(f"{key}: the view disagrees with the merged copy ({check} vs {ref['check']})")
                 entry["workloads"][key] = w
                 print(f"[{size}] {sysobj.name:18} {key:6} {w['median'] * 1000:10.2f} ms  ({check})", flush=True)
-            measure_variants(sysobj, entry, result, runs, size, workload, work)
+            measure_variants(sysobj, entry, result, runs, size, workload, work, merged)
             if cls.__name__ == "Usvfs" and "spawn" in entry["workloads"]:
                 measure_spawn_steps(sysobj, entry, runs, workload)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -269,17 +269,23 @@ def measure_spawn_steps(sysobj, entry: dict, runs: int, workload: Path) -> None:
         entry[key]["ref_median"] = statistics.median(ref_samples)
 
 
-def measure_variants(sysobj, entry: dict, result: dict, runs: int, size: str, workload: Path, work: Path) -> None:
+def measure_variants(sysobj, entry: dict, result: dict, runs: int, size: str, workload: Path, work: Path,
+                     merged: Path) -> None:
     """The fresh-view walk and read, the build, and a perf profile of each
-    workload that misses this engine's target."""
+    workload that misses this engine's target. Each system's run is paired
+    with the merged copy's run of the same variant right before it."""
     ref = result["systems"].get("merged copy", {}).get("workloads", {})
+    paired = sysobj.name != "merged copy"
     todo = []
     if sysobj.name in variants.FRESH_SYSTEMS or sysobj.name == "merged copy":
-        todo += [("walk_fresh", lambda: variants.run_fresh(sysobj, [str(workload), "walk", str(sysobj.root)], runs, parse)),
-                 ("read_fresh", lambda: variants.run_fresh(sysobj, [str(workload), "read", str(sysobj.root)],
-                                                           max(1, runs // 2) if size == "large" else runs, parse))]
+        def fresh(kind: str, n: int):
+            ref_argv = [str(workload), kind, str(merged)] if paired else None
+            return lambda: variants.run_fresh(sysobj, [str(workload), kind, str(sysobj.root)], n, parse, ref_argv)
+        todo += [("walk_fresh", fresh("walk", runs)),
+                 ("read_fresh", fresh("read", max(1, runs // 2) if size == "large" else runs))]
     if sysobj.name in variants.BUILD_SYSTEMS:
-        todo.append(("build", lambda: variants.run_build(sysobj, max(1, runs // 2))))
+        build_ref = variants.merged_build(merged) if paired else None
+        todo.append(("build", lambda: variants.run_build(sysobj, max(1, runs // 2), build_ref)))
     for key, fn in todo:
         w = fn()
         r = ref.get(key)
@@ -324,8 +330,8 @@ def report(results: list[dict], out_md: Path, out_png: Path) -> None:
         "",
         "Every figure is the median of several runs after a warm-up (min-max in brackets);",
         "ratios are to the physically merged copy (lower is better), whose run of the same workload",
-        "comes right before each of the system's (the fresh-view and build variants: to the copy's",
-        "own measurement at the start).",
+        "and variant comes right before each of the system's runs (the merged copy's own column is",
+        "its measurement at the start).",
         "Workloads time their own work, process start excluded; `start /bin/true` times",
         "1,000 fork + exec from a process inside each system.",
         "",

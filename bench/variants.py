@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import time
+from statistics import median
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -53,49 +54,80 @@ def expected_output() -> str:
 
 
 def stats(times: List[float]) -> dict:
-    import statistics
-
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+    return {"median": median(times), "min": min(times), "max": max(times), "runs": len(times)}
 
 
-def run_build(sysobj, runs: int) -> dict:
+def build_once(sh: Callable[[str], subprocess.CompletedProcess], proj: str) -> tuple:
+    """One `make -j4` from clean; (seconds, the check from the program's output)."""
+    r = sh(f'make -s -C "{proj}" clean')
+    if r.returncode != 0:
+        raise RuntimeError(f"build clean: {r.stderr.strip()[-300:]}")
+    t = time.perf_counter()
+    r = sh(f'make -s -j4 -C "{proj}"')
+    secs = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"build: {r.stderr.strip()[-300:]}")
+    out = sh(f'"{proj}/prog"')
+    if out.stdout.strip() != expected_output():
+        raise RuntimeError(f"build: the program printed {out.stdout.strip()!r}, not {expected_output()}")
+    return secs, f"entries={SOURCES + 1} bytes={out.stdout.strip()}"
+
+
+def merged_build(merged: Path) -> Callable[[], float]:
+    """One build on the merged copy, for pairing (see `run_build`)."""
+    proj = f"{merged}/{PROJECT}"
+
+    def once() -> float:
+        def sh(script: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=1800)
+        secs = build_once(sh, proj)[0]
+        sh(f'make -s -C "{proj}" clean')
+        return secs
+    return once
+
+
+def run_build(sysobj, runs: int, ref: Optional[Callable[[], float]] = None) -> dict:
     """`make -j4` of the project inside the system, from clean each time;
-    the check is the built program's output."""
+    the check is the built program's output. With `ref`, the merged copy's
+    build runs right before each of the system's (its median becomes
+    `ref_median`, as for the warm workloads)."""
     proj = f"{sysobj.root}/{PROJECT}"
     env = sysobj.env()
 
     def sh(script: str) -> subprocess.CompletedProcess:
         return subprocess.run(sysobj.wrap(["sh", "-c", script]), env=env, capture_output=True, text=True, timeout=1800)
 
-    samples = []
+    samples, ref_samples = [], []
     check = ""
     for i in range(runs + 1):
-        r = sh(f'make -s -C "{proj}" clean')
-        if r.returncode != 0:
-            raise RuntimeError(f"build clean: {r.stderr.strip()[-300:]}")
-        t = time.perf_counter()
-        r = sh(f'make -s -j4 -C "{proj}"')
-        secs = time.perf_counter() - t
-        if r.returncode != 0:
-            raise RuntimeError(f"build: {r.stderr.strip()[-300:]}")
-        out = sh(f'"{proj}/prog"')
-        check = f"entries={SOURCES + 1} bytes={out.stdout.strip()}"
-        if out.stdout.strip() != expected_output():
-            raise RuntimeError(f"build: the program printed {out.stdout.strip()!r}, not {expected_output()}")
+        if ref is not None:
+            rs = ref()
+            if i > 0:
+                ref_samples.append(rs)
+        secs, check = build_once(sh, proj)
         if i > 0:
             samples.append(secs)
     sh(f'make -s -C "{proj}" clean')
     w = stats(samples)
+    if ref_samples:
+        w["ref_median"] = median(ref_samples)
     w["check"] = check
     return w
 
 
-def run_fresh(sysobj, argv: List[str], runs: int, parse: Callable[[str], tuple]) -> dict:
+def run_fresh(sysobj, argv: List[str], runs: int, parse: Callable[[str], tuple],
+              ref: Optional[List[str]] = None) -> dict:
     """The workload on a view set up anew before each run (setup not timed):
-    the system's caches of the view are empty, the disk's are warm."""
-    samples = []
+    the system's caches of the view are empty, the disk's are warm. With
+    `ref` (the same workload on the merged copy), that runs right before
+    each of the system's runs (its median becomes `ref_median`)."""
+    samples, ref_samples = [], []
     check = ""
     for _ in range(runs):
+        if ref is not None:
+            rr = subprocess.run(ref, capture_output=True, text=True, timeout=3600)
+            if rr.returncode == 0:
+                ref_samples.append(parse(rr.stdout)[1])
         sysobj.stop()
         sysobj.start()
         r = subprocess.run(sysobj.wrap(argv), env=sysobj.env(), capture_output=True, text=True, timeout=3600)
@@ -104,6 +136,8 @@ def run_fresh(sysobj, argv: List[str], runs: int, parse: Callable[[str], tuple])
         check, secs, _ = parse(r.stdout)
         samples.append(secs)
     w = stats(samples)
+    if ref_samples:
+        w["ref_median"] = median(ref_samples)
     w["check"] = check
     return w
 
