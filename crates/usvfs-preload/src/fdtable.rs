@@ -214,14 +214,7 @@ fn release(old: *mut FdEntry) {
 
 /// The identity of the file `fd` refers to now.
 pub fn identity(fd: i32) -> Option<(u64, u64)> {
-    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: s is writable for a stat; fstat takes a plain descriptor.
-    if unsafe { crate::real::fstat(fd, s.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded, so it filled s in.
-    let s = unsafe { s.assume_init() };
-    Some((s.st_dev, s.st_ino))
+    crate::sys::fstat(fd).map(|s| (s.st_dev, s.st_ino))
 }
 
 /// When an entry learns which file its descriptor refers to.

@@ -89,16 +89,6 @@ fn say_unreachable(dir: &[u8]) {
     log::notice(dir, module_path!(), &sentence);
 }
 
-/// `stat` of a real path (no view).
-fn real_stat(p: *const libc::c_char) -> Option<libc::stat> {
-    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: a NUL-terminated path (callers') and a stat buffer of the right type.
-    (unsafe { real::stat(p, s.as_mut_ptr()) } == 0).then(|| {
-        // SAFETY: stat succeeded, so it filled the buffer.
-        unsafe { s.assume_init() }
-    })
-}
-
 /// The working directory a parent handed down, if it still names where we
 /// are: made the logical working directory at once from this lookup (no
 /// second one in `adopt_cwd`).
@@ -115,9 +105,10 @@ fn inherited_cwd(st: &State) -> Option<()> {
     // directory the view shows there: its physical one (the parent changed
     // into it through the view), or the virtual path itself (the parent
     // started there, as a game's programs usually do).
-    let here = real_stat(c".".as_ptr())?;
+    let here = real::stat_path(c".").ok()?;
     let same = |p: &mut PathBuffer| {
-        real_stat(p.as_c_ptr()).is_some_and(|s| s.st_dev == here.st_dev && s.st_ino == here.st_ino)
+        real::stat_path(p.as_c_str())
+            .is_ok_and(|s| s.st_dev == here.st_dev && s.st_ino == here.st_ino)
     };
     let lk = &mut *lk;
     if !same(&mut lk.phys) && (lk.phys.as_bytes() == lk.virt.as_bytes() || !same(&mut lk.virt)) {

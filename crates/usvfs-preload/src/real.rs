@@ -130,7 +130,6 @@ originals! {
     stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int;
     lstat(path: *const c_char, buf: *mut libc::stat) -> c_int;
     lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int;
-    fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
     fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int;
     fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int;
     __xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int;
@@ -208,6 +207,18 @@ originals! {
     inotify_init1(flags: c_int) -> c_int;
     inotify_add_watch(fd: c_int, path: *const c_char, mask: u32) -> c_int;
     inotify_rm_watch(fd: c_int, wd: c_int) -> c_int;
+}
+
+/// `stat` of a real path through the original function (no view): its
+/// attributes, or the errno it failed with.
+pub fn stat_path(path: &std::ffi::CStr) -> Result<libc::stat, c_int> {
+    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a NUL-terminated path and a stat buffer of the right type.
+    if unsafe { stat(path.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return Err(crate::guard::errno());
+    }
+    // SAFETY: stat succeeded, so it filled the buffer.
+    Ok(unsafe { s.assume_init() })
 }
 
 #[cfg(test)]

@@ -127,6 +127,15 @@ impl PathBuffer {
         self.buf[self.len] = std::mem::MaybeUninit::new(0);
         self.buf.as_ptr().cast()
     }
+
+    /// The path as a C string, NUL-terminated in place.
+    pub fn as_c_str(&mut self) -> &std::ffi::CStr {
+        let p = self.as_c_ptr();
+        // SAFETY: as_c_ptr wrote a NUL right after the path's initialized
+        // bytes, so the string ends inside the buffer, which `&mut self`
+        // keeps alive and unchanged for the borrow.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+    }
 }
 
 /// The absolute path of a node of a tree from the names met walking up from

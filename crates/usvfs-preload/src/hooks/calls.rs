@@ -478,22 +478,13 @@ fn in_view(st: &State, p: &[u8]) -> Result<Option<Vec<u8>>, ()> {
     let mut lk = Lookup::new();
     match lookup(st, AT_FDCWD, p, true, &mut lk) {
         Outcome::Redirect => {
-            let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-            // SAFETY: a NUL-terminated path and a writable stat buffer.
-            if unsafe { real::stat(lk.phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
-                return Err(());
-            }
+            real::stat_path(lk.phys.as_c_str()).map_err(|_| ())?;
             Ok((lk.phys.as_bytes() != p).then(|| lk.phys.as_bytes().to_vec()))
         }
         Outcome::Fail(_) => Err(()),
         Outcome::Pass => {
-            let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-            let mut c = p.to_vec();
-            c.push(0);
-            // SAFETY: a NUL-terminated path and a writable stat buffer.
-            if unsafe { real::stat(c.as_ptr().cast(), s.as_mut_ptr()) } != 0 {
-                return Err(());
-            }
+            let c = std::ffi::CString::new(p).map_err(|_| ())?;
+            real::stat_path(&c).map_err(|_| ())?;
             Ok(None)
         }
     }

@@ -43,14 +43,7 @@ fn as_vdir<'a>(d: *mut DIR) -> Option<&'a mut VDir> {
 }
 
 fn self_ino(fd: c_int) -> u64 {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid out-buffer.
-    if unsafe { real::fstat(fd, st.as_mut_ptr()) } == 0 {
-        // SAFETY: fstat succeeded.
-        unsafe { st.assume_init() }.st_ino
-    } else {
-        0
-    }
+    crate::sys::fstat(fd).map_or(0, |s| s.st_ino)
 }
 
 fn new_vdir(st: &State, lk: &Lookup, fd: c_int) -> *mut DIR {
@@ -152,14 +145,12 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
             // Only a descriptor recorded on a directory the view lists.
             let lk = or_bypass!(fd_entry(st, fd).and_then(|e| merged_dir(st, e)));
             // Same checks glibc makes: a directory, opened for reading.
-            let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-            // SAFETY: s is writable for a stat.
-            if unsafe { real::fstat(fd, s.as_mut_ptr()) } != 0 {
-                return Detour::Error(guard::errno());
-            }
-            // SAFETY: fstat succeeded, so it filled s in.
-            if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                return Detour::Error(libc::ENOTDIR);
+            match crate::sys::fstat(fd) {
+                None => return Detour::Error(guard::errno()),
+                Some(s) if s.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                    return Detour::Error(libc::ENOTDIR);
+                }
+                Some(_) => {}
             }
             Detour::Success(new_vdir(st, &lk, fd))
         },

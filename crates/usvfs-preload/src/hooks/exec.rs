@@ -603,13 +603,7 @@ fn spawnp_in_view(
             }
             Outcome::Redirect => lk.phys.clone(),
         };
-        let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: a NUL-terminated path and a stat buffer of the right type.
-        if unsafe { real::stat(phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
-            return Err(errno());
-        }
-        // SAFETY: stat succeeded, so it filled the buffer.
-        if unsafe { s.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFREG {
+        if real::stat_path(phys.as_c_str())?.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(libc::EACCES);
         }
         // SAFETY: a NUL-terminated path.

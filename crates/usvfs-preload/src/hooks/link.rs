@@ -151,9 +151,7 @@ unsafe fn give(path: &[u8], out: *mut c_char) -> *mut c_char {
 
 fn virtual_realpath(lk: &mut Lookup, out: *mut c_char) -> *mut c_char {
     // Like realpath, insist that the path exists.
-    let mut s = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: as_c_ptr NUL-terminates lk.phys; s is writable for a stat.
-    if unsafe { real::stat(lk.phys.as_c_ptr(), s.as_mut_ptr()) } != 0 {
+    if real::stat_path(lk.phys.as_c_str()).is_err() {
         return std::ptr::null_mut();
     }
     if lk.res.node.is_none() && lk.phys.as_bytes() == lk.virt.as_bytes() {
