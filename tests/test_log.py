@@ -195,3 +195,23 @@ def test_a_process_that_cannot_load_its_view_logs_it_where_the_directory_is(tmp_
     m = re.match(rb"^\d{10,}\.\d{3} \d+ WARN usvfs_preload: (.*)$", log[0])
     assert m and m[1] == unreachable(there).encode()
     assert not gone.exists()
+
+
+def test_an_index_from_another_usvfs_version_is_named_with_what_to_do(usvfs: Path, layout: Layout) -> None:
+    """A process joining an instance whose index another version of usvfs
+    wrote (an instance started before an upgrade) says which index, that
+    its format differs and what to do, and runs on the real disk."""
+    # The header's format number (after the 8-byte magic) set to 2.
+    script = ('printf "\\002\\000\\000\\000" | dd of="$USVFS_INSTANCE_DIR/index" bs=1 seek=8 conv=notrunc '
+              '2>/dev/null; cat "$0"; echo "$USVFS_INSTANCE_DIR"')
+    seen = layout.base / "shared.txt"  # a mod's in the view, the base's on the real disk
+    r = usvfs_cmd(usvfs, "run", "--instance", "oldformat", *layout.mapping_args(), "--", "sh", "-c", script, seen,
+                  cwd=layout.root)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    inst = lines[-1]
+    assert lines[:-1] == ["from base"]
+    assert r.stderr.decode() == (
+        f"usvfs: cat cannot use its view (instance {inst}): it runs on the real disk. "
+        f'index "{inst}/index": written by another version of usvfs (index format 2; this one reads 3): '
+        "end that instance and start the program again with this version's `usvfs run`\n")

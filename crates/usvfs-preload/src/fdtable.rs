@@ -214,7 +214,7 @@ fn release(old: *mut FdEntry) {
 
 /// The identity of the file `fd` refers to now.
 pub fn identity(fd: i32) -> Option<(u64, u64)> {
-    crate::sys::fstat(fd).map(|s| (s.st_dev, s.st_ino))
+    crate::sys::fstat(fd).ok().map(|s| (s.st_dev, s.st_ino))
 }
 
 /// When an entry learns which file its descriptor refers to.

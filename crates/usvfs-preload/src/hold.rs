@@ -137,5 +137,7 @@ pub fn settle_inherited(spec: Option<&[u8]>, joined: bool) {
 
 /// `fstat` of `fd` when it is an open directory.
 fn fstat_dir(fd: c_int) -> Option<libc::stat> {
-    crate::sys::fstat(fd).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    crate::sys::fstat(fd)
+        .ok()
+        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }

@@ -206,7 +206,7 @@ fn recheck(slot: &Slot, v: u64, g: u32, fd: c_int, src: &[u8]) -> Option<c_int> 
     if held == (0, 0) {
         // Not taken when it was opened (a system call most processes never
         // need): take it now.
-        if let Some(st) = crate::sys::fstat(fd) {
+        if let Ok(st) = crate::sys::fstat(fd) {
             held = (st.st_dev, st.st_ino);
             slot.dev.store(held.0, Ordering::Relaxed);
             slot.ino.store(held.1, Ordering::Relaxed);

@@ -73,18 +73,26 @@ fn instance_by_fd() -> Option<CString> {
 /// Says on stderr that this process runs outside its view, and why; and in
 /// the instance's log in the rare case that its directory is there but the
 /// view could not be loaded (a hidden or ended instance has no log to write).
-fn say_unreachable(dir: &[u8]) {
+/// An index that is there but unusable (another usvfs version's) says so.
+fn say_unreachable(dir: &[u8], why: Option<&usvfs_view::Error>) {
     let prog = std::env::args_os()
         .next()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_else(|| "a program".into());
-    let sentence = format!(
-        "{prog} cannot reach its view (instance {}): it runs on the real disk. \
-         The instance ended, or a container hides it: keep /proc and the descriptor \
-         USVFS_INSTANCE_FD in the container, or put the instance where the container \
-         sees it (USVFS_RUNTIME_DIR)",
-        String::from_utf8_lossy(dir)
-    );
+    let dir_shown = String::from_utf8_lossy(dir);
+    let sentence = match why {
+        Some(e @ usvfs_view::Error::Index { .. }) => {
+            format!(
+                "{prog} cannot use its view (instance {dir_shown}): it runs on the real disk. {e}"
+            )
+        }
+        _ => format!(
+            "{prog} cannot reach its view (instance {dir_shown}): it runs on the real disk. \
+             The instance ended, or a container hides it: keep /proc and the descriptor \
+             USVFS_INSTANCE_FD in the container, or put the instance where the container \
+             sees it (USVFS_RUNTIME_DIR)"
+        ),
+    };
     eprintln!("usvfs: {sentence}");
     log::notice(dir, module_path!(), &sentence);
 }
@@ -134,13 +142,21 @@ fn join() -> Option<()> {
     let dir = env::getenv(ENV_INSTANCE_DIR.as_bytes())?;
     let lib_path = own_path()?;
     // By its path (no extra system call: loading is the check), else
-    // through the inherited descriptor.
+    // through the inherited descriptor. The first failure says why.
+    let mut why = None;
+    let mut load = |p: &CStr| {
+        State::load(p, lib_path.clone())
+            .map_err(|e| {
+                why.get_or_insert(e);
+            })
+            .ok()
+    };
     let loaded = CString::new(dir.clone())
         .ok()
-        .and_then(|p| State::load(&p, lib_path.clone()))
-        .or_else(|| State::load(&instance_by_fd()?, lib_path));
+        .and_then(|p| load(&p))
+        .or_else(|| load(&instance_by_fd()?));
     let Some(loaded) = loaded else {
-        say_unreachable(&dir);
+        say_unreachable(&dir, why.as_ref());
         return None;
     };
     state::set(loaded);

@@ -39,21 +39,24 @@ impl State {
         }
     }
 
-    /// Maps the instance's current index and the journal that belongs to it.
-    pub fn load(instance_dir: &CStr, lib_path: CString) -> Option<State> {
+    /// Maps the instance's current index and the journal that belongs to it
+    /// (the error says why not).
+    pub fn load(instance_dir: &CStr, lib_path: CString) -> Result<State, usvfs_view::Error> {
         let inst = InstanceDir::new(Path::new(OsStr::from_bytes(instance_dir.to_bytes())));
-        let (snap, journal) = inst.load_view(true).ok()?;
+        let (snap, journal) = inst.load_view(true)?;
         let mut rules = instance_dir.to_bytes().to_vec();
         rules.extend_from_slice(b"/exec_rules");
         let layer_tags = (0..snap.layer_count() as u32)
             .map(|l| source_tag(snap.layer_source(l)))
             .collect();
-        Some(State {
+        // No NUL inside: it extends a C string.
+        let exec_rules_path = CString::new(rules).unwrap_or_default();
+        Ok(State {
             root_mapped: snap.layer(snap.root()).is_some(),
             snap,
             journal,
             instance_dir: instance_dir.to_owned(),
-            exec_rules_path: CString::new(rules).ok()?,
+            exec_rules_path,
             layer_tags,
             lib_path,
             refresh_failed: AtomicBool::new(false),
@@ -101,7 +104,7 @@ fn refresh(old: *mut State, st: &'static State) -> &'static State {
         return st;
     };
     let loaded = std::panic::catch_unwind(|| State::load(&st.instance_dir, st.lib_path.clone()));
-    let Ok(Some(new)) = loaded else {
+    let Ok(Ok(new)) = loaded else {
         st.refresh_failed.store(true, Ordering::Relaxed);
         return st;
     };

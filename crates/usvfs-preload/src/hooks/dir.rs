@@ -11,7 +11,7 @@ use libc::{
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{Detour, hook_result, or_bypass, resolve_in_view, with_path};
-use crate::guard::{self, set_errno};
+use crate::guard::set_errno;
 use crate::lookup::{Lookup, LookupBox, fd_entry};
 use crate::state::State;
 use crate::{fdtable, real};
@@ -146,11 +146,11 @@ pub unsafe extern "C" fn fdopendir(fd: c_int) -> *mut DIR {
             let lk = or_bypass!(fd_entry(st, fd).and_then(|e| merged_dir(st, e)));
             // Same checks glibc makes: a directory, opened for reading.
             match crate::sys::fstat(fd) {
-                None => return Detour::Error(guard::errno()),
-                Some(s) if s.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+                Err(e) => return Detour::Error(e),
+                Ok(s) if s.st_mode & libc::S_IFMT != libc::S_IFDIR => {
                     return Detour::Error(libc::ENOTDIR);
                 }
-                Some(_) => {}
+                Ok(_) => {}
             }
             Detour::Success(new_vdir(st, &lk, fd))
         },

@@ -397,6 +397,25 @@ impl<'a> Snapshot<'a> {
 }
 
 /// A snapshot file mapped read-only: every process shares the same pages.
+/// Why the index at `path` cannot be used: written by another version of
+/// usvfs (an instance started before an upgrade), or not an index at all.
+fn invalid(bytes: &[u8], path: &Path) -> Error {
+    let version = (bytes.len() >= 12 && bytes[..8] == MAGIC)
+        .then(|| u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]))
+        .filter(|&v| v != VERSION);
+    let message = match version {
+        Some(v) => format!(
+            "written by another version of usvfs (index format {v}; this one reads {VERSION}): \
+             end that instance and start the program again with this version's `usvfs run`"
+        ),
+        None => "not a valid usvfs index (rebuild it by setting the mapping again)".into(),
+    };
+    Error::Index {
+        path: path.into(),
+        message,
+    }
+}
+
 pub struct MappedSnapshot {
     map: memmap2::Mmap,
 }
@@ -409,10 +428,7 @@ impl MappedSnapshot {
         let map = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| Error::io("mapping index", path, e))?;
         if !Snapshot::parse(&map).is_some_and(|s| s.verify()) {
-            return Err(Error::Index {
-                path: path.into(),
-                message: "not a valid usvfs index (rebuild it by setting the mapping again)".into(),
-            });
+            return Err(invalid(&map, path));
         }
         Ok(Self { map })
     }
@@ -429,10 +445,7 @@ impl MappedSnapshot {
         let map = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| Error::io("mapping index", path, e))?;
         if Snapshot::parse(&map).is_none() {
-            return Err(Error::Index {
-                path: path.into(),
-                message: "not a valid usvfs index".into(),
-            });
+            return Err(invalid(&map, path));
         }
         Ok(Self { map })
     }
