@@ -213,5 +213,5 @@ def test_an_index_from_another_usvfs_version_is_named_with_what_to_do(usvfs: Pat
     assert lines[:-1] == ["from base"]
     assert r.stderr.decode() == (
         f"usvfs: cat cannot use its view (instance {inst}): it runs on the real disk. "
-        f'index "{inst}/index": written by another version of usvfs (index format 2; this one reads 3): '
+        f'index "{inst}/index": written by another version of usvfs (index format 2; this one reads 4): '
         "end that instance and start the program again with this version's `usvfs run`\n")

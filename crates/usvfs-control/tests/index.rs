@@ -256,6 +256,139 @@ fn a_reused_scratch_resolves_as_a_fresh_one() {
     }
 }
 
+/// With a journal, a reused `Scratch` starts from the deepest directory its
+/// last walk went through only while no change was published since: after
+/// each change (a file made, a directory removed, a directory placed
+/// elsewhere, a folder made where the index has none, then the base itself
+/// removed) every path resolves as a fresh `Scratch` resolves it, in any
+/// order.
+#[test]
+fn a_reused_scratch_follows_every_journal_change() {
+    use usvfs_control::journal::{Entry, Journal};
+    use usvfs_control::resolve::{Scratch, resolve_in};
+    const KIND_FILE: u8 = usvfs_control::view::index::format::KIND_FILE;
+    const KIND_DIR: u8 = usvfs_control::view::index::format::KIND_DIR;
+    let f = fixture();
+    let jp = f.root.join("journal");
+    Journal::create(&jp, 1).unwrap();
+    let j = Journal::open(&jp).unwrap();
+    write(&f.root.join("elsewhere/deep/f.txt"), "moved");
+    write(&f.root.join("elsewhere/made/g.txt"), "made");
+    let rels = [
+        "base.txt",
+        "only1/deep/f.txt",
+        "only1/deep/missing",
+        "only1/deep",
+        "only1/new.txt",
+        "only1/single.txt",
+        "only1/made/g.txt",
+        "only1/link/x",
+        "hidden/below.txt",
+        "target/t.txt",
+    ];
+    let abs = |r: &str| {
+        let mut out = PathBuffer::new();
+        let joined = f.root.join("base").join(r);
+        usvfs_control::path::normalize_into(joined.as_os_str().as_bytes(), b"/", &mut out).unwrap();
+        out.as_bytes().to_vec()
+    };
+    let inputs: Vec<Vec<u8>> = rels.iter().map(|r| abs(r)).collect();
+    let snap = f.snap.snapshot();
+    let run = |input: &[u8], scratch: &mut Scratch| {
+        let (mut v, mut p) = (PathBuffer::new(), PathBuffer::new());
+        resolve_in(
+            &snap,
+            Some(&j),
+            &LibcFs,
+            input,
+            true,
+            &mut v,
+            &mut p,
+            scratch,
+        )
+        .map(|r| (r, v.as_bytes().to_vec(), p.as_bytes().to_vec()))
+    };
+    let elsewhere = |r: &str| f.root.join(r).as_os_str().as_bytes().to_vec();
+    let (deep_to, made_to, new_to) = (
+        elsewhere("elsewhere/deep"),
+        elsewhere("elsewhere/made"),
+        elsewhere("base/only1/new.txt"),
+    );
+    // Each change, and a path whose resolution it changes (physical path
+    // relative to the fixture's root, or the error).
+    let steps: [(&str, Entry<'_>, &str, Result<&str, i32>); 5] = [
+        (
+            "only1/new.txt",
+            Entry::Physical {
+                phys: &new_to,
+                kind: KIND_FILE,
+            },
+            "only1/new.txt",
+            Ok("base/only1/new.txt"),
+        ),
+        (
+            "only1/deep",
+            Entry::Whiteout,
+            "only1/deep/f.txt",
+            Err(libc::ENOENT),
+        ),
+        (
+            "only1/deep",
+            Entry::Physical {
+                phys: &deep_to,
+                kind: KIND_DIR,
+            },
+            "only1/deep/f.txt",
+            Ok("elsewhere/deep/f.txt"),
+        ),
+        (
+            "only1/made",
+            Entry::Physical {
+                phys: &made_to,
+                kind: KIND_DIR,
+            },
+            "only1/made/g.txt",
+            Ok("elsewhere/made/g.txt"),
+        ),
+        ("", Entry::Whiteout, "only1/deep/f.txt", Err(libc::ENOENT)),
+    ];
+    let mut shared = Scratch::new();
+    let root = format!("{}/", f.root.display());
+    for (at, entry, probe, expected) in steps {
+        // Fill the cache with every path's directories, the probe's last,
+        // then change.
+        for input in &inputs {
+            run(input, &mut shared).ok();
+        }
+        run(&abs(probe), &mut shared).ok();
+        j.put(&abs(at), entry).unwrap();
+        let got = run(&abs(probe), &mut shared).map(|r| {
+            String::from_utf8(r.2)
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string()
+        });
+        assert_eq!(
+            got.as_deref().map_err(|e| *e),
+            expected,
+            "after {at}: {probe}"
+        );
+        for i in 0..inputs.len() {
+            for k in [i, (i + 3) % inputs.len(), i] {
+                let fresh = run(&inputs[k], &mut Scratch::new());
+                let reused = run(&inputs[k], &mut shared);
+                assert_eq!(
+                    fresh,
+                    reused,
+                    "after {at}: {}",
+                    String::from_utf8_lossy(&inputs[k])
+                );
+            }
+        }
+    }
+}
+
 /// A large directory's children are found through its hash table, exactly as
 /// the binary search finds them: names of every length around the 8-byte
 /// steps of the hash, non-UTF-8 bytes, names that differ only in case or in

@@ -4,7 +4,7 @@
 //! process maps it read-write and shared, so a change one process makes is seen
 //! by all at once.
 //!
-//! Layout (version 2): a header, then two areas, each an open-addressing hash
+//! Layout (version 4, magic `USVFSJN4`): a header, then two areas, each an open-addressing hash
 //! table of record offsets keyed by virtual path followed by an append-only
 //! record area; one area is active. The journal of a case-insensitive
 //! instance keys paths by their folded form ([`crate::fold`]): a record made
@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN3");
+const MAGIC: u64 = u64::from_le_bytes(*b"USVFSJN4");
 /// Hash slots of a new journal's areas (a power of two).
 pub const SLOTS: usize = 1 << 16;
 /// Record bytes of a new journal's areas.
@@ -109,6 +109,10 @@ struct Header {
     /// mapping so it excludes threads, forked children and other processes
     /// alike (flock would not: threads and forks share its lock).
     mutex: libc::pthread_mutex_t,
+    /// Changes published in this journal, bumped after each one is
+    /// visible: resolvers cache walks for one count (a walk that started
+    /// before a change never outlives it).
+    changes: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -353,7 +357,20 @@ impl Journal {
             )
         };
         if magic != MAGIC {
-            return Err(bad("has an older format"));
+            let m = magic.to_le_bytes();
+            return Err(match m.strip_prefix(b"USVFSJN") {
+                Some(&[v]) if v.is_ascii_digit() => Error::Index {
+                    path: path.into(),
+                    message: format!(
+                        "journal written by another version of usvfs (journal format {}; this \
+                         one reads {}): end that instance and start the program again with \
+                         this version's `usvfs run`",
+                        v as char,
+                        MAGIC.to_le_bytes()[7] as char
+                    ),
+                },
+                _ => bad("is not a usvfs journal"),
+            });
         }
         if !slots.is_power_of_two() || cap % 8 != 0 || len < file_len(slots, cap) {
             return Err(bad("is truncated"));
@@ -525,6 +542,19 @@ impl Journal {
     /// Tells every process using this journal that a new mapping is published.
     pub fn set_superseded(&self) {
         self.header().superseded.store(1, Ordering::Release);
+    }
+
+    /// This mapping, for as long as the process lives (journals that were
+    /// replaced stay mapped; see the preload engine's state).
+    #[inline(always)]
+    pub fn identity(&self) -> usize {
+        self.base as usize
+    }
+
+    /// How many changes were published so far (see [`Header::changes`]).
+    #[inline(always)]
+    pub fn changes(&self) -> u64 {
+        self.header().changes.load(Ordering::Acquire)
     }
 
     /// True while no change was recorded: the common, fast case.
@@ -947,6 +977,7 @@ impl Journal {
             if v == 0 {
                 hdr.count[a].fetch_add(1, Ordering::AcqRel);
                 s.store(value, Ordering::Release);
+                hdr.changes.fetch_add(1, Ordering::Release);
                 return Some(());
             }
             if let Some((rh, r)) = self.record(a, ((v - 1) as u64) * 8)
@@ -954,6 +985,7 @@ impl Journal {
                 && self.same_key(r.vpath, vpath)
             {
                 s.store(value, Ordering::Release);
+                hdr.changes.fetch_add(1, Ordering::Release);
                 return Some(());
             }
             i = i.wrapping_add(1);

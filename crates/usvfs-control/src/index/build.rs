@@ -776,7 +776,7 @@ fn serialize(
 fn children_tables(recs: &[NodeRec], strings: &[u8]) -> Vec<u32> {
     let mut area = vec![0u32; recs.len()];
     for (n, r) in recs.iter().enumerate() {
-        if r.child_count < DIRHASH_MIN_CHILDREN {
+        if !(DIRHASH_MIN_CHILDREN..=DIRHASH_MAX_CHILDREN).contains(&r.child_count) {
             continue;
         }
         let slots = dirhash_slots(r.child_count) as usize;
@@ -786,11 +786,12 @@ fn children_tables(recs: &[NodeRec], strings: &[u8]) -> Vec<u32> {
         for k in 0..r.child_count {
             let c = &recs[(r.first_child + k) as usize];
             let name = &strings[c.name_off as usize..c.name_off as usize + c.name_len as usize];
-            let mut i = name_hash(name) as usize & (slots - 1);
+            let h = name_hash(name);
+            let mut i = h as usize & (slots - 1);
             while table[i] != 0 {
                 i = (i + 1) & (slots - 1);
             }
-            table[i] = k + 1;
+            table[i] = dirhash_slot(k, h);
         }
         area[n] = at as u32;
     }

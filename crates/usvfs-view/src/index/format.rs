@@ -5,8 +5,8 @@
 pub const MAGIC: [u8; 8] = *b"USVFSIX1";
 /// 2: header flags (case-insensitive), the fold and respell tables, the
 /// base layers of a case-insensitive index. 3: the children hash tables
-/// (`dirhash`).
-pub const VERSION: u32 = 3;
+/// (`dirhash`). 4: their slots carry a tag of the name's hash.
+pub const VERSION: u32 = 4;
 pub const NO_LAYER: u32 = u32::MAX;
 
 /// Node kinds, as stored.
@@ -77,9 +77,36 @@ pub struct Header {
 /// The `dirhash` area is u32 words: first one per node, the word index in
 /// the area where that node's table starts (0: none, since the per-node
 /// words come first); then the tables, each [`dirhash_slots`] words of
-/// open addressing (linear probing from [`name_hash`]), a slot holding
-/// `1 +` the child's position among its siblings, or 0 when empty.
+/// open addressing (linear probing from [`name_hash`]). A slot is 0 when
+/// empty, else [`dirhash_slot`]: `1 +` the child's position among its
+/// siblings in the low [`DIRHASH_INDEX_BITS`] bits and the top bits of the
+/// name's hash above them, so a probe of another name (and a miss) reads no
+/// name: every name read is a cache miss of its own.
 pub const DIRHASH_MIN_CHILDREN: u32 = 8;
+
+/// Bits of a slot that hold the child's position (plus one).
+pub const DIRHASH_INDEX_BITS: u32 = 20;
+/// A directory with more children than this has no table (binary search).
+pub const DIRHASH_MAX_CHILDREN: u32 = (1 << DIRHASH_INDEX_BITS) - 2;
+
+/// The slot of the child at `position` among its siblings whose name hashes
+/// to `hash`.
+#[inline(always)]
+pub fn dirhash_slot(position: u32, hash: u32) -> u32 {
+    (hash & !((1 << DIRHASH_INDEX_BITS) - 1)) | (position + 1)
+}
+
+/// The child position (plus one) a slot holds (0: empty).
+#[inline(always)]
+pub fn dirhash_position(slot: u32) -> u32 {
+    slot & ((1 << DIRHASH_INDEX_BITS) - 1)
+}
+
+/// A slot's tag matches a name of hash `hash`.
+#[inline(always)]
+pub fn dirhash_tag_matches(slot: u32, hash: u32) -> bool {
+    (slot ^ hash) >> DIRHASH_INDEX_BITS == 0
+}
 
 /// Slots of the hash table of a directory with `children` children: a
 /// power of two, at most three quarters full.

@@ -109,9 +109,10 @@ impl<'a> Snapshot<'a> {
                 .enumerate()
                 .all(|(i, r)| match self.dirhash[i] {
                     0 => true,
-                    at => self
-                        .hash_table(r, at)
-                        .is_some_and(|t| t.iter().all(|&v| v == 0 || v - 1 < r.child_count)),
+                    at => self.hash_table(r, at).is_some_and(|t| {
+                        t.iter()
+                            .all(|&v| v == 0 || (1..=r.child_count).contains(&dirhash_position(v)))
+                    }),
                 });
         nodes_ok
             && layers_ok
@@ -221,16 +222,23 @@ impl<'a> Snapshot<'a> {
             && let Some(table) = self.hash_table(r, at)
         {
             let mask = table.len() - 1;
-            let mut i = name_hash(name) as usize & mask;
+            let h = name_hash(name);
+            let mut i = h as usize & mask;
             // A full table (only a corrupt one) ends after one round.
             for _ in 0..table.len() {
                 let v = table[i];
-                if v == 0 || v > r.child_count {
+                if v == 0 {
                     return None;
                 }
-                let c = r.first_child + (v - 1);
-                if self.name(c) == name {
-                    return Some(c);
+                if dirhash_tag_matches(v, h) {
+                    let p = dirhash_position(v);
+                    if p > r.child_count {
+                        return None;
+                    }
+                    let c = r.first_child + (p - 1);
+                    if self.name(c) == name {
+                        return Some(c);
+                    }
                 }
                 i = (i + 1) & mask;
             }

@@ -17,6 +17,9 @@ use crate::index::{NodeId, NodeKind, Snapshot};
 use crate::journal::{self, Entry, Journal};
 use crate::path::{self, PathBuffer};
 
+mod prefix_cache;
+use prefix_cache::PrefixCache;
+
 /// Symlink expansions before `ELOOP`, as the kernel allows.
 const MAX_EXPANSIONS: u32 = 40;
 /// How many candidate prefixes to canonicalize when looking for a symlinked prefix.
@@ -81,77 +84,7 @@ pub struct Scratch {
     work: PathBuffer,
     next: PathBuffer,
     link: LinkBuf,
-    parent: ParentCache,
-}
-
-/// The index directory the previous resolution's last component was looked
-/// up in: a walk or a read of one folder resolves `dir/a`, `dir/b`, ... and
-/// the next one starts from it instead of the root. Valid for one snapshot,
-/// and only used while the journal is empty (with records, every prefix of
-/// the path may be placed elsewhere). Small inline buffers (a longer
-/// directory is not cached): a process's first lookup touches every page of
-/// its buffers, a page fault each.
-struct ParentCache {
-    /// The snapshot it belongs to (`Snapshot::identity`; generation 0: empty).
-    snap: (u64, usize),
-    node: NodeId,
-    key_len: u16,
-    virt_len: u16,
-    /// The input prefix as given (up to, not including, the separator).
-    /// Like the path buffers, left uninitialized past the lengths.
-    key: [std::mem::MaybeUninit<u8>; CACHED_DIR_MAX],
-    /// The virtual path of that directory as the index spells it.
-    virt: [std::mem::MaybeUninit<u8>; CACHED_DIR_MAX],
-}
-
-/// The first `len` bytes of `b`, which were written.
-fn written(b: &[std::mem::MaybeUninit<u8>], len: u16) -> &[u8] {
-    // SAFETY: callers pass the length `store` wrote (bounded by the array).
-    unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), (len as usize).min(b.len())) }
-}
-
-/// Writes `src` at the start of `dst` (which is at least as long).
-fn write_into(dst: &mut [std::mem::MaybeUninit<u8>], src: &[u8]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = std::mem::MaybeUninit::new(s);
-    }
-}
-
-/// The longest directory path the parent cache holds.
-const CACHED_DIR_MAX: usize = 480;
-
-impl ParentCache {
-    /// The cached directory, if `bytes` continues it with a component:
-    /// its node and the length of the prefix it stands for.
-    #[inline]
-    fn hit(&self, snap: &Snapshot<'_>, bytes: &[u8]) -> Option<(NodeId, usize)> {
-        if self.snap.0 == 0 || self.snap != snap.identity() {
-            return None;
-        }
-        let k = written(&self.key, self.key_len);
-        (bytes.len() > k.len() && bytes[k.len()] == b'/' && bytes.starts_with(k))
-            .then_some((self.node, k.len()))
-    }
-
-    fn virt(&self) -> &[u8] {
-        written(&self.virt, self.virt_len)
-    }
-
-    #[inline]
-    fn store(&mut self, snap: &Snapshot<'_>, key: &[u8], node: NodeId, virt: &[u8]) {
-        if key.len() > CACHED_DIR_MAX || virt.len() > CACHED_DIR_MAX {
-            return;
-        }
-        if self.snap == snap.identity() && written(&self.key, self.key_len) == key {
-            return;
-        }
-        write_into(&mut self.key, key);
-        self.key_len = key.len() as u16;
-        write_into(&mut self.virt, virt);
-        self.virt_len = virt.len() as u16;
-        self.node = node;
-        self.snap = snap.identity();
-    }
+    cache: PrefixCache,
 }
 
 impl Default for Scratch {
@@ -167,12 +100,11 @@ impl Scratch {
     /// `p` must point to writable memory for a `Scratch`.
     pub unsafe fn init_at(p: *mut Scratch) {
         // SAFETY: per the contract; LinkBuf needs no initialization, the
-        // cache only its (empty) snapshot identity and lengths.
+        // cache only its (empty) stamp and depth.
         unsafe {
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).work));
             PathBuffer::init_at(std::ptr::addr_of_mut!((*p).next));
-            // The rest of the cache is read only once `snap` says it is set.
-            std::ptr::addr_of_mut!((*p).parent.snap).write((0, 0));
+            PrefixCache::init_at(std::ptr::addr_of_mut!((*p).cache));
         }
     }
 
@@ -182,14 +114,7 @@ impl Scratch {
             work: PathBuffer::new(),
             next: PathBuffer::new(),
             link: LinkBuf::new(),
-            parent: ParentCache {
-                snap: (0, 0),
-                node: 0,
-                key_len: 0,
-                virt_len: 0,
-                key: [std::mem::MaybeUninit::uninit(); CACHED_DIR_MAX],
-                virt: [std::mem::MaybeUninit::uninit(); CACHED_DIR_MAX],
-            },
+            cache: PrefixCache::new(),
         }
     }
 }
@@ -225,40 +150,35 @@ pub fn resolve_in(
         work,
         next,
         link,
-        parent,
+        cache,
     } = scratch;
     work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
     let mut expansions = 0u32;
     let mut alias_probes = 0u32;
-    // The first pass over the caller's own path, with no journal records,
-    // may start from (and teaches) the cached directory.
-    let mut first_pass = jr.is_none();
+    // Before the walk: a change published while it runs makes what it
+    // caches stale at once.
+    let stamp = prefix_cache::Stamp::now(snap, jr);
     'restart: loop {
         let bytes = work.as_bytes();
         let mut node = snap.root();
         let mut pos = 0usize;
-        match parent.hit(snap, bytes).filter(|_| first_pass) {
-            Some((n, len)) => {
-                virt.set(parent.virt()).map_err(|_| libc::ENAMETOOLONG)?;
-                node = n;
-                pos = len;
+        let mut h = journal::FNV_OFFSET;
+        match cache.start(stamp, bytes) {
+            Some(at) => {
+                virt.set(cache.virt(at.virt_len))
+                    .map_err(|_| libc::ENAMETOOLONG)?;
+                node = at.node;
+                pos = at.pos;
+                h = at.hash;
             }
             None => {
                 virt.clear();
                 virt.push_bytes(b"/").map_err(|_| libc::ENAMETOOLONG)?;
             }
         }
-        let mut h = journal::FNV_OFFSET;
         while let Some((start, end)) = next_component(bytes, &mut pos) {
             let comp = &bytes[start..end];
             let last = bytes[end..].iter().all(|&c| c == b'/');
-            if last && first_pass && node != snap.root() {
-                // `node` is the directory of the last component, reached
-                // through index directories only.
-                let key = &bytes[..start];
-                let key = &key[..key.iter().rposition(|&c| c != b'/').map_or(0, |i| i + 1)];
-                parent.store(snap, key, node, virt.as_bytes());
-            }
             if let Some(j) = jr {
                 // Changes recorded after the snapshot take precedence.
                 let before = virt.len();
@@ -285,10 +205,7 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            {
-                                first_pass = false;
-                                continue 'restart;
-                            }
+                            continue 'restart;
                         }
                         if !last {
                             // Deeper records place what was made below it
@@ -330,12 +247,14 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            {
-                                first_pass = false;
-                                continue 'restart;
-                            }
+                            continue 'restart;
                         }
-                        NodeKind::Dir => node = ch,
+                        NodeKind::Dir => {
+                            // An index directory with no record on it or
+                            // above: where a later walk may start.
+                            cache.record(bytes, end, virt.as_bytes(), ch, h);
+                            node = ch;
+                        }
                         _ if !last => return Err(libc::ENOTDIR),
                         _ => node = ch,
                     }
@@ -385,10 +304,7 @@ pub fn resolve_in(
                         {
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
-                            {
-                                first_pass = false;
-                                continue 'restart;
-                            }
+                            continue 'restart;
                         }
                     }
                     virt.push_component(&bytes[start..])
