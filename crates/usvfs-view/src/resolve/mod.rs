@@ -68,8 +68,13 @@ enum JournalStep<'j> {
     At(&'j [u8], u8, &'j [u8]),
 }
 
+/// `parent` is the key hash of the path's directory: a directory with no
+/// record below it (the parent filter) answers without the table.
 #[inline(always)]
-fn journal_step<'j>(j: &'j Journal, virt: &PathBuffer, h: u64) -> JournalStep<'j> {
+fn journal_step<'j>(j: &'j Journal, virt: &PathBuffer, parent: u64, h: u64) -> JournalStep<'j> {
+    if !j.may_have_child_of(parent) {
+        return JournalStep::Nothing;
+    }
     match j.get_record(virt.as_bytes(), h) {
         None => JournalStep::Nothing,
         Some((Entry::Whiteout, _)) => JournalStep::Absent,
@@ -183,8 +188,9 @@ pub fn resolve_in(
                 // Changes recorded after the snapshot take precedence.
                 let before = virt.len();
                 virt.push_component(comp).map_err(|_| libc::ENAMETOOLONG)?;
+                let parent_h = h;
                 h = j.key_extend(h, comp);
-                match journal_step(j, virt, h) {
+                match journal_step(j, virt, parent_h, h) {
                     JournalStep::Nothing => virt.truncate(before),
                     JournalStep::Absent => return Err(libc::ENOENT),
                     JournalStep::At(p, kind, spelled) => {
@@ -280,8 +286,9 @@ pub fn resolve_in(
                             while let Some((s0, e0)) = next_component(bytes, &mut k) {
                                 let c = &bytes[s0..e0];
                                 virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+                                let parent_h = hh;
                                 hh = j.key_extend(hh, c);
-                                match journal_step(j, virt, hh) {
+                                match journal_step(j, virt, parent_h, hh) {
                                     JournalStep::Absent => return Err(libc::ENOENT),
                                     JournalStep::At(p, _, _) => {
                                         return physical_below(p, &bytes[e0..], virt, phys);
@@ -408,8 +415,9 @@ fn deepest_record<'j>(
     while let Some((s0, e0)) = next_component(bytes, &mut k) {
         let c = &bytes[s0..e0];
         virt.push_component(c).map_err(|_| libc::ENAMETOOLONG)?;
+        let parent_h = h;
         h = j.key_extend(h, c);
-        match journal_step(j, virt, h) {
+        match journal_step(j, virt, parent_h, h) {
             JournalStep::Absent => return Err(libc::ENOENT),
             JournalStep::At(p, _, spelled) => found = Some((p, spelled, e0)),
             JournalStep::Nothing => {}
