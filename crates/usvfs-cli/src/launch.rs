@@ -55,6 +55,21 @@ pub struct Launch<'a> {
 /// of the way of programs that expect 0..N to be theirs.
 const INSTANCE_FD_MIN: i32 = 900;
 
+/// Grows this process's descriptor table past [`INSTANCE_FD_MIN`] now, while
+/// it has one thread: the kernel grows a table that threads share only
+/// after an RCU grace period (about 10 ms here), which the launch would
+/// otherwise wait for when it places the instance's descriptor.
+pub fn reserve_instance_fd_number() {
+    if let Ok(fd) = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        // Dropped at once: the table keeps its size.
+        let _ = rustix::io::fcntl_dupfd_cloexec(&fd, INSTANCE_FD_MIN);
+    }
+}
+
 /// Opens `dir` as a descriptor the program inherits (not close-on-exec), and
 /// its [`launch_env::ENV_INSTANCE_FD`] value. `None` when it cannot (the
 /// path alone then leads to the instance).

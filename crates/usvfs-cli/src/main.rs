@@ -180,7 +180,8 @@ fn existing_instance(a: &cli::MappingArgs) -> Result<Instance> {
 
 fn run(a: &RunArgs, m: &clap::ArgMatches) -> Result<i32> {
     // First, before any thread starts: every thread must block the signals
-    // the forwarding thread takes.
+    // the forwarding thread takes; and the descriptor table grows cheaply.
+    launch::reserve_instance_fd_number();
     let signals = signals::Forwarder::start().context("setting up signal forwarding")?;
     // The engine asked for; joining a running instance without one takes
     // the instance's.

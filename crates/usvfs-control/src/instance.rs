@@ -346,7 +346,16 @@ impl Instance {
     /// holding it (see `InstanceDir::hold_quick`) that map its index.
     pub fn live_pids(&self) -> Vec<i32> {
         let mut out = self.registered_pids();
-        for pid in self.files().holders() {
+        // A hooked process holds the instance only once it mapped the index:
+        // with none published yet (a new instance), nobody holds it, and
+        // `/proc/locks` (every lock of the machine; milliseconds to read) is
+        // not read.
+        let holders = if self.index_path().exists() {
+            self.files().holders()
+        } else {
+            Vec::new()
+        };
+        for pid in holders {
             if !out.contains(&pid)
                 && !matches!(process_state(pid), None | Some((b'Z' | b'X', _)))
                 && self.maps_index(pid)

@@ -288,6 +288,9 @@ impl Journal {
         // SAFETY: the header lies in the fresh mapping, which no one else
         // sees yet; the mutex is initialized once, here.
         unsafe {
+            // One page, not the read-ahead window: the kernel would fill
+            // megabytes of the fresh file with zeros (a few ms per start).
+            libc::madvise(base.cast(), HEADER_SIZE, libc::MADV_RANDOM);
             let h = &mut *(base as *mut Header);
             h.magic = MAGIC;
             h.generation = generation;

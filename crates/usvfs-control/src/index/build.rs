@@ -62,6 +62,28 @@ struct Tree {
     pdirs: Vec<Box<[u8]>>,
 }
 
+/// A name to place: borrowed, or walked and handed over.
+enum Name<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Box<[u8]>),
+}
+
+impl Name<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Name::Borrowed(b) => b,
+            Name::Owned(b) => b,
+        }
+    }
+
+    fn into_box(self) -> Box<[u8]> {
+        match self {
+            Name::Borrowed(b) => b.into(),
+            Name::Owned(b) => b,
+        }
+    }
+}
+
 /// How a placement went.
 enum Placed {
     At(u32),
@@ -117,9 +139,39 @@ impl Tree {
         ino: u64,
         pdir: u32,
     ) -> Placed {
+        self.place_name(parent, Name::Borrowed(name), kind, layer, ino, pdir)
+    }
+
+    /// [`Tree::place`] of a walked name this takes over: a new child of a
+    /// parent that does not fold keeps it as its key (no copy).
+    fn place_owned(
+        &mut self,
+        parent: u32,
+        name: Box<[u8]>,
+        kind: u8,
+        layer: u32,
+        ino: u64,
+        pdir: u32,
+    ) -> Placed {
+        self.place_name(parent, Name::Owned(name), kind, layer, ino, pdir)
+    }
+
+    fn place_name(
+        &mut self,
+        parent: u32,
+        name: Name<'_>,
+        kind: u8,
+        layer: u32,
+        ino: u64,
+        pdir: u32,
+    ) -> Placed {
         let pflags = self.nodes[parent as usize].flags;
-        let key = self.key(parent, name);
-        if let Some(&id) = self.nodes[parent as usize].children.get(&key) {
+        let folded = (pflags & FLAG_FOLD != 0).then(|| self.key(parent, name.bytes()));
+        let found = self.nodes[parent as usize]
+            .children
+            .get(folded.as_deref().unwrap_or(name.bytes()))
+            .copied();
+        if let Some(id) = found {
             let ci = self.ci;
             let n = &mut self.nodes[id as usize];
             if pflags & FLAG_FOLD != 0 && n.layer == layer && layer != NO_LAYER {
@@ -138,7 +190,7 @@ impl Tree {
             n.layer = layer;
             n.ino = ino;
             if ci {
-                n.name = name.into();
+                n.name = name.bytes().into();
                 n.pdir = pdir;
             }
             return Placed::At(id);
@@ -151,9 +203,14 @@ impl Tree {
                 | if kind != KIND_DIR { FLAG_HIDES_BASE } else { 0 },
             layer,
             ino,
-            name: if self.ci { name.into() } else { Box::default() },
+            name: if self.ci {
+                name.bytes().into()
+            } else {
+                Box::default()
+            },
             pdir,
         });
+        let key = folded.unwrap_or_else(|| name.into_box());
         self.nodes[parent as usize].children.insert(key, id);
         Placed::At(id)
     }
@@ -444,21 +501,21 @@ pub fn build_snapshot(mapping: &Mapping, generation: u64) -> Result<Vec<u8>> {
                 // (node, its physical directory) per depth; None below an
                 // entry that does not show.
                 let mut stack: Vec<Option<(u32, u32)>> = vec![Some((top, 0))];
-                for e in walk.unwrap_or_default() {
+                for mut e in walk.unwrap_or_default() {
                     let d = e.depth as usize;
                     stack.truncate(d);
                     let Some((parent, pdir)) = stack[d - 1] else {
                         stack.push(None);
                         continue;
                     };
-                    let placed = tree.place(
-                        parent,
-                        &e.name,
-                        e.kind,
-                        layer,
-                        e.ino,
-                        if ci { pdir } else { NO_PDIR },
-                    );
+                    // A case-sensitive build hands the walked name over as
+                    // the key; a case-insensitive one still needs it below.
+                    let placed = if ci {
+                        tree.place(parent, &e.name, e.kind, layer, e.ino, pdir)
+                    } else {
+                        let name = std::mem::take(&mut e.name);
+                        tree.place_owned(parent, name, e.kind, layer, e.ino, NO_PDIR)
+                    };
                     let id = match placed {
                         Placed::At(id) => id,
                         Placed::Shadowed(kept) => {
