@@ -101,3 +101,33 @@ def test_vfork_children_closing_descriptors_leave_the_parents_alone(usvfs: Path,
     instance = Path(os.environ["XDG_RUNTIME_DIR"]) / "usvfs" / "usvfs_instance"
     high = [f"high: {layout.base}"] * 3 + [f"high: {instance}", f"high: {instance / 'procs'}"]
     assert sorted(lines[10:]) == sorted(high)
+
+
+def _limit(soft: int):
+    """A preexec function setting the soft descriptor limit to `soft`."""
+    import resource
+
+    def set_limit() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return set_limit
+
+
+def test_a_high_descriptor_limit_grows_the_table_before_threads_start(usvfs: Path, layout: Layout) -> None:
+    # Under a limit that places layer descriptors from 1024 up (Wine and
+    # Proton raise it), the constructor grows the descriptor table past 1024
+    # while the process has one thread: grown later, in a multi-threaded
+    # program, the kernel makes the first layer descriptor wait for an RCU
+    # grace period (10-20 ms on this VM). The table's size is FDSize.
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard descriptor limit here is {hard}, below 4096")
+    sizes = {}
+    for soft in (4096, 1024):
+        r = run_view(usvfs, layout, ["grep", "FDSize", "/proc/self/status"], preexec_fn=_limit(soft))
+        assert r.returncode == 0, r.stderr
+        sizes[soft] = int(r.stdout.split()[1])
+    # 2048 covers every layer descriptor (1024 + 1024 layers); under 1024
+    # the hold on the instance (fd 860) sizes it, as without this.
+    assert sizes == {4096: 2048, 1024: 1024}

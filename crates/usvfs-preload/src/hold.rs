@@ -29,6 +29,12 @@ pub fn keep(fd: OwnedFd) {
     HOLD.store(kept, Ordering::Release);
 }
 
+/// The hold's descriptor, if any.
+pub fn raw() -> Option<c_int> {
+    let fd = HOLD.load(Ordering::Acquire);
+    (fd >= 0).then_some(fd)
+}
+
 /// Gives the hold up (at exit) for `InstanceDir::leave_quick`.
 pub fn take() -> Option<OwnedFd> {
     let fd = HOLD.swap(-1, Ordering::AcqRel);

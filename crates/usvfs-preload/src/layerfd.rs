@@ -308,6 +308,40 @@ fn open_layer(slot: &Slot, v: u64, g: u32, src: &[u8]) -> Option<c_int> {
     }
 }
 
+/// A descriptor limit under which layer descriptors go from 1024 up.
+const HIGH_LIMIT: i64 = 1024 + SLOTS as i64 + 16;
+
+/// The soft descriptor limit (0: unknown).
+fn soft_limit() -> i64 {
+    let mut lim = std::mem::MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) } == 0 {
+        // SAFETY: getrlimit succeeded.
+        unsafe { lim.assume_init() }.rlim_cur.min(1 << 20) as i64
+    } else {
+        0
+    }
+}
+
+/// Under a limit that puts layer descriptors from 1024 up (Wine and Proton
+/// raise it, and their processes inherit it), grows the descriptor table
+/// past 1024 now, from the constructor, while the process has one thread:
+/// the kernel grows a table that threads share only after an RCU grace
+/// period, so a multi-threaded program's first layer descriptor would
+/// otherwise stall it 10-20 ms. `fd` is any open descriptor of ours.
+pub fn grow_table_early(fd: c_int) {
+    if soft_limit() < HIGH_LIMIT {
+        return;
+    }
+    // SAFETY: fcntl and close on descriptors of ours; raw system calls.
+    unsafe {
+        let high = libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, 1024) as c_int;
+        if high >= 0 {
+            libc::syscall(libc::SYS_close, high);
+        }
+    }
+}
+
 /// The lowest descriptor number for layer descriptors, computed once: from
 /// 880 up to 1008 (128 layers) under a descriptor limit of 1024 or less,
 /// leaving the program the numbers below and a margin above; from 1024 up
@@ -318,15 +352,8 @@ fn base() -> Option<c_int> {
     if b != 0 {
         return (b > 0).then_some(b);
     }
-    let mut lim = std::mem::MaybeUninit::<libc::rlimit>::uninit();
-    // SAFETY: a valid out-pointer.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) } == 0 {
-        // SAFETY: getrlimit succeeded.
-        unsafe { lim.assume_init() }.rlim_cur.min(1 << 20) as i64
-    } else {
-        0
-    };
-    let (b, usable) = if soft >= 1024 + SLOTS as i64 + 16 {
+    let soft = soft_limit();
+    let (b, usable) = if soft >= HIGH_LIMIT {
         (1024, SLOTS)
     } else if soft.min(1024) - FEW as i64 - 16 >= 256 {
         ((soft.min(1024) - FEW as i64 - 16) as i32, FEW)

@@ -176,6 +176,9 @@ fn join() -> Option<()> {
     if let Some(fd) = inst.hold_quick() {
         hold::keep(fd);
     }
+    if let Some(fd) = hold::raw() {
+        layerfd::grow_table_early(fd);
+    }
     Some(())
 }
 
