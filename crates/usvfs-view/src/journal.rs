@@ -1074,6 +1074,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn another_versions_journal_is_named_with_what_to_do() {
+        use std::os::unix::fs::FileExt;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create(&p, 1).unwrap();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"USVFSJN3", 0).unwrap();
+        let e = Journal::open(&p)
+            .err()
+            .expect("an older journal is refused");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "index \"{}\": journal written by another version of usvfs (journal format 3; \
+                 this one reads 4): end that instance and start the program again with this \
+                 version's `usvfs run`",
+                p.display()
+            )
+        );
+        f.write_all_at(b"NOTUSVFS", 0).unwrap();
+        let e = Journal::open(&p).err().expect("a foreign file is refused");
+        assert!(
+            e.to_string().contains("journal is not a usvfs journal"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_published_change_moves_the_change_count() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal");
+        Journal::create(&p, 1).unwrap();
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(j.changes(), 0);
+        j.put(b"/a/b", Entry::Whiteout).unwrap();
+        assert_eq!(j.changes(), 1);
+        // Replacing a path's record is a change too (the count of paths
+        // stays), and so is every record of another path.
+        j.put(
+            b"/a/b",
+            Entry::Physical {
+                phys: b"/ow/b",
+                kind: 2,
+            },
+        )
+        .unwrap();
+        j.put(b"/a/c", Entry::Whiteout).unwrap();
+        assert_eq!((j.len(), j.changes()), (2, 3));
+        // Another process's mapping sees the same count.
+        assert_eq!(Journal::open(&p).unwrap().changes(), 3);
+    }
+
+    #[test]
     fn records_replace_and_list() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("journal");
