@@ -428,6 +428,10 @@ impl Journal {
                 // SAFETY: we own the mutex (EOWNERDEAD returns it locked).
                 unsafe { libc::pthread_mutex_consistent(self.mutex()) };
                 self.repair_replaced();
+                // The dead writer may have published a record and died
+                // before counting it: count it now, so no resolver keeps
+                // a walk cached from before it.
+                self.header().changes.fetch_add(1, Ordering::Release);
                 Ok(guard)
             }
             e => {
@@ -1253,6 +1257,26 @@ mod tests {
         assert_eq!(j.get(b"/b", path_hash(b"/b")), Some(phys(b"/x/b")));
         assert_eq!(j.records().len(), 2);
         assert_eq!(j.len(), 2);
+    }
+
+    #[test]
+    fn a_record_a_dead_writer_published_but_did_not_count_is_counted() {
+        let (_t, _p, j) = fresh();
+        j.put(b"/a", Entry::Whiteout).unwrap();
+        // The writer publishes a record and dies before counting it.
+        let pid = child_holding(&j, |j| {
+            let h = j.key_hash(b"/d");
+            let ph = j.key_hash(b"/");
+            j.put_in(j.active(), b"/d", h, ph, OP_WHITEOUT, 0, b"")
+                .unwrap();
+            j.header().changes.fetch_sub(1, Ordering::Release);
+        });
+        reap(pid);
+        let before = j.changes();
+        assert_eq!(j.get(b"/d", path_hash(b"/d")), Some(Entry::Whiteout));
+        // The next writer to take the lock counts it.
+        drop(j.lock().unwrap());
+        assert_eq!(j.changes(), before + 1);
     }
 
     #[test]
