@@ -13,8 +13,8 @@ static HOLD: AtomicI32 = AtomicI32::new(-1);
 const HOLD_BASE: c_int = 860;
 
 /// Keeps `fd` as this process's hold, moved up to a high number when the
-/// descriptor limit allows it.
-pub fn keep(fd: OwnedFd) {
+/// descriptor limit allows it; returns the number it keeps.
+pub fn keep(fd: OwnedFd) -> c_int {
     let raw = fd.into_raw_fd();
     // SAFETY: fcntl and close on the descriptor we own; raw system calls.
     let high =
@@ -27,12 +27,7 @@ pub fn keep(fd: OwnedFd) {
         raw
     };
     HOLD.store(kept, Ordering::Release);
-}
-
-/// The hold's descriptor, if any.
-pub fn raw() -> Option<c_int> {
-    let fd = HOLD.load(Ordering::Acquire);
-    (fd >= 0).then_some(fd)
+    kept
 }
 
 /// Gives the hold up (at exit) for `InstanceDir::leave_quick`.

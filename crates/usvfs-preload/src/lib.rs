@@ -174,10 +174,7 @@ fn join() -> Option<()> {
     // A forked child shares its parent's hold; `usvfs ps` lists the process
     // that took it.
     if let Some(fd) = inst.hold_quick() {
-        hold::keep(fd);
-    }
-    if let Some(fd) = hold::raw() {
-        layerfd::grow_table_early(fd);
+        layerfd::grow_table_early(hold::keep(fd));
     }
     Some(())
 }

@@ -479,16 +479,9 @@ impl Journal {
         if self.is_empty() {
             return false;
         }
-        self.may_have_child_of(self.key_hash(parent))
-    }
-
-    /// [`Journal::may_have_children`] by the directory's key hash (the
-    /// resolver has it at hand): one bit of an 8 KiB filter, where a
-    /// record's lookup reads a slot of a 256 KiB table, a cache miss each.
-    #[inline(always)]
-    pub fn may_have_child_of(&self, parent_hash: u64) -> bool {
+        let ph = self.key_hash(parent);
         self.read(|a| {
-            let (w, m) = self.parent_word(a, parent_hash);
+            let (w, m) = self.parent_word(a, ph);
             w.load(Ordering::Acquire) & m != 0
         })
     }
@@ -666,6 +659,26 @@ impl Journal {
     #[inline]
     pub fn get_record(&self, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {
         self.read(|a| self.get_in(a, vpath, h))
+    }
+
+    /// [`Journal::get_record`] for a path whose directory has key hash
+    /// `parent`: a directory with no record below it (the parent filter,
+    /// one bit of 8 KiB) answers without the table (a cache miss in
+    /// 256 KiB). Both are read in the same area.
+    #[inline]
+    pub fn get_child_record(
+        &self,
+        parent: u64,
+        vpath: &[u8],
+        h: u64,
+    ) -> Option<(Entry<'_>, &[u8])> {
+        self.read(|a| {
+            let (w, m) = self.parent_word(a, parent);
+            if w.load(Ordering::Acquire) & m == 0 {
+                return None;
+            }
+            self.get_in(a, vpath, h)
+        })
     }
 
     fn get_in(&self, a: usize, vpath: &[u8], h: u64) -> Option<(Entry<'_>, &[u8])> {

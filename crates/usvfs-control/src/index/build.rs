@@ -142,20 +142,9 @@ impl Tree {
         self.place_name(parent, Name::Borrowed(name), kind, layer, ino, pdir)
     }
 
-    /// [`Tree::place`] of a walked name this takes over: a new child of a
-    /// parent that does not fold keeps it as its key (no copy).
-    fn place_owned(
-        &mut self,
-        parent: u32,
-        name: Box<[u8]>,
-        kind: u8,
-        layer: u32,
-        ino: u64,
-        pdir: u32,
-    ) -> Placed {
-        self.place_name(parent, Name::Owned(name), kind, layer, ino, pdir)
-    }
-
+    /// [`Tree::place`] of a borrowed name, or of a walked one it takes
+    /// over: a new child of a parent that does not fold keeps that as its
+    /// key (no copy).
     fn place_name(
         &mut self,
         parent: u32,
@@ -514,7 +503,7 @@ pub fn build_snapshot(mapping: &Mapping, generation: u64) -> Result<Vec<u8>> {
                         tree.place(parent, &e.name, e.kind, layer, e.ino, pdir)
                     } else {
                         let name = std::mem::take(&mut e.name);
-                        tree.place_owned(parent, name, e.kind, layer, e.ino, NO_PDIR)
+                        tree.place_name(parent, Name::Owned(name), e.kind, layer, e.ino, NO_PDIR)
                     };
                     let id = match placed {
                         Placed::At(id) => id,

@@ -68,14 +68,11 @@ enum JournalStep<'j> {
     At(&'j [u8], u8, &'j [u8]),
 }
 
-/// `parent` is the key hash of the path's directory: a directory with no
-/// record below it (the parent filter) answers without the table.
+/// `parent` is the key hash of the path's directory (see
+/// [`Journal::get_child_record`]).
 #[inline(always)]
 fn journal_step<'j>(j: &'j Journal, virt: &PathBuffer, parent: u64, h: u64) -> JournalStep<'j> {
-    if !j.may_have_child_of(parent) {
-        return JournalStep::Nothing;
-    }
-    match j.get_record(virt.as_bytes(), h) {
+    match j.get_child_record(parent, virt.as_bytes(), h) {
         None => JournalStep::Nothing,
         Some((Entry::Whiteout, _)) => JournalStep::Absent,
         Some((Entry::Physical { phys, kind }, v)) => JournalStep::At(phys, kind, v),
