@@ -43,17 +43,22 @@ static void *next(const char *name) {
     return dlsym(RTLD_NEXT, name);
 }
 
-/* Called by the library's constructor: no hook resolves a symbol later (the
- * dynamic linker is neither fork- nor signal-safe). Lazy fallbacks below
- * cover calls that arrive before it. */
-void usvfs_calls_init(void) {
-    real_syscall_p = (syscall_fn)next("syscall");
-    real_glob_p = (glob_fn)next("glob");
-    real_wordexp_p = (wordexp_fn)next("wordexp");
-    real_dlopen_p = (dlopen_fn)next("dlopen");
-    real_dlmopen_p = (dlmopen_fn)next("dlmopen");
-    usvfs_real_vfork = next("vfork");
-    if (!usvfs_real_vfork) usvfs_real_vfork = next("fork");
+typedef void *(*finder_fn)(const void *, const char *);
+
+/* Called by the library's constructor with the Rust side's search of the
+ * symbol tables (`find`, given `ctx`; NULL: dlsym): no hook resolves a
+ * symbol later (the dynamic linker is neither fork- nor signal-safe). Lazy
+ * fallbacks below cover calls that arrive before it. */
+void usvfs_calls_init(finder_fn find, const void *ctx) {
+#define FIND(name) (find ? find(ctx, name) : next(name))
+    real_syscall_p = (syscall_fn)FIND("syscall");
+    real_glob_p = (glob_fn)FIND("glob");
+    real_wordexp_p = (wordexp_fn)FIND("wordexp");
+    real_dlopen_p = (dlopen_fn)FIND("dlopen");
+    real_dlmopen_p = (dlmopen_fn)FIND("dlmopen");
+    usvfs_real_vfork = FIND("vfork");
+    if (!usvfs_real_vfork) usvfs_real_vfork = FIND("fork");
+#undef FIND
 }
 
 #define REAL(p, name) ((p) ? (p) : ((p) = (__typeof__(p))next(name)))
@@ -369,7 +374,7 @@ static __thread pid_t vfork_parent __attribute__((tls_model("initial-exec")));
 static __thread int vfork_chdir __attribute__((tls_model("initial-exec")));
 
 HIDDEN void usvfs_vfork_prepare(void) {
-    if (!usvfs_real_vfork) usvfs_calls_init();
+    if (!usvfs_real_vfork) usvfs_calls_init(NULL, NULL);
     vfork_parent = getpid();
     vfork_chdir = 0;
 }

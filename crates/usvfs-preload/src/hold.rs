@@ -3,12 +3,16 @@
 //! own closing of descriptors leaves alone, so the process stays counted
 //! (and listed by `usvfs ps`) until it exits or execs.
 
-use libc::{c_int, c_uint};
+use libc::{c_char, c_int, c_uint};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The hold's descriptor (-1: none).
 static HOLD: AtomicI32 = AtomicI32::new(-1);
+/// Device and inode of the `procs` directory the hold is open on (0: not
+/// known), so an exec checks its descriptor with one `fstat` and no path.
+static HOLD_DEV: AtomicU64 = AtomicU64::new(0);
+static HOLD_INO: AtomicU64 = AtomicU64::new(0);
 /// Lowest number for the hold's descriptor, below the layer descriptors'.
 const HOLD_BASE: c_int = 860;
 
@@ -26,8 +30,16 @@ pub fn keep(fd: OwnedFd) -> c_int {
     } else {
         raw
     };
+    if let Some(st) = fstat_dir(kept) {
+        remember_dir(&st);
+    }
     HOLD.store(kept, Ordering::Release);
     kept
+}
+
+fn remember_dir(st: &libc::stat) {
+    HOLD_DEV.store(st.st_dev, Ordering::Relaxed);
+    HOLD_INO.store(st.st_ino, Ordering::Relaxed);
 }
 
 /// Gives the hold up (at exit) for `InstanceDir::leave_quick`.
@@ -76,18 +88,19 @@ pub fn close_range_around(lo: c_uint, hi: c_uint, flags: c_int) -> c_int {
 }
 
 /// The hold to leave open across an exec into the view: its descriptor and
-/// the `USVFS_HOLD` value naming it (`N:DEV:INO` of the `procs` directory
-/// `procs`). `shared_table`: the exec clears close-on-exec in a descriptor
+/// the `USVFS_HOLD` value naming it (`N:DEV:INO` of its `procs`
+/// directory). `shared_table`: the exec clears close-on-exec in a descriptor
 /// table other threads may fork from (a direct `execve`), so only a process
 /// with no other thread passes it (a thread's fork child in between would
 /// inherit it). In the exec path only, in the child about to exec.
-pub fn for_exec(procs: &[u8], shared_table: bool) -> Option<(c_int, Vec<u8>)> {
+pub fn for_exec(shared_table: bool) -> Option<(c_int, Vec<u8>)> {
     let fd = HOLD.load(Ordering::Relaxed);
     let st = fstat_dir(fd)?;
     // The number may name another directory now (a vfork child's `dup2`
     // over it leaves our hold in place): then there is none to pass.
-    let want = rustix::fs::stat(procs).ok()?;
-    if want.st_dev != st.st_dev || want.st_ino != st.st_ino {
+    if HOLD_DEV.load(Ordering::Relaxed) != st.st_dev
+        || HOLD_INO.load(Ordering::Relaxed) != st.st_ino
+    {
         return None;
     }
     if shared_table && !single_threaded() {
@@ -97,9 +110,21 @@ pub fn for_exec(procs: &[u8], shared_table: bool) -> Option<(c_int, Vec<u8>)> {
     Some((fd, spec))
 }
 
-/// This process has one thread (`/proc/self/task` links to each thread's
-/// directory); unknown counts as not.
+unsafe extern "C" {
+    /// glibc's own record (since 2.32): true until the process first
+    /// creates a thread, and never set again (not even in a forked child).
+    static __libc_single_threaded: c_char;
+}
+
+/// This process has one thread. glibc's flag answers without a system call
+/// for a process that never made a thread; else `/proc/self/task` links to
+/// each thread's directory (a forked child of a threaded parent has one
+/// again). Unknown counts as not.
 fn single_threaded() -> bool {
+    // SAFETY: a byte glibc defines; read only.
+    if unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) } != 0 {
+        return true;
+    }
     rustix::fs::stat("/proc/self/task").is_ok_and(|s| s.st_nlink == 3)
 }
 
@@ -132,6 +157,8 @@ pub fn settle_inherited(spec: Option<&[u8]>, joined: bool) {
         unsafe { libc::syscall(libc::SYS_close, fd) };
     } else {
         set_inherited(fd, false);
+        HOLD_DEV.store(dev, Ordering::Relaxed);
+        HOLD_INO.store(ino, Ordering::Relaxed);
         HOLD.store(fd, Ordering::Release);
     }
 }

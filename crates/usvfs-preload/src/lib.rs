@@ -198,9 +198,9 @@ extern "C" fn after_fork_child() {
 }
 
 extern "C" fn init() {
-    real::resolve_all();
-    // SAFETY: resolves calls.c's originals; no arguments.
-    unsafe { hooks::calls::usvfs_calls_init() };
+    let next = real::resolve_all();
+    // SAFETY: resolves calls.c's originals through `next`, alive for the call.
+    unsafe { hooks::calls::usvfs_calls_init(Some(real::find_for_c), (&raw const next).cast()) };
     hooks::calls::remember_library_path();
     // SAFETY: registers handlers that touch only our own state and mapping.
     unsafe { libc::pthread_atfork(Some(forkcopy::before_fork), None, Some(after_fork_child)) };

@@ -67,6 +67,29 @@ fn resolve(next: &crate::next::Next, slot: &AtomicUsize, name: &'static [u8]) {
     }
 }
 
+/// `dlsym(RTLD_NEXT, name)` through the search `next` (a `Next`), for
+/// calls.c's own originals.
+///
+/// # Safety
+/// `next` points to a live `Next`; `name` is a C string.
+pub unsafe extern "C" fn find_for_c(
+    next: *const libc::c_void,
+    name: *const c_char,
+) -> *mut libc::c_void {
+    // SAFETY: the caller's contract.
+    let (next, name) = unsafe {
+        (
+            &*next.cast::<crate::next::Next>(),
+            std::ffi::CStr::from_ptr(name),
+        )
+    };
+    match next.lookup(name) {
+        crate::next::Found::Address(a) => a as *mut libc::c_void,
+        // SAFETY: name is a C string.
+        crate::next::Found::Unsure => unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) },
+    }
+}
+
 macro_rules! originals {
     ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
         $(
@@ -90,9 +113,11 @@ macro_rules! originals {
         )*
         /// Resolves every original now, in the constructor, so no hook ever
         /// calls into the dynamic linker later (not fork- or signal-safe).
-        pub fn resolve_all() {
+        /// Returns the search, for calls.c's originals.
+        pub fn resolve_all() -> crate::next::Next {
             let next = crate::next::Next::after(resolve_all as *const () as usize);
             $( resolve(&next, &$name::ADDR, concat!(stringify!($name), "\0").as_bytes()); )*
+            next
         }
 
         /// Each original by name, and its address (for tests).

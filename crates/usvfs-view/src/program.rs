@@ -199,12 +199,22 @@ fn has_go_section(fd: BorrowedFd<'_>, eh: &[u8; 64]) -> bool {
     }
     // Two windows: the section table, and the names it points into.
     let (mut table, mut names) = (Reader::new(fd), Reader::new(fd));
-    let Some(strtab) = table
+    let Some((strtab, strsize)) = table
         .at(shoff + shstrndx * shentsize, 64)
-        .map(|sh| u64_at(sh, 24))
+        .map(|sh| (u64_at(sh, 24), u64_at(sh, 32)))
     else {
         return false;
     };
+    // Most programs' section names fit one window: without the name among
+    // them (any program but Go's), the table need not be read.
+    if strsize <= WINDOW as u64 {
+        let Some(all) = names.at(strtab, strsize as usize) else {
+            return false;
+        };
+        if !all.windows(WANT.len()).any(|w| w == WANT) {
+            return false;
+        }
+    }
     for i in 0..shnum.min(1024) {
         let Some(sh) = table.at(shoff + i * shentsize, 64) else {
             return false;
@@ -344,6 +354,56 @@ mod tests {
         b[note + 8..note + 12].copy_from_slice(&kind.to_le_bytes());
         b[note + 12..note + 15].copy_from_slice(if go_note { b"Go\0" } else { b"GN\0" });
         b
+    }
+
+    /// `elf` with a section table of `names` (and the name table itself,
+    /// its own name padded by `pad` bytes), like a linker writes it: the
+    /// names first, then the table, at the end of the file.
+    fn with_sections(mut elf: Vec<u8>, names: &[&[u8]], pad: usize) -> Vec<u8> {
+        let strtab_at = elf.len();
+        let mut strtab = vec![0u8];
+        let mut name_at = Vec::new();
+        for n in names.iter().copied().chain([&b".shstrtab"[..]]) {
+            name_at.push(strtab.len() as u32);
+            strtab.extend_from_slice(n);
+            strtab.push(0);
+        }
+        strtab.extend(std::iter::repeat_n(b'x', pad));
+        strtab.push(0);
+        elf.extend_from_slice(&strtab);
+        let shoff = elf.len();
+        elf.extend_from_slice(&[0u8; 64]); // the null section
+        for (i, &at) in name_at.iter().enumerate() {
+            let mut sh = [0u8; 64];
+            sh[..4].copy_from_slice(&at.to_le_bytes());
+            if i == names.len() {
+                sh[24..32].copy_from_slice(&(strtab_at as u64).to_le_bytes());
+                sh[32..40].copy_from_slice(&(strtab.len() as u64).to_le_bytes());
+            }
+            elf.extend_from_slice(&sh);
+        }
+        elf[40..48].copy_from_slice(&(shoff as u64).to_le_bytes());
+        elf[58..60].copy_from_slice(&64u16.to_le_bytes());
+        elf[60..62].copy_from_slice(&(names.len() as u16 + 2).to_le_bytes());
+        elf[62..64].copy_from_slice(&(names.len() as u16 + 1).to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn the_go_section_is_found_by_name_with_short_and_long_name_tables() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("prog");
+        let go: &[&[u8]] = &[b".text", b".go.buildinfo", b".data"];
+        let other: &[&[u8]] = &[b".text", b".go.buildinfoX", b".data"];
+        // pad 0: the names fit one window (checked at once); 3000: they do
+        // not, and each section's name is read.
+        for pad in [0, 3000] {
+            for (names, want) in [(go, true), (other, false)] {
+                std::fs::write(&p, with_sections(tiny_elf(true, false), names, pad)).unwrap();
+                let f = std::fs::File::open(&p).unwrap();
+                assert_eq!(elf_info(f.as_fd()).unwrap().go, want, "pad {pad}, names {names:?}");
+            }
+        }
     }
 
     #[test]

@@ -13,8 +13,12 @@ use crate::state::{self, State};
 use crate::{fdtable, guard, real};
 
 unsafe extern "C" {
-    /// Resolves the originals calls.c forwards to (from the constructor).
-    pub fn usvfs_calls_init();
+    /// Resolves the originals calls.c forwards to (from the constructor),
+    /// each through `find(ctx, name)`, or `dlsym` when `find` is `None`.
+    pub fn usvfs_calls_init(
+        find: Option<unsafe extern "C" fn(*const libc::c_void, *const c_char) -> *mut libc::c_void>,
+        ctx: *const libc::c_void,
+    );
     fn usvfs_real_syscall(
         nr: c_long,
         a: c_long,

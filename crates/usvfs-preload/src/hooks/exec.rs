@@ -276,10 +276,9 @@ fn prepare(
         // Only to a child that loads this library and lets go of it.
         followed = why.is_none();
     }
-    let procs = [st.instance_dir.to_bytes(), b"/procs"].concat();
     let hold = pass_hold
         .filter(|_| followed)
-        .and_then(|shared| crate::hold::for_exec(&procs, shared));
+        .and_then(crate::hold::for_exec);
     let extra: Vec<&[u8]> = plan.extra_libs.iter().map(|l| l.as_slice()).collect();
     let spec = hold.as_ref().map(|(_, spec)| spec.as_slice());
     // SAFETY: envp's entries are whole C strings of the caller's, alive
