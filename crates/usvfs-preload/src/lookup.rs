@@ -49,6 +49,7 @@ impl Drop for Spare {
     fn drop(&mut self) {
         // At every thread's exit.
         self.0.drain(|p| {
+            let p = p.map_addr(|a| a & !UNREADY);
             // SAFETY: allocated by `alloc_lookup`, owned by no one else once taken.
             unsafe { std::alloc::dealloc(p.cast(), std::alloc::Layout::new::<Lookup>()) };
         })
@@ -63,6 +64,24 @@ fn alloc_lookup() -> *mut Lookup {
         std::alloc::handle_alloc_error(std::alloc::Layout::new::<Lookup>());
     }
     p
+}
+
+/// Tag on a parked lookup that was never made valid: one parked ahead for a
+/// nested call keeps its pages untouched until one takes it.
+const UNREADY: usize = 1;
+const _: () = assert!(std::mem::align_of::<Lookup>() > UNREADY);
+
+/// Makes the lookup at `p` valid and empty without touching its buffers.
+///
+/// # Safety
+/// `p` is memory for a `Lookup` from [`alloc_lookup`], exclusively ours.
+unsafe fn made_ready(p: *mut Lookup) -> std::ptr::NonNull<Lookup> {
+    // SAFETY: per the contract; only lengths and flags need values.
+    unsafe {
+        PathBuffer::init_at(std::ptr::addr_of_mut!((*p).input));
+        Resolved::init_at(std::ptr::addr_of_mut!((*p).r));
+        std::ptr::NonNull::new_unchecked(p)
+    }
 }
 
 /// An owned `Lookup` that returns to the thread's spare slots when dropped.
@@ -102,22 +121,32 @@ impl Lookup {
         let spare = SPARE
             .try_with(|s| s.0.take())
             .unwrap_or(std::ptr::null_mut());
-        let p = if spare.is_null() {
-            let extra = alloc_lookup();
-            if !SPARE.try_with(|s| s.0.park(extra)).unwrap_or(false) {
-                // SAFETY: just allocated with this layout, never shared.
-                unsafe { std::alloc::dealloc(extra.cast(), std::alloc::Layout::new::<Lookup>()) };
-            }
-            alloc_lookup()
-        } else {
-            spare
-        };
-        // SAFETY: p points to memory for a Lookup; only lengths and flags need values.
-        unsafe {
-            PathBuffer::init_at(std::ptr::addr_of_mut!((*p).input));
-            Resolved::init_at(std::ptr::addr_of_mut!((*p).r));
-            LookupBox(std::ptr::NonNull::new_unchecked(p))
+        if spare.addr() & UNREADY != 0 {
+            // Parked ahead, never made valid (its pages untouched so far).
+            let p = spare.map_addr(|a| a & !UNREADY);
+            // SAFETY: memory for a Lookup from `alloc_lookup`, ours once taken.
+            return LookupBox(unsafe { made_ready(p) });
         }
+        if let Some(p) = std::ptr::NonNull::new(spare) {
+            // SAFETY: a parked lookup without the tag was used before (it
+            // is valid) and is exclusively ours once taken.
+            let lk = unsafe { &mut *p.as_ptr() };
+            lk.input.clear();
+            // The walk cache stays: the next walk starts where the last one
+            // went (a game's files share long prefixes).
+            lk.r.reuse();
+            return LookupBox(p);
+        }
+        let extra = alloc_lookup();
+        if !SPARE
+            .try_with(|s| s.0.park(extra.map_addr(|a| a | UNREADY)))
+            .unwrap_or(false)
+        {
+            // SAFETY: just allocated with this layout, never shared.
+            unsafe { std::alloc::dealloc(extra.cast(), std::alloc::Layout::new::<Lookup>()) };
+        }
+        // SAFETY: just allocated for a Lookup, never shared.
+        LookupBox(unsafe { made_ready(alloc_lookup()) })
     }
 
     /// The view lists this directory itself: a merged index directory, or

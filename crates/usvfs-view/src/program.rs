@@ -401,7 +401,11 @@ mod tests {
             for (names, want) in [(go, true), (other, false)] {
                 std::fs::write(&p, with_sections(tiny_elf(true, false), names, pad)).unwrap();
                 let f = std::fs::File::open(&p).unwrap();
-                assert_eq!(elf_info(f.as_fd()).unwrap().go, want, "pad {pad}, names {names:?}");
+                assert_eq!(
+                    elf_info(f.as_fd()).unwrap().go,
+                    want,
+                    "pad {pad}, names {names:?}"
+                );
             }
         }
     }

@@ -110,6 +110,12 @@ impl Scratch {
         }
     }
 
+    /// Empties the path buffers for another walk; the prefix cache stays.
+    pub fn reuse(&mut self) {
+        self.work.clear();
+        self.next.clear();
+    }
+
     #[inline(always)]
     pub fn new() -> Self {
         Scratch {
@@ -154,14 +160,19 @@ pub fn resolve_in(
         link,
         cache,
     } = scratch;
-    work.set(input).map_err(|_| libc::ENAMETOOLONG)?;
+    // The walk reads the input where it is; `work` holds the path only
+    // once a link or alias rewrote it.
+    if input.len() >= path::PATH_MAX {
+        return Err(libc::ENAMETOOLONG);
+    }
+    let mut rewritten = false;
     let mut expansions = 0u32;
     let mut alias_probes = 0u32;
     // Before the walk: a change published while it runs makes what it
     // caches stale at once.
     let stamp = prefix_cache::Stamp::now(snap, jr);
     'restart: loop {
-        let bytes = work.as_bytes();
+        let bytes = if rewritten { work.as_bytes() } else { input };
         let mut node = snap.root();
         let mut pos = 0usize;
         let mut h = journal::FNV_OFFSET;
@@ -208,6 +219,7 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
+                            rewritten = true;
                             continue 'restart;
                         }
                         if !last {
@@ -250,6 +262,7 @@ pub fn resolve_in(
                             )?;
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
+                            rewritten = true;
                             continue 'restart;
                         }
                         NodeKind::Dir => {
@@ -308,6 +321,7 @@ pub fn resolve_in(
                         {
                             path::normalize_into(next.as_bytes(), b"/", work)
                                 .map_err(|_| libc::ENAMETOOLONG)?;
+                            rewritten = true;
                             continue 'restart;
                         }
                     }

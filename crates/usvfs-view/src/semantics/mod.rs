@@ -69,6 +69,17 @@ impl Resolved {
             std::ptr::addr_of_mut!((*p).res).write(Resolution::NONE);
         }
     }
+
+    /// Readies a `Resolved` that served an earlier lookup for the next one,
+    /// as [`Resolved::init_at`] would, except that its scratch keeps the
+    /// directories the last walk cached (valid by their own stamp), so the
+    /// next walk starts from the deepest one its path shares.
+    pub fn reuse(&mut self) {
+        self.scratch.reuse();
+        self.virt.clear();
+        self.phys.clear();
+        self.res = Resolution::NONE;
+    }
 }
 
 impl Resolution {
