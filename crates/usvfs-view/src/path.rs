@@ -174,12 +174,35 @@ pub fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Writes the lexical normal form of `path` into `out`: absolute (relative paths are
 /// taken from `cwd`), no `.`, `..` applied lexically, single slashes, no trailing slash.
 pub fn normalize_into(path: &[u8], cwd: &[u8], out: &mut PathBuffer) -> Result<(), TooLong> {
+    // Most paths programs pass are absolute and normal already: one copy.
+    if plainly_normal(path) {
+        return out.set(path);
+    }
     out.clear();
     out.push_bytes(b"/")?;
     if path.first() != Some(&b'/') {
         append_normalized(cwd, out)?;
     }
     append_normalized(path, out)
+}
+
+/// `path` is absolute and normal, judged without a branch per byte: no `//`
+/// and no `/.` anywhere (so a name starting with a dot counts as not), no
+/// trailing slash. Only a quick yes: "no" still leaves `path` to the exact
+/// normalization.
+#[inline]
+fn plainly_normal(path: &[u8]) -> bool {
+    match path {
+        [b'/'] => true,
+        [b'/', .., last] if *last != b'/' => {
+            // Folded with `|` rather than stopped early, so it vectorizes.
+            let pairs = path.iter().zip(&path[1..]).fold(false, |acc, (&a, &b)| {
+                acc | ((a == b'/') & ((b == b'/') | (b == b'.')))
+            });
+            !pairs
+        }
+        _ => false,
+    }
 }
 
 /// Applies the components of `path` onto the absolute normalized path in `out`.
@@ -284,6 +307,40 @@ mod tests {
             let mut out = PathBuffer::new();
             normalize_into(p, cwd, &mut out).unwrap();
             assert_eq!(out.as_bytes(), normalize(p, cwd).as_slice(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_normal_path_is_copied_as_it_is() {
+        for p in [&b"/"[..], b"/a/b", b"/a/.hidden/..x", b"/caf\xe9/\xff"] {
+            assert_eq!(
+                plainly_normal(p),
+                !p.windows(2).any(|w| w == b"/."),
+                "{p:?}"
+            );
+            let mut out = PathBuffer::new();
+            normalize_into(p, b"/cwd", &mut out).unwrap();
+            assert_eq!(out.as_bytes(), p);
+            assert_eq!(normalize(p, b"/cwd"), p);
+        }
+    }
+
+    #[test]
+    fn only_plainly_normal_paths_skip_normalization() {
+        for p in [
+            &b"a/b"[..],
+            b"/a/",
+            b"/a//b",
+            b"/a/./b",
+            b"/a/..",
+            b"/.",
+            b"//",
+            b"",
+        ] {
+            assert!(!plainly_normal(p), "{p:?}");
+            let mut out = PathBuffer::new();
+            normalize_into(p, b"/cwd", &mut out).unwrap();
+            assert_eq!(out.as_bytes(), normalize(p, b"/cwd").as_slice(), "{p:?}");
         }
     }
 
