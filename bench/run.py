@@ -151,6 +151,16 @@ def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] |
 
     # Setup references: a bare find over all layers, and a hard-link deployment.
     result["setup"]["bare find of all layers"] = timed_cmd(["find", *map(str, mods)], 3)
+    # The same find after the dentry and inode caches were dropped: the
+    # reference for a system's first start, which comes after the same drop.
+    if settle_caches():
+        cold = []
+        for _ in range(3):
+            settle_caches()
+            t = time.perf_counter()
+            subprocess.run(["find", *map(str, mods)], stdout=subprocess.DEVNULL, check=True)
+            cold.append(time.perf_counter() - t)
+        result["setup_cold_find"] = stats(cold)
     deploy = work / "deploy"
 
     def hardlink_deploy() -> float:
@@ -173,12 +183,18 @@ def bench_size(size: str, runs: int, out: Path, workload: Path, only: set[str] |
         result["caches_settled"] = settle_caches()
         try:
             setups = []
-            for i in range(2 if cls.__name__ in ("Usvfs", "Overlay", "FuseOverlayfs", "Mergerfs") else 1):
+            # The first start comes right after the caches were dropped (cold),
+            # the others find them warm: each is set against the bare find in
+            # the same state.
+            starts = 4 if cls.__name__ in ("Usvfs", "UsvfsMount", "Overlay", "FuseOverlayfs", "Mergerfs") else 1
+            for i in range(starts):
                 s = sysobj.start()
                 setups.append(s)
-                if i == 0 and cls.__name__ in ("Usvfs", "Overlay", "FuseOverlayfs", "Mergerfs"):
+                if i < starts - 1:
                     sysobj.stop()
-            entry["setup"] = stats(setups)
+            entry["setup"] = stats(setups[1:] or setups)
+            if len(setups) > 1 and result.get("caches_settled"):
+                entry["setup_cold"] = stats(setups[:1])
         except Unavailable as e:
             entry["skipped"] = str(e)
             print(f"[{size}] {sysobj.name}: skipped: {e}", flush=True)
@@ -368,13 +384,20 @@ def report(results: list[dict], out_md: Path, out_png: Path) -> None:
                 row.append(f"{fmt_ms(w['median'])}{shown} [{fmt_ms(w['min'])}–{fmt_ms(w['max'])}]")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        lines += ["Setup (from nothing to a ready view):", ""]
+        lines += ["Setup (from nothing to a ready view; warm kernel caches, and in brackets the first start "
+                  "right after the dentry and inode caches were dropped, against the bare find in that state):", ""]
         find = res["setup"]["bare find of all layers"]["median"]
+        cold_find = res.get("setup_cold_find", {}).get("median")
         for name, st in res["setup"].items():
-            lines.append(f"* {name}: {fmt_ms(st['median'])} ({st['median'] / find:.2f}× the bare find)")
+            cold = f" (cold caches: {fmt_ms(cold_find)})" if cold_find and name.startswith("bare find") else ""
+            lines.append(f"* {name}: {fmt_ms(st['median'])} ({st['median'] / find:.2f}× the bare find){cold}")
         for name, entry in res["systems"].items():
             if "setup" in entry and name != "merged copy":
-                lines.append(f"* {name}: {fmt_ms(entry['setup']['median'])} ({entry['setup']['median'] / find:.2f}× the bare find)")
+                cold = ""
+                if "setup_cold" in entry and cold_find:
+                    c = entry["setup_cold"]["median"]
+                    cold = f" [cold: {fmt_ms(c)}, {c / cold_find:.2f}× the cold find]"
+                lines.append(f"* {name}: {fmt_ms(entry['setup']['median'])} ({entry['setup']['median'] / find:.2f}× the bare find){cold}")
         lines.append("")
         us = res["systems"].get("usvfs (preload)", {})
         mem = us.get("workloads", {}).get("memory")
@@ -418,7 +441,11 @@ def analysis(res: dict) -> list[str]:
     find = res["setup"]["bare find of all layers"]["median"]
     if "setup" in us:
         r = us["setup"]["median"] / find
-        out.append(f"* usvfs (preload), setup: {r:.2f}× a bare find (target ≤ 1.5×): {'met' if r <= 1.5 else '**missed**'}; "
+        cold_find = res.get("setup_cold_find", {}).get("median")
+        rc = us["setup_cold"]["median"] / cold_find if "setup_cold" in us and cold_find else None
+        met = r <= 1.5 and (rc is None or rc <= 1.5)
+        cold = f", {rc:.2f}× with cold caches" if rc is not None else ""
+        out.append(f"* usvfs (preload), setup: {r:.2f}× a bare find{cold} (target ≤ 1.5×): {'met' if met else '**missed**'}; "
                    f"{res['setup']['hard-link deployment (cp -al)']['median'] / us['setup']['median']:.0f}× faster than a hard-link deployment")
     if us.get("index_bytes"):
         per = us["index_bytes"] / max(1, res["merged_files"])
