@@ -8,6 +8,10 @@
  *                          the same, the child getting exactly that environment
  *                          (this process itself runs without it)
  *   workload walkmem DIR   walk, then report the usvfs index mapping's memory
+ *   workload statloop DIR N  stat the same four missing names N times and also
+ *                          report the user time per call (user_ns_per_call):
+ *                          what a hook adds to a call, without the noise of the
+ *                          kernel's share
  * Prints a checksum line (entries, bytes) so the systems can be compared, and
  * the time the work itself took (elapsed_ns), process start excluded. */
 #define _GNU_SOURCE
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -113,6 +118,20 @@ int main(int argc, char **argv) {
             if (stat(path, &st) == 0) { fprintf(stderr, "unexpected: %s\n", path); return 1; }
             entries++;
         }
+    } else if (!strcmp(argv[1], "statloop")) {
+        int n = argc > 3 ? atoi(argv[3]) : 1000000;
+        char names[4][8192];
+        for (int k = 0; k < 4; k++) snprintf(names[k], sizeof names[k], "%s/d%d/missing.dat", argv[2], k);
+        struct stat st;
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        for (int i = 0; i < n; i++) {
+            if (stat(names[i & 3], &st) == 0) { fprintf(stderr, "unexpected: %s\n", names[i & 3]); return 1; }
+            entries++;
+        }
+        getrusage(RUSAGE_SELF, &r1);
+        double user = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1e9 + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e3;
+        printf("user_ns_per_call=%.0f\n", user / n);
     } else if (!strcmp(argv[1], "list")) {
         DIR *d = opendir(argv[2]);
         if (!d) { perror(argv[2]); return 1; }

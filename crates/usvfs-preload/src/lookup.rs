@@ -346,11 +346,16 @@ pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut 
     let Some((base, rel, caller_sees_same)) = start_dir(st, dirfd, p) else {
         return Outcome::Pass;
     };
-    if path::normalize_into(rel, base, &mut lk.input).is_err() {
-        return Outcome::Pass;
-    }
     let Lookup { input, r } = lk;
-    match st.view().resolve(input.as_bytes(), follow, r) {
+    // An absolute path already in normal form is resolved where it lies.
+    let normal = if rel.len() < path::PATH_MAX && path::plainly_normal(rel) {
+        rel
+    } else if path::normalize_into(rel, base, input).is_ok() {
+        input.as_bytes()
+    } else {
+        return Outcome::Pass;
+    };
+    match st.view().resolve(normal, follow, r) {
         Err(e) => Outcome::Fail(e),
         Ok(()) => {
             // Unchanged by the view: the caller's own call does it, unless
