@@ -70,10 +70,13 @@ def test_descriptor_inherited_across_exec(usvfs: Path, layout: Layout, cbin: dic
     names = merged_names(layout, tmp_path, "textures")
     # The shell opens the merged directory on descriptor 7; the child lists
     # it through /dev/fd/7, a path the child never opened itself.
-    script = f'exec 7<"{layout.base}/textures"; ls /dev/fd/7/; cat /dev/fd/7/m1_tex.dds; readlink /proc/self/fd/7'
+    # A doubled slash after the number still continues below the descriptor.
+    script = (f'exec 7<"{layout.base}/textures"; ls /dev/fd/7/; cat /dev/fd/7/m1_tex.dds; '
+              'cat /proc/self/fd/7//m1_tex.dds; readlink /proc/self/fd/7')
     r = run_view(usvfs, layout, ["bash", "-c", script])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().splitlines() == [*names, "m3 overrides m1", str(layout.base / "textures")]
+    assert r.stdout.decode().splitlines() == [*names, "m3 overrides m1", "m3 overrides m1",
+                                              str(layout.base / "textures")]
     # Relative to the inherited descriptor itself (fdopendir, openat).
     code = "import os; print(sorted(os.listdir(7))); print(os.read(os.open('m1_tex.dds', os.O_RDONLY, dir_fd=7), 99).decode(), end='')"
     r = run_view(usvfs, layout, ["bash", "-c", f'exec 7<"{layout.base}/textures"; python3 -c "{code}"'])

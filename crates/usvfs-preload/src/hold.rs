@@ -119,7 +119,8 @@ unsafe extern "C" {
 /// This process has one thread. glibc's flag answers without a system call
 /// for a process that never made a thread; else `/proc/self/task` links to
 /// each thread's directory (a forked child of a threaded parent has one
-/// again). Unknown counts as not.
+/// again). Unknown counts as not. A thread made by a raw `clone` without
+/// glibc escapes the flag, as it escapes glibc's own single-thread shortcuts.
 fn single_threaded() -> bool {
     // SAFETY: a byte glibc defines; read only.
     if unsafe { std::ptr::read_volatile(&raw const __libc_single_threaded) } != 0 {

@@ -231,7 +231,11 @@ fn fd_path(p: &[u8]) -> Option<(c_int, &[u8])> {
     let fd = digits
         .iter()
         .fold(0i32, |n, &d| n * 10 + i32::from(d - b'0'));
-    Some((fd, tail[end..].strip_prefix(b"/").unwrap_or(b"")))
+    // Every slash after the number: `N//etc` is `etc` below the descriptor,
+    // as the kernel walks it, not `/etc`.
+    let rest = &tail[end..];
+    let from = rest.iter().position(|&c| c != b'/').unwrap_or(rest.len());
+    Some((fd, &rest[from..]))
 }
 
 /// The virtual path descriptor `fd` stands for, if it belongs to the view.
@@ -346,16 +350,14 @@ pub fn lookup_inside(st: &State, dirfd: c_int, p: &[u8], follow: bool, lk: &mut 
     let Some((base, rel, caller_sees_same)) = start_dir(st, dirfd, p) else {
         return Outcome::Pass;
     };
-    let Lookup { input, r } = lk;
-    // An absolute path already in normal form is resolved where it lies.
-    let normal = if rel.len() < path::PATH_MAX && path::plainly_normal(rel) {
-        rel
-    } else if path::normalize_into(rel, base, input).is_ok() {
-        input.as_bytes()
-    } else {
+    // Into our own buffer even when already normal (then one copy): the
+    // walk reads its input more than once and caches prefixes of it, and
+    // the caller's string may be rewritten by another of its threads.
+    if path::normalize_into(rel, base, &mut lk.input).is_err() {
         return Outcome::Pass;
-    };
-    match st.view().resolve(normal, follow, r) {
+    }
+    let Lookup { input, r } = lk;
+    match st.view().resolve(input.as_bytes(), follow, r) {
         Err(e) => Outcome::Fail(e),
         Ok(()) => {
             // Unchanged by the view: the caller's own call does it, unless
@@ -390,6 +392,16 @@ pub unsafe fn bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptor_path_continues_below_the_descriptor() {
+        assert_eq!(fd_path(b"/proc/self/fd/5/etc/x"), Some((5, &b"etc/x"[..])));
+        assert_eq!(fd_path(b"/proc/self/fd/5//etc/x"), Some((5, &b"etc/x"[..])));
+        assert_eq!(fd_path(b"/dev/fd/12///"), Some((12, &b""[..])));
+        assert_eq!(fd_path(b"/proc/thread-self/fd/7"), Some((7, &b""[..])));
+        assert_eq!(fd_path(b"/proc/self/fdx/7"), None);
+        assert_eq!(fd_path(b"/dev/fd/x"), None);
+    }
 
     /// Lookups nested three deep (a two-lookup hook and a signal handler's
     /// call on top) come from the thread's parked buffers once warmed up.

@@ -191,7 +191,7 @@ pub fn normalize_into(path: &[u8], cwd: &[u8], out: &mut PathBuffer) -> Result<(
 /// trailing slash. Only a quick yes: "no" still leaves `path` to the exact
 /// normalization.
 #[inline]
-pub fn plainly_normal(path: &[u8]) -> bool {
+fn plainly_normal(path: &[u8]) -> bool {
     match path {
         [b'/'] => true,
         [b'/', .., last] if *last != b'/' => {

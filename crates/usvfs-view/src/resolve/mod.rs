@@ -141,7 +141,9 @@ pub fn resolve_with(
     resolve_in(snap, journal, fs, input, follow, virt, phys, &mut scratch)
 }
 
-/// Like [`resolve_with`], using the caller's working buffers.
+/// Like [`resolve_with`], using the caller's working buffers. `input` is
+/// read more than once and prefixes of it are cached in `scratch`: it must be
+/// the caller's own copy, never a string another thread may be rewriting.
 #[allow(clippy::too_many_arguments)]
 pub fn resolve_in(
     snap: &Snapshot<'_>,
