@@ -53,22 +53,29 @@ fn address(slot: &AtomicUsize, name: &'static [u8]) -> usize {
     a
 }
 
-/// Fills `slot` from the table search of [`crate::next`], or by `dlsym`
-/// where that search is unsure.
+/// The address `dlsym(RTLD_NEXT, name)` gives, from the table search of
+/// [`crate::next`], or by `dlsym` where that search is unsure.
+fn find(next: &crate::next::Next, name: &std::ffi::CStr) -> usize {
+    match next.lookup(name) {
+        crate::next::Found::Address(a) => a,
+        // SAFETY: name is a C string.
+        crate::next::Found::Unsure => unsafe {
+            libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize
+        },
+    }
+}
+
+/// Fills `slot` through [`find`].
 fn resolve(next: &crate::next::Next, slot: &AtomicUsize, name: &'static [u8]) {
     if slot.load(Ordering::Relaxed) != 0 {
         return;
     }
-    match std::ffi::CStr::from_bytes_with_nul(name).map(|n| next.lookup(n)) {
-        Ok(crate::next::Found::Address(a)) => slot.store(a, Ordering::Relaxed),
-        _ => {
-            address(slot, name);
-        }
+    if let Ok(n) = std::ffi::CStr::from_bytes_with_nul(name) {
+        slot.store(find(next, n), Ordering::Relaxed);
     }
 }
 
-/// `dlsym(RTLD_NEXT, name)` through the search `next` (a `Next`), for
-/// calls.c's own originals.
+/// [`find`] for calls.c's own originals.
 ///
 /// # Safety
 /// `next` points to a live `Next`; `name` is a C string.
@@ -83,11 +90,7 @@ pub unsafe extern "C" fn find_for_c(
             std::ffi::CStr::from_ptr(name),
         )
     };
-    match next.lookup(name) {
-        crate::next::Found::Address(a) => a as *mut libc::c_void,
-        // SAFETY: name is a C string.
-        crate::next::Found::Unsure => unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) },
-    }
+    find(next, name) as *mut libc::c_void
 }
 
 macro_rules! originals {

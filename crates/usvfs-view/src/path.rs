@@ -175,7 +175,9 @@ pub fn components(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// taken from `cwd`), no `.`, `..` applied lexically, single slashes, no trailing slash.
 pub fn normalize_into(path: &[u8], cwd: &[u8], out: &mut PathBuffer) -> Result<(), TooLong> {
     // Most paths programs pass are absolute and normal already: one copy.
-    if plainly_normal(path) {
+    // The quick check first; a name starting with a dot (`~/.wine/...`)
+    // takes the exact one.
+    if plainly_normal(path) || is_normal_absolute(path) {
         return out.set(path);
     }
     out.clear();
@@ -188,8 +190,8 @@ pub fn normalize_into(path: &[u8], cwd: &[u8], out: &mut PathBuffer) -> Result<(
 
 /// `path` is absolute and normal, judged without a branch per byte: no `//`
 /// and no `/.` anywhere (so a name starting with a dot counts as not), no
-/// trailing slash. Only a quick yes: "no" still leaves `path` to the exact
-/// normalization.
+/// trailing slash. Only a quick yes: [`is_normal_absolute`] is the exact
+/// answer.
 #[inline]
 fn plainly_normal(path: &[u8]) -> bool {
     match path {
